@@ -1,0 +1,57 @@
+"""The ``swat`` command line. Each subcommand lives in its own module of this package, which
+defines ``add_arguments(parser)`` and ``run(args) -> int``; its docstring's first line is its help."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from swat import __version__
+
+COMMANDS: dict[str, str] = {
+    "demo": "swat.cli.demo",
+}
+EVAL_COMMANDS: dict[str, str] = {}
+
+
+def _add_module(subparsers, name: str, module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None
+    parser = subparsers.add_parser(name, help=summary, description=module.__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    parser.set_defaults(run=module.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swat", description="SWAT: sliding window attention training (sigmoid, balanced ALiBi, RoPE)."
+    )
+    parser.add_argument("--version", action="version", version=f"swat {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        _add_module(subparsers, name, module_name)
+    if EVAL_COMMANDS:
+        eval_parser = subparsers.add_parser("eval", help="evaluate models (perplexity, passkey, harness, ...)")
+        eval_subparsers = eval_parser.add_subparsers(title="evaluations", metavar="EVAL")
+        for name, module_name in EVAL_COMMANDS.items():
+            _add_module(eval_subparsers, name, module_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The SWAT attention layer: projections, optional QK-norm, RoPE, KV cache, the SWAT op."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache
+
+from swat.layers.norm import RMSNorm
+from swat.layers.rope import apply_rope
+from swat.ops import swat_attention
+
+
+class SWATAttention(nn.Module):
+    """Multi-head (or grouped-query) SWAT attention of one decoder layer.
+
+    Keys enter the cache after RoPE, so a cached key never needs re-rotating; with a window the
+    cache holds only the last keys the window can reach (SPEC.md section 4).
+    """
+
+    def __init__(self, config, layer_idx: int) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+        # Built from the config on first use, not stored as a buffer: a buffer would be created
+        # on the meta device by from_pretrained and rounded by model.to(bfloat16).
+        self._slopes_on: dict[torch.device, torch.Tensor | None] = {}
+
+    def slopes(self, device: torch.device) -> torch.Tensor | None:
+        if device not in self._slopes_on:
+            slopes = self.config.slopes()
+            self._slopes_on[device] = None if slopes is None else slopes.to(device)
+        return self._slopes_on[device]
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: Cache | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        batch, q_len, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim)
+        k = self.k_proj(hidden_states).view(batch, q_len, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(hidden_states).view(batch, q_len, self.num_kv_heads, self.head_dim)
+        if self.config.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if position_embeddings is not None:
+            cos, sin = position_embeddings
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(k.transpose(1, 2), v.transpose(1, 2), self.layer_idx)
+            k, v = k.transpose(1, 2), v.transpose(1, 2)
+        if segment_ids is not None:
+            segment_ids = segment_ids[:, -k.shape[1]:]
+        out = swat_attention(
+            q, k, v,
+            window=self.config.sliding_window,
+            slopes=self.slopes(q.device),
+            sigmoid_bias=self.config.sigmoid_bias,
+            activation=self.config.attention_activation,
+            backend=self.config.attention_backend,
+            segment_ids=segment_ids,
+        )
+        return self.o_proj(out.reshape(batch, q_len, -1))

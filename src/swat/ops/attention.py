@@ -1,0 +1,111 @@
+"""``swat_attention``: the public op, input checks and backend dispatch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from swat.ops.chunked import chunked_attention
+from swat.ops.reference import reference_attention
+from swat.ops.sdpa import sdpa_attention
+
+BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
+    "reference": reference_attention,
+    "chunked": chunked_attention,
+    "sdpa": sdpa_attention,
+}
+ACTIVATIONS = ("sigmoid", "softmax")
+
+# Below this many (query, key) pairs the dense reference beats the banded loop's overhead.
+_DENSE_PAIRS = 64 * 64
+
+
+def swat_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    window: int | None,
+    slopes: torch.Tensor | None = None,
+    sigmoid_bias: float = 0.0,
+    activation: str = "sigmoid",
+    scale: float | None = None,
+    backend: str = "auto",
+    segment_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal sliding-window attention with sigmoid (or softmax) weights, SPEC.md section 1::
+
+        s_ij = scale * (q_i . k_j) - m_h * (i - j) + b,   o_i = sum_{0 <= i-j < w} act(s_ij) v_j
+
+    Args:
+        q: ``[batch, q_len, heads, head_dim]``, the queries of the last ``q_len`` key positions.
+        k, v: ``[batch, kv_len, kv_heads, head_dim]``, ``q_len <= kv_len``, ``heads % kv_heads == 0``
+            (query head ``h`` reads kv head ``h // (heads / kv_heads)``).
+        window: keys a query sees, itself included (``w >= 1``); ``None`` = full causal attention.
+        slopes: ``[heads]`` ALiBi slopes ``m_h`` (``m > 0`` penalises distance), applied to the true
+            distance ``i - j``. Treated as constants (no gradient).
+        sigmoid_bias: the scalar ``b`` (a no-op under softmax).
+        activation: ``"sigmoid"`` (SWAT) or ``"softmax"`` (baselines).
+        scale: defaults to ``head_dim ** -0.5``.
+        backend: ``"auto"``, ``"reference"`` (dense oracle), ``"chunked"`` (banded, O(q_len * w)),
+            or ``"sdpa"`` (softmax only, PyTorch's fused attention).
+        segment_ids: optional ``[batch, kv_len]`` integers; a query sees only keys of its own
+            segment (packed documents, left padding).
+
+    Returns:
+        ``[batch, q_len, heads, head_dim]`` in the dtype of ``q``.
+    """
+    _check_inputs(q, k, v, window, slopes, activation, backend, segment_ids)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if backend == "auto":
+        backend = _pick_backend(q, k, window, slopes, activation, segment_ids)
+    return BACKENDS[backend](q, k, v, window=window, slopes=slopes, sigmoid_bias=sigmoid_bias,
+                             activation=activation, scale=scale, segment_ids=segment_ids)
+
+
+def _pick_backend(q, k, window, slopes, activation, segment_ids) -> str:
+    q_len, kv_len = q.shape[1], k.shape[1]
+    full = window is None or window >= kv_len
+    if activation == "softmax" and full and slopes is None and segment_ids is None and q_len == kv_len:
+        return "sdpa"
+    if q_len * kv_len <= _DENSE_PAIRS and not torch.is_grad_enabled():
+        return "reference"
+    return "chunked"
+
+
+def _check_inputs(q, k, v, window, slopes, activation, backend, segment_ids) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            f"q, k, v must be 4-D [batch, seq, heads, head_dim]; got shapes {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise ValueError(
+            f"q and k must agree on batch and head_dim: q {tuple(q.shape)}, k {tuple(k.shape)}"
+        )
+    if q.shape[1] > k.shape[1]:
+        raise ValueError(
+            f"q_len ({q.shape[1]}) must be <= kv_len ({k.shape[1]}): the queries are the last q_len "
+            "positions of the keys; pass the cached keys together with the new ones"
+        )
+    if q.shape[2] % k.shape[2]:
+        raise ValueError(f"heads ({q.shape[2]}) must be a multiple of kv_heads ({k.shape[2]}) for GQA")
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise ValueError(f"window must be an int >= 1 (keys seen, the query itself included) or None, got {window!r}")
+    if slopes is not None and tuple(slopes.shape) != (q.shape[2],):
+        raise ValueError(f"slopes must have shape [heads] = [{q.shape[2]}], got {tuple(slopes.shape)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use 'auto' or one of {sorted(BACKENDS)}")
+    if segment_ids is not None and tuple(segment_ids.shape) != (k.shape[0], k.shape[1]):
+        raise ValueError(
+            f"segment_ids must have shape [batch, kv_len] = [{k.shape[0]}, {k.shape[1]}], "
+            f"got {tuple(segment_ids.shape)}"
+        )
