@@ -1,6 +1,13 @@
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+)
 
 from swat import SWATForCausalLM, SWATModel
 from tests.conftest import tiny_config
@@ -41,7 +48,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.model.layers[0].self_attn.register_forward_hook(lambda *_: calls.append(1))
     model(tokens, labels=tokens).loss.backward()
     assert len(calls) == 2, "the layer should run again during backward"
-    for expected, param in zip(plain, model.parameters()):
+    for expected, param in zip(plain, model.parameters(), strict=True):
         torch.testing.assert_close(param.grad, expected)
 
 
