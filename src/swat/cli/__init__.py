@@ -11,8 +11,12 @@ from swat import __version__
 
 COMMANDS: dict[str, str] = {
     "demo": "swat.cli.demo",
+    "generate": "swat.cli.generate",
 }
-EVAL_COMMANDS: dict[str, str] = {}
+EVAL_COMMANDS: dict[str, str] = {
+    "length": "swat.cli.eval_length",
+    "ppl": "swat.cli.eval_ppl",
+}
 
 
 def _add_module(subparsers, name: str, module_name: str) -> None:

@@ -1,0 +1,45 @@
+"""Perplexity against context length for one or more models (rolling cache where windowed).
+
+Cuts the held-out text into sequences of each length, scores every sequence from its start and
+writes length.json, length.md and length.png (perplexity vs length, log x, one line per model;
+loss by position bucket within the longest sequences) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from swat.evaluation.options import add_device_argument, add_text_argument
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", required=True, metavar="DIR", help="saved model directories")
+    add_text_argument(parser)
+    parser.add_argument("--lengths", default="256,512,1k,2k,4k",
+                        help="evaluation lengths in tokens, k = 1024 (default: 256,512,1k,2k,4k)")
+    parser.add_argument("--max-tokens", type=int, default=65536,
+                        help="about this many tokens are scored per length (default: 65536)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="tokens per forward through the cache (default: the window, at least 64)")
+    parser.add_argument("--train-length", type=int, default=None, help="draw the training length on the plot")
+    parser.add_argument("--out", default="results/length", help="output directory (default: results/length)")
+    add_device_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from swat.evaluation.length import evaluate_lengths, length_markdown, parse_lengths, write_length_outputs
+    from swat.evaluation.loading import load_model, model_label, read_tokens
+
+    lengths = parse_lengths(args.lengths)
+    results = []
+    for path in args.models:
+        model, tokenizer = load_model(path, device=args.device)
+        tokens = read_tokens(args.text, tokenizer)
+        results.append(evaluate_lengths(model, tokens, lengths, max_tokens=args.max_tokens,
+                                        batch_size=args.batch_size, chunk_size=args.chunk_size,
+                                        label=model_label(path)))
+    paths = write_length_outputs(results, args.out, args.train_length)
+    print(length_markdown(results))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

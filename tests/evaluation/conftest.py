@@ -1,0 +1,81 @@
+"""Shared fixtures: a small text, a byte-level BPE tokenizer trained on it, tiny saved models."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from swat import SWATForCausalLM, preset_config
+
+WORDS = ("the king and queen walk to the castle where a fool sings of love and war while the sky "
+         "is blue and the grass is green here we go there and back again what is the pass key "
+         "0 1 2 3 4 5 6 7 8 9")
+
+
+def make_text(num_words: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    words = WORDS.split()
+    lines, line = [], []
+    for _ in range(num_words):
+        line.append(rng.choice(words))
+        if len(line) == 12:
+            lines.append(" ".join(line) + ".")
+            line = []
+    return "\n".join(lines) + "\n"
+
+
+def make_tokenizer(text: str, vocab_size: int = 320) -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([text], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+
+
+def tiny_config(vocab_size: int, **overrides):
+    settings = dict(vocab_size=vocab_size, num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                    num_attention_heads=4, sliding_window=16, max_position_embeddings=128)
+    return preset_config("tiny", **{**settings, **overrides})
+
+
+def save_model(path, tokenizer, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    config = tiny_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id, **overrides)
+    model = SWATForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def text() -> str:
+    return make_text(3000)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(text) -> PreTrainedTokenizerFast:
+    return make_tokenizer(text)
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("text") / "heldout.txt"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def swat_dir(tmp_path_factory, tokenizer):
+    return save_model(tmp_path_factory.mktemp("models") / "swat", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def softmax_dir(tmp_path_factory, tokenizer):
+    return save_model(tmp_path_factory.mktemp("models") / "transformer", tokenizer, seed=1,
+                      attention_activation="softmax", alibi="none", sliding_window=None)

@@ -1,0 +1,73 @@
+import json
+import math
+
+import pytest
+import torch
+
+from swat import SWATForCausalLM
+from swat.cli import main
+from swat.evaluation.length import evaluate_lengths, parse_lengths
+from swat.evaluation.scoring import token_scores
+
+from .conftest import tiny_config
+
+
+def test_parse_lengths():
+    assert parse_lengths("512,1k, 2K,1.5k,512") == [512, 1024, 1536, 2048]
+    assert parse_lengths("1m") == [1024**2]
+    for bad in ("", "12x", "1", "0.3k"):
+        with pytest.raises(ValueError, match="length"):
+            parse_lengths(bad)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(attention_activation="softmax", alibi="none", sliding_window=None)])
+@pytest.mark.parametrize("chunk_size", [1, 7, 100])
+def test_streamed_scores_equal_one_full_forward(overrides, chunk_size):
+    torch.manual_seed(0)
+    model = SWATForCausalLM(tiny_config(97, **overrides)).double().eval()
+    ids = torch.randint(0, 97, (2, 50))
+    scores = token_scores(model, ids, chunk_size=chunk_size)
+    with torch.no_grad():
+        logits = model(ids, use_cache=False).logits[:, :-1]
+    expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+    torch.testing.assert_close(scores.nll, expected, rtol=1e-10, atol=1e-10)
+    assert torch.equal(scores.correct, logits.argmax(-1) == ids[:, 1:])
+
+
+def test_perplexity_per_length_is_the_mean_loss_of_consecutive_sequences():
+    torch.manual_seed(0)
+    model = SWATForCausalLM(tiny_config(97)).double().eval()
+    tokens = torch.randint(0, 97, (200,))
+    result = evaluate_lengths(model, tokens, [20, 64, 128, 400], max_tokens=128, batch_size=3, chunk_size=16)
+    by_length = {row["length"]: row for row in result["lengths"]}
+    for n, count in [(20, 6), (64, 2), (128, 1)]:
+        with torch.no_grad():
+            sequences = tokens[: count * n].view(count, n)
+            logits = model(sequences, use_cache=False).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), sequences[:, 1:]).item()
+        assert by_length[n]["sequences"] == count
+        assert by_length[n]["ppl"] == pytest.approx(math.exp(loss), rel=1e-9)
+    assert math.isnan(by_length[400]["ppl"]) and by_length[400]["sequences"] == 0
+    assert result["bucket_length"] == 128
+    assert [(b["start"], b["end"]) for b in result["buckets"]] == [(0, 19), (19, 63), (63, 127)]
+    weighted = sum(b["nll"] * (b["end"] - b["start"]) for b in result["buckets"]) / 127
+    assert weighted == pytest.approx(by_length[128]["nll"], rel=1e-9)
+
+
+def test_text_shorter_than_every_length_is_a_clear_error():
+    model = SWATForCausalLM(tiny_config(97)).eval()
+    with pytest.raises(ValueError, match="fewer than the shortest length"):
+        evaluate_lengths(model, torch.zeros(10, dtype=torch.long), [64])
+
+
+def test_cli_writes_json_markdown_and_plot(tmp_path, swat_dir, softmax_dir, text_file):
+    out = tmp_path / "out"
+    code = main(["eval", "length", "--models", str(swat_dir), str(softmax_dir), "--text", str(text_file),
+                 "--lengths", "32,64,128", "--max-tokens", "256", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "length.json").read_text())
+    assert [r["model"] for r in results] == ["swat", "transformer"]
+    assert [r["window"] for r in results] == [16, None]
+    assert all(row["ppl"] > 1 for r in results for row in r["lengths"])
+    assert "ppl @ 128" in (out / "length.md").read_text()
+    assert (out / "length.png").read_bytes()[:4] == b"\x89PNG"
