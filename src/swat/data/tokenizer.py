@@ -1,0 +1,88 @@
+"""Tokenizers: train a byte-level BPE locally with ``tokenizers``, or load any Hugging Face one.
+
+Every tokenizer used for training must have an end-of-sequence token: it separates the documents
+of the packed token stream (see ``swat.data.shards``). Trained tokenizers use ``<|endoftext|>``
+as EOS and as padding, like GPT-2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+EOS_TOKEN = "<|endoftext|>"
+
+
+def _text_batches(texts_or_files: Iterable[str | os.PathLike], batch_chars: int = 1 << 20):
+    """Yield lists of strings of about ``batch_chars`` characters: ``str`` items are texts,
+    ``os.PathLike`` items are UTF-8 files read whole."""
+    batch, size = [], 0
+    for item in texts_or_files:
+        text = Path(item).read_text(encoding="utf-8") if isinstance(item, os.PathLike) else item
+        if not isinstance(text, str):
+            raise TypeError(f"expected texts (str) or files (pathlib.Path), got {type(item).__name__}")
+        batch.append(text)
+        size += len(text)
+        if size >= batch_chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def train_bpe_tokenizer(texts_or_files: Iterable[str | os.PathLike], vocab_size: int,
+                        out_dir: str | os.PathLike | None = None, *, min_frequency: int = 2,
+                        show_progress: bool = True) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer (GPT-2 style: any byte sequence is encodable, no unknown
+    token) with ``vocab_size`` entries at most, ``<|endoftext|>`` included as EOS and pad.
+
+    ``texts_or_files`` holds texts (``str``) and/or text files (``pathlib.Path``; a plain string
+    is always a text, never a file name). With ``out_dir`` the tokenizer is saved there with
+    ``save_pretrained``, so ``AutoTokenizer.from_pretrained(out_dir)`` loads it.
+    """
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size < len(alphabet) + 1:
+        raise ValueError(f"vocab_size {vocab_size} is too small for byte-level BPE: it needs at least "
+                         f"{len(alphabet) + 1} (256 bytes + {EOS_TOKEN}); use e.g. 4096 or more")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=[EOS_TOKEN], initial_alphabet=alphabet,
+                                  show_progress=show_progress)
+    tokenizer.train_from_iterator(_text_batches(texts_or_files), trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN)
+    if out_dir is not None:
+        wrapped.save_pretrained(out_dir)
+    return wrapped
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained(name_or_path)`` (a local directory, or a hub name when
+    online), checked to have the EOS token that separates documents."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as e:
+        raise OSError(
+            f"could not load the tokenizer {str(name_or_path)!r}: give a local directory saved with "
+            f"save_pretrained (e.g. a prepared data directory's 'tokenizer' folder or a model directory), "
+            f"or a Hugging Face hub name while online; or train one locally with --vocab-size N. ({e})"
+        ) from e
+    if tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"the tokenizer {str(name_or_path)!r} has no eos_token; documents are separated by EOS, so "
+            f"pick a tokenizer with one (or set tokenizer.eos_token and save it again)"
+        )
+    return tokenizer
+
+
+def encode_documents(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text without added special tokens; special-token strings inside the text
+    (e.g. a literal ``<|endoftext|>``) are encoded as plain text, so EOS only ever separates
+    documents."""
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
