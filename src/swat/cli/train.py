@@ -1,0 +1,36 @@
+"""Train a SWAT language model from a config preset or YAML file (also under torchrun).
+
+    swat train --config tiny                                  # minutes on a CPU (Shakespeare)
+    swat train --config tiny --set model.sliding_window=128 optim.lr=1e-3 --out runs/w128
+    swat train --config my.yaml --out runs/mine --resume      # continue from the last checkpoint
+    torchrun --nproc_per_node=4 -m swat.cli train --config 340m --set data.dir=DATA
+
+Presets: tiny, small, 340m, 760m (src/swat/training/presets). The run directory holds
+config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face model dir with its tokenizer) and
+final/ (the trained model).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="tiny", help="a preset name (tiny, small, 340m, 760m) or a YAML file")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override config keys, e.g. model.sliding_window=128 optim.lr=1e-3 train.steps=50")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/NAME)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from swat.training import load_config, train
+
+    config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    run_dir = train(config, args.out, resume=args.resume)
+    print(f"run directory: {run_dir} (metrics.jsonl, checkpoints/, final/)")
+    return 0

@@ -1,0 +1,81 @@
+"""Metrics as JSON lines (``RUN_DIR/metrics.jsonl``), mirrored to TensorBoard / W&B when asked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from swat.data.shards import atomic_write_bytes
+
+
+class MetricsLogger:
+    """Appends one JSON object per record to ``path``. Only the main process should make one
+    with ``enabled=True``; others get a logger that does nothing."""
+
+    def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = False,
+                 wandb: bool = False, wandb_project: str = "swat", config: dict[str, Any] | None = None,
+                 resume_step: int | None = None) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self._tb = self._wandb = None
+        if not enabled:
+            return
+        if resume_step is not None:
+            truncate_metrics(self.path, resume_step)
+        if tensorboard:
+            self._tb = _tensorboard_writer(Path(run_dir) / "tensorboard")
+        if wandb:
+            self._wandb = _wandb_run(wandb_project, Path(run_dir), config)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        step = record.get("step", 0)
+        numbers = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
+        if self._tb is not None:
+            for key, value in numbers.items():
+                self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(numbers, step=step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (a run dir or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records after ``step``: a resumed run rewrites the steps after its checkpoint."""
+    if path.is_file():
+        kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+def _tensorboard_writer(log_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise RuntimeError("log.tensorboard=true needs the tensorboard package: pip install tensorboard, "
+                           "or set log.tensorboard=false") from error
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def _wandb_run(project: str, run_dir: Path, config: dict[str, Any] | None):
+    try:
+        import wandb
+    except ImportError as error:
+        raise RuntimeError("log.wandb=true needs the wandb package: pip install wandb, or set log.wandb=false") \
+            from error
+    return wandb.init(project=project, name=run_dir.name, dir=str(run_dir), config=config)

@@ -1,0 +1,43 @@
+"""AdamW with decoupled weight decay on matrices only, and its learning-rate schedule.
+
+Weight decay applies to the 2-D weights of linear layers (attention and MLP projections, an
+untied output head). Norm gains, biases and the input embedding are not decayed: a gain or bias
+is a scale/offset that decay would pull towards 0 rather than towards "simple", and an embedding
+row is only updated when its token occurs, so decay would shrink the rows of rare tokens most.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from swat.training.config import OptimConfig
+
+
+def lr_at(step: int, optim: OptimConfig, total_steps: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warmup from ``lr / warmup_steps``
+    to ``lr`` over ``warmup_steps`` steps, then a half cosine from ``lr`` down to ``min_lr`` at
+    ``total_steps``. A pure function of the step, so the schedule's state is the step."""
+    if step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    decay_steps = max(1, total_steps - optim.warmup_steps)
+    progress = min(1.0, (step - optim.warmup_steps) / decay_steps)
+    return optim.min_lr + 0.5 * (optim.lr - optim.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decayed matrices and everything else (see the module docstring)."""
+    embedding = model.get_input_embeddings().weight
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.dim() >= 2 and param is not embedding else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr,
+                             betas=tuple(optim.betas), eps=optim.eps)

@@ -1,0 +1,65 @@
+"""Batches of random windows from the packed token stream, stateless and exact under resume and DDP.
+
+Sequence ``g`` (0 <= g < global batch) of optimiser step ``s`` starts at a position drawn from a
+generator seeded with ``(seed, s)`` alone. Process ``rank`` of ``world`` takes the contiguous block
+``rank * B/world .. (rank+1) * B/world`` of the global batch and cuts it into micro-batches, so
+the global batch of a step is the same whatever the number of processes, and resuming at step
+``s`` needs no sampler state: the data position *is* the step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class WindowSampler:
+    """Windows of ``seq_len + 1`` tokens (inputs and their next-token targets) from ``tokens``,
+    any object with ``len()`` and ``window(start, length) -> np.ndarray`` such as
+    :class:`swat.data.shards.TokenShards`."""
+
+    def __init__(self, tokens, seq_len: int, batch_size: int, seed: int) -> None:
+        if len(tokens) < seq_len + 1:
+            raise ValueError(f"the token stream has {len(tokens)} tokens, fewer than seq_len + 1 = {seq_len + 1}: "
+                             "use more data or a shorter data.seq_len")
+        self.tokens = tokens
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def starts(self, step: int) -> np.ndarray:
+        """Start positions of the whole global batch of ``step`` (int64 ``[batch_size]``)."""
+        rng = np.random.default_rng([self.seed, step])
+        return rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size, dtype=np.int64)
+
+    def micro_batch(self, step: int, micro: int, micro_batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """Micro-batch ``micro`` of process ``rank``: ``[micro_batch_size, seq_len + 1]`` int64."""
+        per_rank = self.batch_size // world
+        if per_rank * world != self.batch_size or per_rank % micro_batch_size:
+            raise ValueError(f"global batch {self.batch_size} does not split into {world} processes x "
+                             f"micro-batches of {micro_batch_size}: make train.batch_size a multiple of "
+                             f"processes x train.micro_batch_size")
+        first = rank * per_rank + micro * micro_batch_size
+        if not 0 <= micro < per_rank // micro_batch_size:
+            raise IndexError(f"micro-batch {micro} out of range: {per_rank // micro_batch_size} per step")
+        starts = self.starts(step)[first:first + micro_batch_size]
+        return torch.from_numpy(np.stack([self.window(int(s)) for s in starts]))
+
+    def window(self, start: int) -> np.ndarray:
+        return np.asarray(self.tokens.window(start, self.seq_len + 1), dtype=np.int64)
+
+
+def eval_starts(num_tokens: int, seq_len: int, windows: int) -> np.ndarray:
+    """``windows`` fixed start positions spread evenly over a stream of ``num_tokens`` tokens
+    (fewer if the stream is short: no window is repeated)."""
+    if num_tokens < seq_len + 1:
+        raise ValueError(f"the held-out stream has {num_tokens} tokens, fewer than seq_len + 1 = {seq_len + 1}")
+    last = num_tokens - seq_len - 1
+    return np.unique(np.linspace(0, last, num=windows).round().astype(np.int64))
+
+
+def document_segments(tokens: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """``segment_ids`` for packed documents: the number of EOS tokens strictly before each
+    position, so each EOS still belongs to the document it ends (SPEC.md section 3's switch)."""
+    is_eos = (tokens == eos_token_id).to(torch.long)
+    return torch.cumsum(is_eos, dim=-1) - is_eos

@@ -1,0 +1,416 @@
+"""The training loop: sliding window training of a SWAT causal LM on packed token windows.
+
+One optimiser step consumes the global batch of ``train.batch_size`` windows of
+``data.seq_len + 1`` tokens (SPEC.md section 3: ``seq_len`` is several windows ``w``), split over
+processes and micro-batches; the loss is the mean next-token cross-entropy over all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm.auto import tqdm
+
+from swat.data.shards import TokenShards, atomic_write_bytes
+from swat.models import SWATForCausalLM
+from swat.ops.device import fast_low_precision_matmul
+from swat.training import checkpoint as ckpt
+from swat.training import distributed
+from swat.training.config import TrainConfig
+from swat.training.metrics import MetricsLogger
+from swat.training.optim import build_optimizer, lr_at
+from swat.training.sampler import WindowSampler, document_segments, eval_starts
+
+RUN_CONFIG = "config.yaml"
+# Config keys a resumed run may change; anything else must match the run being resumed.
+RESUMABLE_CHANGES = ("name", "train.steps", "train.device", "train.max_bad_steps", "eval", "checkpoint", "log")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class Trainer:
+    """Builds everything a run needs from a ``TrainConfig`` and trains it (``fit``).
+
+    >>> run_dir = Trainer(load_config("tiny"), "runs/tiny").fit()
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False) -> None:
+        self.config = config
+        self.run_dir = Path(out_dir)
+        self.env = distributed.setup(config.train.device)
+        self.data_dir = resolve_data_dir(config.data.dir)
+        self.train_tokens = TokenShards(self.data_dir, config.data.train_split)
+        self.eos_token_id = self.train_tokens.eos_token_id
+        self.tokenizer = self._load_tokenizer()
+        resume_from = self._prepare_run_dir(resume)
+
+        torch.manual_seed(config.train.seed)
+        self.model = SWATForCausalLM(self._model_config())
+        self.step = 0
+        state = None
+        if resume_from is not None:
+            state = ckpt.load_state(resume_from)
+            self._load_weights(resume_from)
+            self.step = int(state["step"])
+        if config.train.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model.to(self.env.device)
+        self.engine = distributed.wrap(self.model, self.env, config.train.fsdp)
+        self.optimizer = build_optimizer(self.model, config.optim)
+        if state is not None:
+            self._load_optimizer(state)
+            _set_rng_state(state["rng"])
+        self.bf16 = _use_bf16(config.train.bf16, self.env.device)
+        self.sampler = WindowSampler(self.train_tokens, config.data.seq_len, config.train.batch_size, config.train.seed)
+        self.micro_steps = _micro_steps(config, self.env.world_size)
+        self.eval_tokens = self._eval_tokens()
+        self.bad_steps = 0
+        self.skipped_steps = int(state["skipped_steps"]) if state is not None else 0
+        self.metrics = MetricsLogger(
+            self.run_dir, enabled=self.env.is_main, tensorboard=config.log.tensorboard, wandb=config.log.wandb,
+            wandb_project=config.log.wandb_project, config=config.to_dict(),
+            resume_step=self.step if resume_from is not None else None,
+        )
+
+    # ----------------------------------------------------------------------------- the loop
+    def fit(self, until: int | None = None) -> Path:
+        """Train up to step ``until`` (default: ``train.steps``), checkpointing, evaluating and
+        logging on the way; at ``train.steps`` also write ``RUN_DIR/final``. Returns the run dir."""
+        run = self.config.train
+        until = run.steps if until is None else min(until, run.steps)
+        tokens_per_step = run.batch_size * self.config.data.seq_len
+        if self.env.is_main:
+            self._print_summary(tokens_per_step)
+        bar = tqdm(total=run.steps, initial=self.step, disable=not self.env.is_main, unit="step",
+                   dynamic_ncols=True)
+        window_start, window_steps = time.perf_counter(), 0
+        try:
+            while self.step < until:
+                record = self.train_step()
+                window_steps += 1
+                elapsed = time.perf_counter() - window_start
+                record["tokens_per_s"] = window_steps * tokens_per_step / elapsed
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+                if self.step % self.config.log.every == 0 or self.step == until:
+                    record["tokens"] = self.step * tokens_per_step
+                    self.metrics.log(record)
+                    window_start, window_steps = time.perf_counter(), 0
+                if _due(self.step, self.config.eval.every, run.steps) and self.eval_tokens is not None:
+                    self._log_eval()
+                if _due(self.step, self.config.checkpoint.every, run.steps) or self.step == until:
+                    self.save_checkpoint()
+            if self.step == run.steps:
+                self.save_final()
+        finally:
+            bar.close()
+            self.metrics.close()
+            distributed.teardown(self.env)
+        return self.run_dir
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimiser step on the global batch of ``self.step``; skipped (no update, optimiser
+        state untouched) if the loss or the gradient norm is not finite."""
+        run, optim = self.config.train, self.config.optim
+        self.engine.train()
+        total = torch.zeros((), device=self.env.device, dtype=torch.float64)
+        for micro in range(self.micro_steps):
+            batch = self.sampler.micro_batch(self.step, micro, run.micro_batch_size, self.env.rank,
+                                             self.env.world_size).to(self.env.device)
+            with distributed.gradient_sync(self.engine, micro == self.micro_steps - 1):
+                loss = self._loss(self.engine, batch)
+                (loss / self.micro_steps).backward()
+            total += loss.detach().double()
+        loss = (distributed.all_reduce_sum(total, self.env) / (self.micro_steps * self.env.world_size)).item()
+        grad_norm = _norm_value(torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), optim.grad_clip if optim.grad_clip is not None else math.inf))
+        lr = lr_at(self.step, optim, run.steps)
+        record = {"step": self.step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm}
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            self.bad_steps = 0
+        else:
+            self._skip_step(loss, grad_norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        record["skipped_steps"] = self.skipped_steps
+        return record
+
+    def _skip_step(self, loss: float, grad_norm: float) -> None:
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        what = "loss" if not math.isfinite(loss) else "gradient norm"
+        message = (f"step {self.step + 1}: non-finite {what} (loss {loss}, grad norm {grad_norm}); "
+                   f"skipped without updating the weights ({self.bad_steps} in a row)")
+        if self.env.is_main:
+            tqdm.write(message)
+        if self.bad_steps >= self.config.train.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{message}: stopping after {self.bad_steps} non-finite steps in a row. Lower optim.lr, "
+                "set optim.grad_clip (e.g. 1.0), set train.bf16=false, or check the data; resume from the "
+                "last checkpoint with --resume."
+            )
+
+    def _loss(self, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of windows ``batch [B, seq_len + 1]``."""
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        segment_ids = None if self.config.data.cross_documents else document_segments(inputs, self.eos_token_id)
+        with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = model(input_ids=inputs, segment_ids=segment_ids, use_cache=False).logits
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean next-token loss over the fixed held-out windows (``eval_starts``), shared out
+        over processes; every process runs the same number of batches (FSDP needs it)."""
+        starts = eval_starts(len(self.eval_tokens), self.config.data.seq_len, self.config.eval.windows)
+        per_rank = -(-len(starts) // self.env.world_size)
+        mine = np.arange(self.env.rank * per_rank, (self.env.rank + 1) * per_rank)
+        weights = (mine < len(starts)).astype(np.float64)
+        mine = np.minimum(mine, len(starts) - 1)
+        self.engine.eval()
+        total = torch.zeros((), device=self.env.device, dtype=torch.float64)
+        size = self.config.eval.batch_size
+        for first in range(0, per_rank, size):
+            batch = torch.from_numpy(np.stack([
+                self.eval_tokens.window(int(starts[i]), self.config.data.seq_len + 1) for i in mine[first:first + size]
+            ]).astype(np.int64)).to(self.env.device)
+            inputs, targets = batch[:, :-1], batch[:, 1:]
+            segment_ids = None if self.config.data.cross_documents else document_segments(inputs, self.eos_token_id)
+            with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.engine(input_ids=inputs, segment_ids=segment_ids, use_cache=False).logits
+            losses = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").mean(1)
+            total += (losses.double() * torch.from_numpy(weights[first:first + size]).to(losses.device)).sum()
+        return (distributed.all_reduce_sum(total, self.env) / len(starts)).item()
+
+    def _log_eval(self) -> None:
+        loss = self.evaluate()
+        self.metrics.log({"step": self.step, "eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))})
+        if self.env.is_main:
+            tqdm.write(f"step {self.step}: held-out loss {loss:.4f} (perplexity {math.exp(min(loss, 50.0)):.2f})")
+
+    # ----------------------------------------------------------------------------- saving
+    def save_checkpoint(self) -> Path | None:
+        """A resumable checkpoint of the current step (rank 0 writes; every process takes part)."""
+        model_state, optimizer_state = self._full_states()
+        path = None
+        if self.env.is_main:
+            state = {"step": self.step, "skipped_steps": self.skipped_steps, "optimizer": optimizer_state,
+                     "rng": _rng_state()}
+            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self._model_writer(model_state),
+                                        state, self.config.to_yaml(), self.config.checkpoint.keep_last)
+        distributed.barrier(self.env)
+        return path
+
+    def save_final(self) -> Path:
+        """The trained model as ``RUN_DIR/final``: a Hugging Face model dir with its tokenizer."""
+        model_state, _ = self._full_states(optimizer=False)
+        final = self.run_dir / "final"
+        if self.env.is_main:
+            writer = self._model_writer(model_state)
+
+            def fill(directory: Path) -> None:
+                writer(directory)
+                (directory / ckpt.CONFIG_FILE).write_text(self.config.to_yaml())
+
+            ckpt.write_dir_atomically(final, fill)
+            tqdm.write(f"final model: {final}")
+        distributed.barrier(self.env)
+        return final
+
+    def _model_writer(self, model_state: dict[str, torch.Tensor]):
+        def write(directory: Path) -> None:
+            self.model.save_pretrained(directory, state_dict=model_state)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(directory)
+
+        return write
+
+    def _full_states(self, optimizer: bool = True):
+        """Unsharded model (and optimiser) state dicts on the CPU, keyed by parameter names."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = get_model_state_dict(self.model, options=options)
+        optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=options) if optimizer else None
+        return model_state, optimizer_state
+
+    def _load_weights(self, checkpoint: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(checkpoint / "model.safetensors")
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or {}) if self.model.config.tie_word_embeddings \
+            else set()
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"{checkpoint} does not match the configured model: missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}")
+        if tied:
+            self.model.tie_weights()
+
+    def _load_optimizer(self, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
+
+    # ----------------------------------------------------------------------------- set-up
+    def _model_config(self):
+        config = self.config
+        overrides: dict[str, Any] = {"eos_token_id": self.eos_token_id}
+        if "vocab_size" not in config.model:
+            overrides["vocab_size"] = self.train_tokens.vocab_size
+        elif config.model["vocab_size"] < self.train_tokens.vocab_size:
+            raise ValueError(f"model.vocab_size={config.model['vocab_size']} is smaller than the data's vocabulary "
+                             f"({self.train_tokens.vocab_size}, {self.data_dir}); remove model.vocab_size to use "
+                             "the data's")
+        if self.tokenizer is not None:
+            for name in ("bos_token_id", "pad_token_id"):
+                if getattr(self.tokenizer, name, None) is not None and name not in config.model:
+                    overrides[name] = getattr(self.tokenizer, name)
+        return config.model_config(**overrides)
+
+    def _load_tokenizer(self):
+        name = self.train_tokens.manifest.get("tokenizer")
+        if not name:
+            return None
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.data_dir / name)
+
+    def _eval_tokens(self) -> TokenShards | None:
+        split = self.config.data.eval_split
+        if split not in self.train_tokens.manifest["splits"]:
+            if self.env.is_main:
+                print(f"note: {self.data_dir} has no split {split!r}: no held-out evaluation "
+                      f"(set data.eval_split to one of {sorted(self.train_tokens.manifest['splits'])})")
+            return None
+        return TokenShards(self.data_dir, split)
+
+    def _prepare_run_dir(self, resume: bool) -> Path | None:
+        """The checkpoint to resume from (None: a fresh run); checks the run dir and writes the config."""
+        checkpoints = self.run_dir / "checkpoints"
+        latest = ckpt.latest_checkpoint(checkpoints)
+        if latest is not None and not resume:
+            raise FileExistsError(f"{self.run_dir} already holds a run (last checkpoint {latest.name}): pass "
+                                  "--resume to continue it, or --out to start a new run elsewhere")
+        if latest is not None:
+            _check_resumable(self.config, yaml.safe_load((latest / ckpt.CONFIG_FILE).read_text()), latest)
+        elif resume and self.env.is_main:
+            print(f"--resume: no checkpoint in {checkpoints}, starting from step 0")
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.run_dir / RUN_CONFIG, self.config.to_yaml().encode())
+        distributed.barrier(self.env)
+        return latest
+
+    def _print_summary(self, tokens_per_step: int) -> None:
+        config, model = self.config, self.model.config
+        params = sum(p.numel() for p in self.model.parameters())
+        print(f"run {self.run_dir}: {params / 1e6:.2f}M parameters, window {model.sliding_window}, "
+              f"seq_len {config.data.seq_len}, {config.train.batch_size} x {config.data.seq_len} = "
+              f"{tokens_per_step:,} tokens/step, {config.train.steps} steps, {self.env.world_size} process(es) "
+              f"on {self.env.device}, bf16 {'on' if self.bf16 else 'off'}, data {self.data_dir} "
+              f"({len(self.train_tokens):,} train tokens)")
+        if model.sliding_window is not None and config.data.seq_len <= model.sliding_window:
+            print(f"note: data.seq_len ({config.data.seq_len}) <= window ({model.sliding_window}): this is the "
+                  "'train short' baseline; sliding window training uses seq_len = 4w..16w (SPEC.md section 3)")
+
+
+def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
+          until: int | None = None) -> Path:
+    """Train ``config`` into ``out_dir`` (default ``runs/NAME``) and return the run directory;
+    the model ends in ``RUN_DIR/final``. ``until`` stops early at that step (with a checkpoint)."""
+    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
+    return Trainer(config, out_dir, resume=resume).fit(until=until)
+
+
+def resolve_data_dir(data_dir: str | None) -> Path:
+    """``data.dir``, or the Shakespeare directory that ``swat data shakespeare`` prepares."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    from swat.data.shakespeare import default_data_dir
+
+    path = Path(default_data_dir())
+    if not (path / "manifest.json").is_file():
+        raise FileNotFoundError(f"no prepared data at {path} (the default data.dir): run `swat data shakespeare` "
+                                "to prepare the embedded Shakespeare corpus, or set data.dir to a directory "
+                                "made by `swat data prepare`")
+    return path
+
+
+def _check_resumable(config: TrainConfig, saved: dict[str, Any], checkpoint: Path) -> None:
+    now, before = _flatten(config.to_dict()), _flatten(saved)
+    changed = [key for key in sorted(set(now) | set(before)) if now.get(key) != before.get(key)
+               and not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)]
+    if changed:
+        details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ValueError(f"cannot resume {checkpoint}: the config differs in {details}. Use the run's own config "
+                         f"({checkpoint.parent.parent / RUN_CONFIG}) or start a new run with --out")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "model":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _micro_steps(config: TrainConfig, world_size: int) -> int:
+    """Micro-batches per process per step: the global batch split over processes and micro-batches."""
+    run = config.train
+    if run.batch_size % (world_size * run.micro_batch_size):
+        raise ValueError(f"train.batch_size ({run.batch_size}) must be a multiple of processes x "
+                         f"train.micro_batch_size ({world_size} x {run.micro_batch_size}): change one of them")
+    return run.batch_size // (world_size * run.micro_batch_size)
+
+
+def _due(step: int, every: int, total: int) -> bool:
+    return step == total or (every > 0 and step % every == 0)
+
+
+def _use_bf16(setting: str | bool, device: torch.device) -> bool:
+    if setting == "auto":
+        return fast_low_precision_matmul(device) and (device.type != "cuda" or torch.cuda.is_bf16_supported())
+    if setting and not fast_low_precision_matmul(device):
+        print(f"note: train.bf16=true on {device}, which has no fast bf16 matmul (no AVX512-BF16/AMX): "
+              "bf16 autocast will be much slower than fp32 here")
+    return bool(setting)
+
+
+def _norm_value(norm: torch.Tensor) -> float:
+    if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

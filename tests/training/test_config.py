@@ -1,0 +1,64 @@
+import pytest
+
+from swat.training.config import load_config, parse_value, preset_names
+
+
+def test_every_preset_loads_and_trains_longer_than_its_window():
+    assert preset_names() == ["340m", "760m", "small", "tiny"]
+    for name in preset_names():
+        config = load_config(name)
+        assert config.name == name
+        window = config.model_config().sliding_window
+        assert 4 * window <= config.data.seq_len <= 16 * window  # SPEC.md section 3
+        assert config.train.batch_size % config.train.micro_batch_size == 0
+
+
+def test_dotted_overrides_are_parsed_by_type():
+    config = load_config("tiny", ["model.sliding_window=128", "optim.lr=1e-3", "train.bf16=false",
+                                  "optim.betas=[0.9, 0.99]", "optim.grad_clip=null", "data.dir=/some/where",
+                                  "train.steps=7"])
+    assert config.model["sliding_window"] == 128 and config.model_config().sliding_window == 128
+    assert config.optim.lr == 1e-3 and isinstance(config.optim.lr, float)
+    assert config.train.bf16 is False and config.train.steps == 7
+    assert config.optim.betas == [0.9, 0.99] and config.optim.grad_clip is None
+    assert config.data.dir == "/some/where"
+
+
+def test_parse_value():
+    assert parse_value("1e-3") == 1e-3
+    assert parse_value("3") == 3 and isinstance(parse_value("3"), int)
+    assert parse_value("true") is True and parse_value("null") is None
+    assert parse_value("auto") == "auto"
+
+
+def test_yaml_file_and_dict_sources(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model: {preset: tiny, sliding_window: 32}\ndata: {seq_len: 128}\noptim: {lr: 2.0e-3}\n")
+    config = load_config(path)
+    assert config.name == "mine" and config.data.seq_len == 128 and config.optim.lr == 2e-3
+    assert config.train.steps == 1000  # unset keys keep the defaults
+    assert load_config(config.to_dict()) == config  # a saved config reads back equal
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "did you mean 'lr'"),
+    ("model.slidng_window=8", "did you mean 'sliding_window'"),
+    ("trian.steps=3", "did you mean 'train'"),
+    ("train.steps=abc", "'train.steps' must be int"),
+    ("train.steps=2.5", "'train.steps' must be int"),
+    ("train.gradient_checkpointing=1", "must be bool"),
+    ("train.batch_size=12", "multiple of train.micro_batch_size"),
+    ("optim.min_lr=1", "0 <= optim.min_lr <= optim.lr"),
+    ("model.sliding_window=0", "sliding_window must be an int >= 1"),
+    ("model.preset=huge", "model.preset must be one of"),
+    ("steps", "must look like section.key=value"),
+    ("optim.lr.x=1", "is a value, not a section"),
+])
+def test_bad_configs_say_what_to_change(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("tiny", [override])
+
+
+def test_unknown_config_source_lists_presets():
+    with pytest.raises(FileNotFoundError, match="one of the presets"):
+        load_config("no-such-preset")

@@ -1,0 +1,38 @@
+import math
+
+import pytest
+
+from swat.models import SWATForCausalLM
+from swat.training.config import OptimConfig
+from swat.training.optim import build_optimizer, lr_at, param_groups
+from tests.conftest import tiny_config
+
+
+def test_schedule_warms_up_linearly_then_follows_a_cosine_to_the_floor():
+    optim = OptimConfig(lr=1.0, min_lr=0.1, warmup_steps=4)
+    assert [lr_at(s, optim, 104) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, optim, 104) == 1.0
+    assert lr_at(54, optim, 104) == pytest.approx(0.55)  # halfway: (lr + min_lr) / 2
+    assert lr_at(4 + 25, optim, 104) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 4)))
+    assert lr_at(104, optim, 104) == pytest.approx(0.1) and lr_at(500, optim, 104) == pytest.approx(0.1)
+    values = [lr_at(s, optim, 104) for s in range(4, 104)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_no_warmup_starts_at_the_peak():
+    assert lr_at(0, OptimConfig(lr=2.0, min_lr=0.0, warmup_steps=0), 10) == 2.0
+
+
+def test_weight_decay_on_matrices_only():
+    model = SWATForCausalLM(tiny_config())
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert "model.embed_tokens.weight" in kept and "lm_head.weight" in decayed
+    assert all("norm" in n for n in kept - {"model.embed_tokens.weight"})
+    assert all(p.dim() == 2 for p in decay["params"])
+    assert decayed | kept == set(names.values())
+    optimizer = build_optimizer(model, OptimConfig(betas=[0.9, 0.95]))
+    assert optimizer.defaults["betas"] == (0.9, 0.95)
