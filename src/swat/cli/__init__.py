@@ -11,6 +11,7 @@ from swat import __version__
 
 COMMANDS: dict[str, str] = {
     "demo": "swat.cli.demo",
+    "train": "swat.cli.train",
     "generate": "swat.cli.generate",
 }
 EVAL_COMMANDS: dict[str, str] = {
