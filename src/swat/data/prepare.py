@@ -53,11 +53,13 @@ _BATCH_CHARS = 1 << 18
 class Documents:
     """The documents of one preparation: ``texts()`` yields ``(is_heldout, text)`` in a fixed
     order (callable again for a second pass), ``count`` is their number when known, and
-    ``fingerprint`` identifies the inputs for the no-op re-run check."""
+    ``fingerprint`` identifies the inputs for the no-op re-run check. ``names`` (text files
+    only) names the documents in the order of ``texts()``; the manifest keeps them per split."""
 
     texts: Callable[[], Iterator[tuple[bool, str]]]
     count: int | None
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    names: list[str] | None = None
 
 
 def default_num_proc() -> int:
@@ -143,16 +145,18 @@ def file_documents(paths: Sequence[str | os.PathLike], *, heldout_files: Sequenc
                    "heldout_files": [[name, os.path.getsize(p), _sha256_file(p)] for name, p in held]}
     if held:
         files = [(False, p) for _, p in train] + [(True, p) for _, p in held]
-        return Documents(lambda: ((h, _read_text(p)) for h, p in files), len(files), fingerprint)
+        names = [name for name, _ in train + held]
+        return Documents(lambda: ((h, _read_text(p)) for h, p in files), len(files), fingerprint, names)
     fingerprint["heldout_fraction"] = heldout_fraction
     if len(train) == 1 and heldout_fraction > 0:
         def single() -> Iterator[tuple[bool, str]]:
             head, tail = _split_tail(_read_text(train[0][1]), heldout_fraction)
             yield False, head
             yield True, tail
-        return Documents(single, 2, fingerprint)
+        return Documents(single, 2, fingerprint, [train[0][0], f"{train[0][0]} (tail)"])
     chosen = _heldout_keys([name for name, _ in train], heldout_fraction)
-    return Documents(lambda: ((name in chosen, _read_text(p)) for name, p in train), len(train), fingerprint)
+    return Documents(lambda: ((name in chosen, _read_text(p)) for name, p in train), len(train), fingerprint,
+                     [name for name, _ in train])
 
 
 def load_text_dataset(name_or_path: str | os.PathLike, *, split: str = "train", config: str | None = None,
@@ -400,13 +404,18 @@ def _write_splits(out_dir: Path, docs: Documents, manifest: dict[str, Any], num_
     writers = {name: ShardWriter(out_dir, name, vocab_size=manifest["vocab_size"],
                                  eos_token_id=manifest["eos_token_id"], shard_tokens=shard_tokens)
                for name in SPLITS}
+    names: dict[str, list[str]] = {name: [] for name in SPLITS}
+    next_name = iter(docs.names or ())
     bar = tqdm(total=docs.count, unit="doc", desc=f"tokenizing ({num_proc} proc)", disable=not progress)
     try:
         for flags, encoded in _encoded(out_dir / TOKENIZER_DIR, docs.texts(), num_proc):
             for heldout, ids in zip(flags, encoded, strict=True):
-                writers["heldout" if heldout else "train"].add(ids)
+                split = "heldout" if heldout else "train"
+                writers[split].add(ids)
+                if docs.names:
+                    names[split].append(next(next_name))
             bar.update(len(flags))
-            bar.set_postfix(tokens=sum(w.tokens for w in writers.values()))
+            bar.set_postfix_str(f"{sum(w.tokens for w in writers.values()):,} tokens")
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -414,6 +423,9 @@ def _write_splits(out_dir: Path, docs: Documents, manifest: dict[str, Any], num_
     finally:
         bar.close()
     splits = {name: writer.close() for name, writer in writers.items()}
+    if docs.names:
+        for name in SPLITS:
+            splits[name]["names"] = names[name]
     if splits["train"]["documents"] == 0:
         raise ValueError("no training documents: every document went to the held-out split")
     return splits

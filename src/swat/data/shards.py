@@ -9,7 +9,8 @@ A prepared data directory ``DIR`` holds::
     DIR/train-00000.bin ...  raw little-endian token ids; every document is followed by one EOS
 
 A split is read as one long stream, the concatenation of its shards in order; documents may
-cross shard boundaries. Every file is written under a temporary name and renamed into place,
+cross shard boundaries. A split prepared from text files also lists its documents' ``names``
+in order. Every file is written under a temporary name and renamed into place,
 and the manifest is written last, so a directory with a manifest is complete.
 """
 
@@ -274,6 +275,11 @@ class TokenShards:
     @property
     def documents(self) -> int:
         return self.manifest["splits"][self.split]["documents"]
+
+    @property
+    def document_names(self) -> list[str] | None:
+        """The documents' names in stream order (text-file sources), else None."""
+        return self.manifest["splits"][self.split].get("names")
 
     def window(self, start: int, length: int) -> np.ndarray:
         """Tokens ``[start, start + length)`` of the stream as int64."""
