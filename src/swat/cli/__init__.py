@@ -11,11 +11,13 @@ from swat import __version__
 
 COMMANDS: dict[str, str] = {
     "demo": "swat.cli.demo",
+    "data": "swat.cli.data",
     "train": "swat.cli.train",
     "generate": "swat.cli.generate",
 }
 EVAL_COMMANDS: dict[str, str] = {
     "length": "swat.cli.eval_length",
+    "passkey": "swat.cli.eval_passkey",
     "ppl": "swat.cli.eval_ppl",
 }
 
