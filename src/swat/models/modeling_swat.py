@@ -14,6 +14,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
+from swat.inference.cache import RollingCache
+from swat.inference.streaming import PREFILL_CHUNK_SIZE
 from swat.layers import GatedMLP, RMSNorm, SWATAttention, rope_cos_sin
 from swat.models.configuration_swat import SWATConfig
 
@@ -82,16 +84,16 @@ class SWATModel(SWATPreTrainedModel):
         if self.gradient_checkpointing and self.training:
             use_cache = False
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
+            cache = RollingCache(self.config)
         if not use_cache:
             cache = None
         if position_ids is None:
             past = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)
             position_ids = position_ids.unsqueeze(0).expand(inputs_embeds.shape[0], -1)
-        if segment_ids is None and attention_mask is not None and attention_mask.dim() == 2:
-            if not bool(attention_mask.all()):
-                segment_ids = attention_mask.to(torch.long)
+        padded = attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all())
+        if segment_ids is None and padded:
+            segment_ids = attention_mask.to(torch.long)
 
         position_embeddings = None
         if self.config.use_rope:
@@ -149,3 +151,17 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs) -> None:
+        """``generate``'s cache hook, where a stream gets what SPEC.md section 4 asks: a
+        :class:`RollingCache` (unless the caller passed a cache or chose a ``cache_implementation``)
+        and, unless ``prefill_chunk_size`` is set, prompts prefilled ``PREFILL_CHUNK_SIZE`` tokens at
+        a time, so a long prompt never needs memory proportional to its length."""
+        given = model_kwargs.get("cache")
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        default = generation_config.cache_implementation in (None, "dynamic")
+        if given is None and default and type(model_kwargs.get("cache")) is DynamicCache:
+            model_kwargs["cache"] = RollingCache(self.config)
+        chunkable = model_kwargs.get("cache") is not None and model_kwargs.get("inputs_embeds") is None
+        if generation_config.prefill_chunk_size is None and chunkable:
+            generation_config.prefill_chunk_size = PREFILL_CHUNK_SIZE

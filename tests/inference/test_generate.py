@@ -1,0 +1,86 @@
+"""``model.generate``: the rolling cache, chunked prefill of long prompts, left-padded batches."""
+
+import pytest
+import torch
+
+from swat import SWATForCausalLM
+from swat.inference import PREFILL_CHUNK_SIZE, RollingCache
+from tests.conftest import tiny_config
+
+W = 8
+PAD = 0
+
+
+def _model(**overrides) -> SWATForCausalLM:
+    config = tiny_config(pad_token_id=PAD, eos_token_id=None, bos_token_id=None, **overrides)
+    return SWATForCausalLM(config).double().eval()
+
+
+def _greedy(model, prompt: torch.Tensor, new: int, **kwargs) -> torch.Tensor:
+    return model.generate(prompt, max_new_tokens=new, do_sample=False, pad_token_id=PAD, **kwargs)
+
+
+@torch.no_grad()
+def test_greedy_generation_many_windows_long_equals_argmax_of_full_forwards():
+    model = _model()
+    sequence = torch.randint(1, 97, (1, 2 * W + 3))
+    generated = _greedy(model, sequence, 5 * W)
+    for _ in range(5 * W):
+        next_token = model(sequence, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+        sequence = torch.cat([sequence, next_token], dim=1)
+    assert torch.equal(generated, sequence)
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(sliding_window=None), dict(attention_activation="softmax", alibi="none")],
+                         ids=["swat", "full-attention", "softmax-swa"])
+@torch.no_grad()
+def test_left_padded_batch_generates_what_each_prompt_generates_alone(overrides):
+    model = _model(**overrides)
+    prompts = [torch.randint(1, 97, (n,)) for n in (3, W + 1, 3 * W + 2)]
+    width = max(len(p) for p in prompts)
+    batch = torch.full((len(prompts), width), PAD)
+    mask = torch.zeros_like(batch)
+    for row, prompt in enumerate(prompts):
+        batch[row, width - len(prompt):] = prompt
+        mask[row, width - len(prompt):] = 1
+    together = _greedy(model, batch, 4 * W, attention_mask=mask)[:, width:]
+    for row, prompt in enumerate(prompts):
+        alone = _greedy(model, prompt[None], 4 * W)[:, len(prompt):]
+        assert torch.equal(together[row:row + 1], alone), f"prompt {row} (length {len(prompt)}) diverged"
+
+
+@torch.no_grad()
+def test_generate_uses_a_rolling_cache_and_prefills_long_prompts_in_chunks():
+    model = _model(num_hidden_layers=1)
+    lengths = []
+    model.model.register_forward_pre_hook(lambda _, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]),
+                                          with_kwargs=True)
+    prompt = torch.randint(1, 97, (2, 2 * PREFILL_CHUNK_SIZE + 5))
+    out = model.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=PAD, return_dict_in_generate=True)
+    assert lengths == [PREFILL_CHUNK_SIZE, PREFILL_CHUNK_SIZE, 5, 1, 1]
+    assert isinstance(out.cache, RollingCache) and out.cache.stored_lengths() == [W - 1]
+    single_chunk = _greedy(model, prompt, 3, prefill_chunk_size=10**9)
+    assert torch.equal(out.sequences, single_chunk)
+
+
+@torch.no_grad()
+def test_chunked_prefill_of_a_left_padded_batch_equals_one_chunk():
+    model = _model()
+    prompt = torch.randint(1, 97, (2, 5 * W))
+    mask = torch.ones_like(prompt)
+    mask[0, :11] = 0
+    prompt[0, :11] = PAD
+    one = _greedy(model, prompt, 2 * W, attention_mask=mask, prefill_chunk_size=10**9)
+    for chunk in (1, 3, W + 1):
+        assert torch.equal(_greedy(model, prompt, 2 * W, attention_mask=mask, prefill_chunk_size=chunk), one)
+
+
+@torch.no_grad()
+def test_sampled_generation_with_a_seed_is_reproducible_and_uses_the_rolling_cache():
+    model = _model()
+    prompt = torch.randint(1, 97, (2, 5))
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        runs.append(model.generate(prompt, max_new_tokens=3 * W, do_sample=True, top_p=0.9, pad_token_id=PAD))
+    assert torch.equal(runs[0], runs[1])
