@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="about this many tokens are scored per length (default: 65536)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--chunk-size", type=int, default=None,
-                        help="tokens per forward through the cache (default: the window, at least 64)")
+                        help="tokens per forward through the cache (default: 1024)")
     parser.add_argument("--train-length", type=int, default=None, help="draw the training length on the plot")
     parser.add_argument("--out", default="results/length", help="output directory (default: results/length)")
     add_device_argument(parser)
