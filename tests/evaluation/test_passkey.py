@@ -24,15 +24,21 @@ class BigramRetriever(torch.nn.Module):
         self.vocab_size, self.reach = vocab_size, reach
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, input_ids, **kwargs):
-        ids = input_ids[0].tolist()
-        logits = torch.zeros(1, len(ids), self.vocab_size)
-        for t in range(1, len(ids)):
+    @property
+    def device(self):
+        return self.dummy.device
+
+    def forward(self, input_ids, cache=None, logits_to_keep=0, **kwargs):
+        """The "cache" is the list of tokens seen so far."""
+        ids = (cache or []) + input_ids[0].tolist()
+        new = range(len(ids) - input_ids.shape[1], len(ids))
+        logits = torch.zeros(1, len(new), self.vocab_size)
+        for row, t in enumerate(new):
             for s in range(t - 1, max(0, t - self.reach), -1):
-                if ids[s - 1:s + 1] == ids[t - 1:t + 1] and s + 1 <= t:
-                    logits[0, t, ids[s + 1]] = 20.0
+                if ids[s - 1:s + 1] == ids[t - 1:t + 1]:
+                    logits[0, row, ids[s + 1]] = 20.0
                     break
-        return SimpleNamespace(logits=logits)
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:], cache=ids)
 
 
 def test_prompt_layout(tokenizer):
@@ -51,7 +57,7 @@ def test_prompt_layout(tokenizer):
 def test_accuracy_follows_the_reach_of_an_ideal_retriever(tokenizer):
     model = BigramRetriever(len(tokenizer), reach=120)
     result = evaluate_passkey(model, tokenizer, [240, 400], [70, 100, 150, 500], trials=3,
-                              chunk_size=10_000, filler=FILLER)
+                              chunk_size=37, filler=FILLER)
     accuracy = {(c["length"], c["distance"]): c["accuracy"] for c in result["cells"]}
     assert accuracy[(240, 70)] == accuracy[(240, 100)] == accuracy[(400, 100)] == 1.0
     assert accuracy[(400, 150)] == 0.0

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=65536,
                         help="about this many tokens are scored per length (default: 65536)")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--chunk-size", type=int, default=None,
+    parser.add_argument("--chunk-size", type=int, default=1024,
                         help="tokens per forward through the cache (default: 1024)")
     parser.add_argument("--train-length", type=int, default=None, help="draw the training length on the plot")
     parser.add_argument("--out", default="results/length", help="output directory (default: results/length)")

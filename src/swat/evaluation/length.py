@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from swat.evaluation.results import markdown_table, save_figure, write_json, write_text
-from swat.evaluation.scoring import token_scores
+from swat.inference import streaming_nll
 
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
@@ -49,7 +49,7 @@ def _score_sequences(model, tokens, length, max_tokens, batch_size, chunk_size, 
     sequences = tokens[: count * length].view(count, length)
     losses = []
     for start in tqdm(range(0, count, batch_size), desc=desc, leave=False, unit="batch"):
-        losses.append(token_scores(model, sequences[start:start + batch_size], chunk_size).nll)
+        losses.append(streaming_nll(model, sequences[start:start + batch_size], chunk_size).double())
     return torch.cat(losses)
 
 
@@ -60,7 +60,7 @@ def evaluate_lengths(
     *,
     max_tokens: int = 65536,
     batch_size: int = 4,
-    chunk_size: int | None = None,
+    chunk_size: int = 1024,
     label: str = "model",
 ) -> dict[str, Any]:
     """Perplexity at each length (about ``max_tokens`` tokens scored per length, at least one

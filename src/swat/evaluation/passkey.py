@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.evaluation.loading import receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_json, write_text
-from swat.evaluation.scoring import token_scores
+from swat.inference import PREFILL_CHUNK_SIZE, prefill
 
 INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
                "I will quiz you about the important information there.")
@@ -84,6 +85,22 @@ class PasskeyPrompts:
         return context, self._ids(ANSWER.format(key=key))
 
 
+@torch.inference_mode()
+def score_answer(model: PreTrainedModel, context: list[int], answer: list[int], chunk_size: int) -> tuple[bool, float]:
+    """Teacher-forced answer after a prefilled context: (every answer token is the argmax, mean
+    next-token loss over the answer tokens)."""
+    device = model.device
+    logits, cache = prefill(model, torch.tensor([context], device=device), chunk_size=chunk_size)
+    logits = logits[:, None]
+    if len(answer) > 1:
+        rest = model(input_ids=torch.tensor([answer[:-1]], device=device), cache=cache, use_cache=True).logits
+        logits = torch.cat([logits, rest], dim=1)
+    targets = torch.tensor(answer, device=device)
+    logits = logits[0].float()
+    correct = bool((logits.argmax(-1) == targets).all())
+    return correct, F.cross_entropy(logits, targets).item()
+
+
 def evaluate_passkey(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -92,7 +109,7 @@ def evaluate_passkey(
     *,
     trials: int = 5,
     seed: int = 0,
-    chunk_size: int | None = None,
+    chunk_size: int = PREFILL_CHUNK_SIZE,
     label: str = "model",
     filler: str = FILLER,
 ) -> dict[str, Any]:
@@ -110,9 +127,9 @@ def evaluate_passkey(
             continue
         correct, nll = [], []
         for context, answer in built:
-            scores = token_scores(model, torch.tensor([context + answer]), chunk_size)
-            correct.append(bool(scores.correct[0, -len(answer):].all()))
-            nll.append(scores.nll[0, -len(answer):].mean().item())
+            trial_correct, trial_nll = score_answer(model, context, answer, chunk_size)
+            correct.append(trial_correct)
+            nll.append(trial_nll)
         cells.append(dict(length=length, distance=distance, trials=trials,
                           accuracy=sum(correct) / trials, answer_nll=sum(nll) / trials))
     config = model.config
