@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "data": "swat.cli.data",
     "train": "swat.cli.train",
     "generate": "swat.cli.generate",
+    "diagnose": "swat.cli.diagnose",
 }
 EVAL_COMMANDS: dict[str, str] = {
     "length": "swat.cli.eval_length",

@@ -55,9 +55,40 @@ def tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor
     return torch.tensor(ids, dtype=torch.long)
 
 
-def read_tokens(source: str | Path, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
-    """The token stream of a text file, tokenised with the model's tokenizer."""
+def read_tokens(
+    source: str | Path, tokenizer: PreTrainedTokenizerBase, split: str = "heldout", max_tokens: int | None = None
+) -> torch.Tensor:
+    """The token stream of held-out text: a UTF-8 text file (tokenised with the model's
+    tokenizer), or a prepared data directory (``swat data ...``), whose ``split`` is read as is;
+    at most ``max_tokens`` tokens."""
     source = Path(source)
+    if source.is_dir():
+        return _read_shards(source, tokenizer, split, max_tokens)
     if not source.is_file():
-        raise FileNotFoundError(f"text not found: {source} (pass a UTF-8 text file)")
-    return tokenize_text(source.read_text(encoding="utf-8"), tokenizer)
+        raise FileNotFoundError(f"text not found: {source} (pass a UTF-8 text file or a prepared data directory)")
+    tokens = tokenize_text(source.read_text(encoding="utf-8"), tokenizer)
+    return tokens[:max_tokens] if max_tokens is not None else tokens
+
+
+def _read_shards(data_dir: Path, tokenizer, split: str, max_tokens: int | None) -> torch.Tensor:
+    from swat.data import TokenShards
+
+    shards = TokenShards(data_dir, split)
+    if shards.vocab_size != len(tokenizer):
+        raise ValueError(
+            f"{data_dir} was tokenised with a vocabulary of {shards.vocab_size} tokens but the model's tokenizer "
+            f"has {len(tokenizer)}: evaluate on a text file instead, or on data prepared with the model's tokenizer"
+        )
+    count = len(shards) if max_tokens is None else min(len(shards), max_tokens)
+    return torch.from_numpy(shards.window(0, count))
+
+
+def sequences_of(tokens: torch.Tensor, length: int, count: int) -> torch.Tensor:
+    """The first ``count`` consecutive ``length``-token sequences of a stream, ``[count, length]``
+    (fewer if the stream is short, at least one)."""
+    available = len(tokens) // length
+    if available == 0:
+        raise ValueError(f"the text has {len(tokens)} tokens, fewer than one sequence of {length}: "
+                         "give a longer text or a shorter length")
+    count = min(count, available)
+    return tokens[: count * length].view(count, length)

@@ -1,0 +1,151 @@
+"""Attention diagnostics: where each head puts its weight.
+
+For every layer and head, over the queries of some held-out text:
+
+- **sink share**: the fraction of a query's total weight that lands on the first ``s`` tokens of
+  the text (the "attention sink" softmax models develop), over the queries whose window contains
+  them; ``sink ratio`` divides it by the share a uniform head would give them (``s / visible``);
+- **total weight** ``sum_j a_ij``: exactly 1 under softmax, free under sigmoid (SPEC.md
+  section 1: no normalisation over keys, so nothing forces leftover mass onto a sink);
+- **weight variance**: the variance of ``a_ij`` over the keys query ``i`` sees.
+
+The weights are not re-derived here: the model runs normally while every call of
+:func:`swat.ops.swat_attention` made by its attention layers is recorded, and the weights of each
+call are then computed by :func:`swat.ops.reference.reference_attention` itself, applied to
+identity values (``v_j = e_j``, so ``o_i = sum_j a_ij e_j`` is the row of weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+import swat.layers.attention as attention_layer
+from swat.evaluation.results import markdown_table, save_figure, write_json, write_text
+from swat.ops.reference import band_mask, reference_attention
+
+STATISTICS = {"sink_share": "sink share", "sink_ratio": "sink ratio (vs uniform)",
+              "total_weight": "total weight per query", "weight_variance": "weight variance"}
+
+
+@contextlib.contextmanager
+def recorded_attention_calls() -> Iterator[list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]]:
+    """Within the block, every ``swat_attention(q, k, v, **kwargs)`` call of a
+    :class:`swat.layers.SWATAttention` layer is appended as ``(q, k, kwargs)`` (layer order)."""
+    calls: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]] = []
+    op = attention_layer.swat_attention
+
+    def recording_op(q, k, v, **kwargs):
+        calls.append((q.detach(), k.detach(), kwargs))
+        return op(q, k, v, **kwargs)
+
+    with mock.patch.object(attention_layer, "swat_attention", recording_op):
+        yield calls
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """``[batch, heads, q_len, kv_len]`` weights ``a_ij`` of one ``swat_attention`` call (same
+    keyword arguments), computed by the reference kernel on identity values."""
+    batch, kv_len, kv_heads, _ = k.shape
+    identity = torch.eye(kv_len, dtype=q.dtype, device=q.device)[None, :, None, :]
+    options = {name: kwargs.get(name) for name in ("window", "slopes", "segment_ids")}
+    rows = reference_attention(
+        q, k, identity.expand(batch, kv_len, kv_heads, kv_len),
+        sigmoid_bias=kwargs.get("sigmoid_bias", 0.0),
+        activation=kwargs.get("activation", "sigmoid"),
+        scale=kwargs.get("scale") or q.shape[-1] ** -0.5,
+        **options,
+    )
+    return rows.transpose(1, 2)
+
+
+def head_statistics(weights: torch.Tensor, window: int | None, sink_tokens: int) -> dict[str, torch.Tensor]:
+    """Per-head statistics (each ``[heads]``) of full-sequence weights ``[batch, heads, n, n]``."""
+    n = weights.shape[-1]
+    visible = band_mask(n, n, window, weights.device)  # [n, n]
+    count = visible.sum(-1).to(weights.dtype)  # keys each query sees
+    total = weights.sum(-1)  # [batch, heads, n]
+    mean = total / count
+    variance = ((weights - mean[..., None]) ** 2 * visible).sum(-1) / count
+    queries = torch.arange(n, device=weights.device)
+    sees_sink = (queries >= sink_tokens) & visible[:, :sink_tokens].all(-1)
+    if not bool(sees_sink.any()):
+        raise ValueError(f"no query sees all of the first {sink_tokens} tokens and is not one of them: "
+                         "use a longer text or fewer --sink-tokens")
+    sink = weights[..., sink_tokens:, :sink_tokens].sum(-1)[..., sees_sink[sink_tokens:]]
+    share = sink / total[..., sees_sink]
+    uniform = sink_tokens / count[sees_sink]
+    return dict(sink_share=share.mean((0, 2)), sink_ratio=(share / uniform).mean((0, 2)),
+                total_weight=total.mean((0, 2)), weight_variance=variance.mean((0, 2)))
+
+
+@torch.inference_mode()
+def diagnose_attention(
+    model: PreTrainedModel, sequences: torch.Tensor, *, sink_tokens: int = 4, label: str = "model"
+) -> dict[str, Any]:
+    """Statistics per layer and head over ``sequences [batch, n]`` (one full forward, no cache)."""
+    config = model.config
+    with recorded_attention_calls() as calls:
+        model(sequences.to(model.device), use_cache=False)
+    if len(calls) != config.num_hidden_layers:
+        raise RuntimeError(f"recorded {len(calls)} attention calls for {config.num_hidden_layers} layers: "
+                           "the model must be a swat model whose layers call swat.ops.swat_attention")
+    layers = []
+    for q, k, kwargs in calls:
+        weights = attention_weights(q.double(), k.double(), **kwargs)
+        stats = head_statistics(weights, kwargs.get("window"), sink_tokens)
+        layers.append({name: value.tolist() for name, value in stats.items()})
+    return dict(model=label, window=config.sliding_window, activation=config.attention_activation,
+                alibi=config.alibi if isinstance(config.alibi, str) else list(config.alibi),
+                sink_tokens=sink_tokens, sequences=sequences.shape[0], length=sequences.shape[1],
+                layers=layers, mean={name: float(np.mean([layer[name] for layer in layers])) for name in STATISTICS})
+
+
+def attention_markdown(results: Sequence[dict[str, Any]]) -> str:
+    text = "## Attention diagnostics (means over layers and heads)\n\n"
+    text += markdown_table(["model", "activation", "window"] + list(STATISTICS.values()),
+                           [[r["model"], r["activation"], r["window"] or "full"] + [r["mean"][name] for name in STATISTICS]
+                            for r in results], digits=4)
+    for r in results:
+        text += f"\n### {r['model']} per layer and head (first {r['sink_tokens']} tokens = sink)\n\n"
+        rows = [[layer, head] + [stats[name][head] for name in STATISTICS]
+                for layer, stats in enumerate(r["layers"]) for head in range(len(stats["sink_share"]))]
+        text += markdown_table(["layer", "head"] + list(STATISTICS.values()), rows, digits=4)
+    return text
+
+
+def plot_attention(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """One column per model, one row per statistic: heat maps over (layer, head)."""
+    import matplotlib.pyplot as plt
+
+    names = list(STATISTICS)
+    fig, axes = plt.subplots(len(names), len(results), figsize=(3.6 * len(results), 2.6 * len(names)),
+                             squeeze=False)
+    for row, name in enumerate(names):
+        matrices = [np.array([layer[name] for layer in r["layers"]]) for r in results]
+        low = min(m.min() for m in matrices)
+        high = max(m.max() for m in matrices)
+        for col, (r, matrix) in enumerate(zip(results, matrices, strict=True)):
+            ax = axes[row, col]
+            image = ax.imshow(matrix, vmin=low, vmax=high, cmap="magma", aspect="auto")
+            ax.set(xlabel="head", ylabel="layer", title=f"{r['model']}: {STATISTICS[name]}")
+            ax.set_xticks(range(matrix.shape[1]))
+            ax.set_yticks(range(matrix.shape[0]))
+        fig.colorbar(image, ax=axes[row].tolist())
+    return save_figure(fig, path)
+
+
+def write_attention_outputs(results: Sequence[dict[str, Any]], out: str | Path) -> dict[str, Path]:
+    out = Path(out)
+    return dict(
+        json=write_json(out / "attention.json", list(results)),
+        markdown=write_text(out / "attention.md", attention_markdown(results)),
+        png=plot_attention(results, out / "attention.png"),
+    )
