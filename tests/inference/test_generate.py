@@ -38,15 +38,17 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone(overrides)
     model = _model(**overrides)
     prompts = [torch.randint(1, 97, (n,)) for n in (3, W + 1, 3 * W + 2)]
     width = max(len(p) for p in prompts)
-    batch = torch.full((len(prompts), width), PAD)
+    batch = torch.randint(1, 97, (len(prompts), width))  # padding ids that would matter if attended
     mask = torch.zeros_like(batch)
     for row, prompt in enumerate(prompts):
         batch[row, width - len(prompt):] = prompt
         mask[row, width - len(prompt):] = 1
-    together = _greedy(model, batch, 4 * W, attention_mask=mask)[:, width:]
+    together = _greedy(model, batch, 4 * W, attention_mask=mask, output_logits=True, return_dict_in_generate=True)
     for row, prompt in enumerate(prompts):
-        alone = _greedy(model, prompt[None], 4 * W)[:, len(prompt):]
-        assert torch.equal(together[row:row + 1], alone), f"prompt {row} (length {len(prompt)}) diverged"
+        alone = _greedy(model, prompt[None], 4 * W, output_logits=True, return_dict_in_generate=True)
+        assert torch.equal(together.sequences[row, width:], alone.sequences[0, len(prompt):]), f"prompt {row} diverged"
+        torch.testing.assert_close(torch.stack(together.logits)[:, row], torch.stack(alone.logits)[:, 0],
+                                   rtol=0, atol=1e-10)
 
 
 @torch.no_grad()
