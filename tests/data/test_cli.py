@@ -2,6 +2,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from swat.cli import main
+from swat.data.corpus import default_data_dir
 from swat.data.shards import TokenShards, read_manifest
 
 
@@ -19,8 +20,8 @@ def test_data_prepare_and_info(tmp_path, text_dir, capsys):
 
 
 def test_data_shakespeare_from_archive(tmp_path, fake_archive, capsys):
-    out = tmp_path / "shakespeare"
-    assert main(["data", "shakespeare", "--out", str(out), "--corpus-archive", str(fake_archive), "--cache-dir",
+    out = default_data_dir(tmp_path / "cache")  # no --out: where training looks by default
+    assert main(["data", "shakespeare", "--corpus-archive", str(fake_archive), "--cache-dir",
                  str(tmp_path / "cache"), "--vocab-size", "300", "--num-proc", "1", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "held out: hamlet, henry_v, twelfth_night" in printed

