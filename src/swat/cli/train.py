@@ -3,7 +3,7 @@
     swat train --config tiny                                  # minutes on a CPU (Shakespeare)
     swat train --config tiny --set model.sliding_window=128 optim.lr=1e-3 --out runs/w128
     swat train --config my.yaml --out runs/mine --resume      # continue from the last checkpoint
-    torchrun --nproc_per_node=4 -m swat.cli train --config 340m --set data.dir=DATA
+    torchrun --nproc_per_node=4 -m swat.cli.train --config 340m --set data.dir=DATA
 
 Presets: tiny, small, 340m, 760m (src/swat/training/presets). The run directory holds
 config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face model dir with its tokenizer) and
@@ -13,6 +13,7 @@ final/ (the trained model).
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,5 +33,14 @@ def run(args: argparse.Namespace) -> int:
         print(config.to_yaml(), end="")
         return 0
     run_dir = train(config, args.out, resume=args.resume)
-    print(f"run directory: {run_dir} (metrics.jsonl, checkpoints/, final/)")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run directory: {run_dir} (metrics.jsonl, checkpoints/, final/)")
     return 0
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node=K -m swat.cli.train --config ...
+    import sys
+
+    from swat.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

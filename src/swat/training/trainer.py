@@ -7,6 +7,7 @@ processes and micro-batches; the loss is the mean next-token cross-entropy over 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from swat.data.shards import TokenShards, atomic_write_bytes
+from swat.data.tokenizer import load_tokenizer
 from swat.models import SWATForCausalLM
 from swat.ops.device import fast_low_precision_matmul
 from swat.training import checkpoint as ckpt
@@ -232,7 +234,8 @@ class Trainer:
 
     def _model_writer(self, model_state: dict[str, torch.Tensor]):
         def write(directory: Path) -> None:
-            self.model.save_pretrained(directory, state_dict=model_state)
+            with _quiet_transformers_progress():  # one "Writing model shards" bar per checkpoint clutters the log
+                self.model.save_pretrained(directory, state_dict=model_state)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(directory)
 
@@ -288,11 +291,7 @@ class Trainer:
 
     def _load_tokenizer(self):
         name = self.train_tokens.manifest.get("tokenizer")
-        if not name:
-            return None
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.data_dir / name)
+        return load_tokenizer(self.data_dir / name) if name else None
 
     def _eval_tokens(self) -> TokenShards | None:
         split = self.config.data.eval_split
@@ -373,6 +372,19 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+@contextlib.contextmanager
+def _quiet_transformers_progress():
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
 
 
 def _micro_steps(config: TrainConfig, world_size: int) -> int:

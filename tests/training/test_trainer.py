@@ -1,0 +1,130 @@
+import math
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from swat.cli import main
+from swat.training import NonFiniteLossError, Trainer, load_config
+from swat.training.metrics import read_metrics
+from swat.training.sampler import document_segments
+from tests.training.conftest import run_config
+
+
+def _losses(run_dir):
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if "loss" in r]
+
+
+def _evals(run_dir):
+    return [(r["step"], r["eval_loss"]) for r in read_metrics(run_dir) if "eval_loss" in r]
+
+
+def test_cli_training_learns_and_saves_a_loadable_model(data_dir, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(run_config(data_dir, eval={"every": 15})))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--set", "train.steps=30", "optim.warmup_steps=3",
+                 "--out", str(out)]) == 0
+    losses = [loss for _, loss in _losses(out)]
+    assert len(losses) == 30
+    assert losses[0] > math.log(286) - 0.5  # starts near uniform over the vocabulary
+    assert sum(losses[-5:]) / 5 < losses[0] - 2.5  # the repetitive corpus is learnt
+    (_, middle), (_, last) = _evals(out)
+    assert last < middle < math.log(286) - 3.0  # held-out loss falls too
+
+    tokenizer = AutoTokenizer.from_pretrained(out / "final")
+    model = AutoModelForCausalLM.from_pretrained(out / "final").eval()
+    prompt = tokenizer("the cat sat on the", return_tensors="pt")
+    text = tokenizer.decode(model.generate(**prompt, max_new_tokens=3, do_sample=False)[0])
+    assert text.startswith("the cat sat on the ") and len(text) > len("the cat sat on the ")
+    checkpoint = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    reloaded = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    assert torch.equal(reloaded(**prompt).logits, model(**prompt).logits)  # the last checkpoint is the final model
+    assert AutoTokenizer.from_pretrained(checkpoint).eos_token_id == model.config.eos_token_id
+
+
+def test_resume_continues_exactly(data_dir, tmp_path):
+    """6 steps in one go == 3 steps, stop, resume, 3 more: identical losses, evals and weights."""
+    config = load_config(run_config(data_dir))
+    whole = Trainer(config, tmp_path / "whole").fit()
+    Trainer(config, tmp_path / "halves").fit(until=3)
+    assert [s for s, _ in _losses(tmp_path / "halves")] == [1, 2, 3]
+    halves = Trainer(config, tmp_path / "halves", resume=True).fit()
+    print("\none go:", _losses(whole), "\nresumed:", _losses(halves))
+    assert _losses(halves) == _losses(whole) and len(_losses(whole)) == 6
+    assert _evals(halves) == _evals(whole)
+    a = AutoModelForCausalLM.from_pretrained(whole / "final").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(halves / "final").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_dir_is_not_overwritten_and_resume_checks_the_config(data_dir, tmp_path):
+    config = load_config(run_config(data_dir, train={"steps": 2}))
+    Trainer(config, tmp_path / "run").fit()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(config, tmp_path / "run")
+    changed = load_config(run_config(data_dir, train={"steps": 2}, optim={"lr": 0.5}))
+    with pytest.raises(ValueError, match=r"optim.lr: 0.01 -> 0.5"):
+        Trainer(changed, tmp_path / "run", resume=True)
+    longer = load_config(run_config(data_dir, train={"steps": 4}))
+    Trainer(longer, tmp_path / "run", resume=True).fit()  # more steps is allowed
+    assert [s for s, _ in _losses(tmp_path / "run")] == [1, 2, 3, 4]
+
+
+def _snapshot(trainer):
+    params = [p.detach().clone() for p in trainer.model.parameters()]
+    state = [{k: v.clone() for k, v in s.items()} for s in trainer.optimizer.state.values()]
+    return params, state
+
+
+def _same(a, b):
+    (pa, sa), (pb, sb) = a, b
+    return all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True)) and len(sa) == len(sb) and all(
+        torch.equal(x[k], y[k]) for x, y in zip(sa, sb, strict=True) for k in x)
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(data_dir, tmp_path):
+    trainer = Trainer(load_config(run_config(data_dir, train={"max_bad_steps": 3})), tmp_path / "run")
+    trainer.train_step()
+    poison = {"loss": False, "grad": False}
+    trainer.model.lm_head.register_forward_hook(lambda m, i, out: out * math.nan if poison["loss"] else out)
+    trainer.model.model.norm.weight.register_hook(lambda g: g * math.inf if poison["grad"] else g)
+
+    poison["loss"] = True
+    before = _snapshot(trainer)
+    record = trainer.train_step()
+    assert math.isnan(record["loss"]) and record["skipped_steps"] == 1 and trainer.step == 2
+    assert _same(before, _snapshot(trainer))  # no update, optimiser state untouched
+    assert all(p.grad is None for p in trainer.model.parameters())
+
+    poison["loss"], poison["grad"] = False, True
+    record = trainer.train_step()
+    assert math.isfinite(record["loss"]) and not math.isfinite(record["grad_norm"])
+    assert trainer.bad_steps == 2 and _same(before, _snapshot(trainer))
+
+    poison["grad"] = False
+    trainer.train_step()  # a good step updates and resets the count of bad steps in a row
+    assert trainer.bad_steps == 0 and trainer.skipped_steps == 2 and not _same(before, _snapshot(trainer))
+
+    poison["loss"] = True
+    trainer.train_step()
+    trainer.train_step()
+    with pytest.raises(NonFiniteLossError, match="3 non-finite steps in a row.*Lower optim.lr"):
+        trainer.train_step()
+
+
+def test_document_switch_keeps_attention_inside_documents(data_dir, tmp_path):
+    crossing = Trainer(load_config(run_config(data_dir)), tmp_path / "a")
+    separate = Trainer(load_config(run_config(data_dir, data={"cross_documents": False})), tmp_path / "b")
+    starts = crossing.train_tokens.document_spans()[1:3, 0] - 10  # windows across a document start
+    batch = torch.stack([torch.from_numpy(crossing.sampler.window(int(s))) for s in starts])
+    eos = crossing.eos_token_id
+    assert (batch[:, :10] == eos).any(dim=1).all()
+    segments = document_segments(batch[:, :-1], eos)
+    with torch.no_grad():
+        model = separate.model
+        logits = model(input_ids=batch[:, :-1], segment_ids=segments, use_cache=False).logits
+        expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        assert torch.equal(separate._loss(model, batch), expected)
+        assert not torch.allclose(crossing._loss(crossing.model, batch), expected)
