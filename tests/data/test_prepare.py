@@ -146,4 +146,20 @@ def test_bad_inputs_say_what_to_do(tmp_path, text_dir):
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["x"]})}).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(ValueError, match="not 'test'"):
         _prepare(dataset=str(tmp_path / "dd"), out_dir=out, split="test")
+    with pytest.raises(FileNotFoundError, match="not a hub name"):
+        _prepare(dataset=str(tmp_path / "missing_dataset"), out_dir=out)
     assert not (out / "manifest.json").exists()
+
+
+def test_dataset_object_and_streaming_fraction(tmp_path):
+    texts = [make_text(i, 12) for i in range(40)]
+    ds = datasets.Dataset.from_dict({"text": texts})
+    out = tmp_path / "obj"
+    _prepare(dataset=ds, out_dir=out, heldout_fraction=0.25)
+    assert TokenShards(out, "heldout").documents == 10
+    ds.save_to_disk(str(tmp_path / "ds"))
+    out = tmp_path / "stream"
+    _prepare(dataset=str(tmp_path / "ds"), out_dir=out, heldout_fraction=0.25, streaming=True)
+    train, held = _documents(out, "train"), _documents(out, "heldout")
+    assert 0 < len(held) < 20 and len(train) + len(held) == 40
+    assert sorted(train + held) == sorted(_expected(out, texts))

@@ -167,6 +167,8 @@ def load_text_dataset(name_or_path: str | os.PathLike, *, split: str = "train", 
 
     path = Path(name_or_path).expanduser()
     builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+    if not path.exists() and (str(name_or_path).startswith((".", "/", "~")) or path.suffix in builders):
+        raise FileNotFoundError(f"dataset {str(name_or_path)!r} does not exist (a local path, not a hub name)")
     try:
         if path.is_dir() and any((path / f).is_file() for f in ("state.json", "dataset_dict.json")):
             loaded = datasets.load_from_disk(str(path))
@@ -222,7 +224,8 @@ def dataset_documents(dataset: Any, *, text_column: str = "text", split: str = "
     ds = dataset
     if isinstance(dataset, (str, os.PathLike)):
         ds = load_text_dataset(dataset, split=split, config=config, streaming=streaming)
-    fingerprint = {"dataset": _dataset_fingerprint(dataset, split, config), "text_column": text_column}
+    fingerprint = {"dataset": _dataset_fingerprint(dataset, split, config), "text_column": text_column,
+                   "streaming": streaming}
     if heldout_split is not None:
         if not isinstance(dataset, (str, os.PathLike)):
             raise ValueError("heldout_split needs the dataset given by name or path; with a dataset object, "
