@@ -128,3 +128,22 @@ def test_document_switch_keeps_attention_inside_documents(data_dir, tmp_path):
         expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
         assert torch.equal(separate._loss(model, batch), expected)
         assert not torch.allclose(crossing._loss(crossing.model, batch), expected)
+
+
+def test_missing_default_data_says_which_command_prepares_it(monkeypatch, tmp_path):
+    from swat.training.trainer import resolve_data_dir
+
+    monkeypatch.setenv("SWAT_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="swat data shakespeare"):
+        resolve_data_dir(None)
+    assert resolve_data_dir("~/x") == resolve_data_dir("~/x").expanduser()
+
+
+def test_evaluation_split_is_checked_or_switched_off(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="no split 'valid'.*'heldout', 'train'"):
+        Trainer(load_config(run_config(data_dir, data={"eval_split": "valid"})), tmp_path / "a")
+    with pytest.raises(ValueError, match="fewer than one window"):
+        Trainer(load_config(run_config(data_dir, data={"seq_len": 600})), tmp_path / "b")
+    run_dir = Trainer(load_config(run_config(data_dir, data={"eval_split": None}, train={"steps": 2})),
+                      tmp_path / "c").fit()
+    assert _evals(run_dir) == [] and len(_losses(run_dir)) == 2

@@ -37,7 +37,7 @@ class DataConfig:
 
     dir: str | None = None  # a prepared data dir (swat data ...); None: the Shakespeare dir
     train_split: str = "train"
-    eval_split: str = "heldout"
+    eval_split: str | None = "heldout"  # None: no held-out evaluation
     seq_len: int = 512  # training length, 4w..16w for sliding window training; == w is "train short"
     cross_documents: bool = True  # False: attention stays inside each document (segment_ids)
 

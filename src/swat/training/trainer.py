@@ -109,8 +109,10 @@ class Trainer:
                     window_start, window_steps = time.perf_counter(), 0
                 if _due(self.step, self.config.eval.every, run.steps) and self.eval_tokens is not None:
                     self._log_eval()
+                    window_start, window_steps = time.perf_counter(), 0
                 if _due(self.step, self.config.checkpoint.every, run.steps) or self.step == until:
                     self.save_checkpoint()
+                    window_start, window_steps = time.perf_counter(), 0
             if self.step == run.steps:
                 self.save_final()
         finally:
@@ -283,10 +285,10 @@ class Trainer:
             raise ValueError(f"model.vocab_size={config.model['vocab_size']} is smaller than the data's vocabulary "
                              f"({self.train_tokens.vocab_size}, {self.data_dir}); remove model.vocab_size to use "
                              "the data's")
-        if self.tokenizer is not None:
-            for name in ("bos_token_id", "pad_token_id"):
-                if getattr(self.tokenizer, name, None) is not None and name not in config.model:
-                    overrides[name] = getattr(self.tokenizer, name)
+        # pad_token_id stays unset: the embedding would freeze that row (padding_idx), and a
+        # tokenizer's pad token is often its EOS, which packed training must learn.
+        if self.tokenizer is not None and self.tokenizer.bos_token_id is not None and "bos_token_id" not in config.model:
+            overrides["bos_token_id"] = self.tokenizer.bos_token_id
         return config.model_config(**overrides)
 
     def _load_tokenizer(self):
@@ -294,13 +296,19 @@ class Trainer:
         return load_tokenizer(self.data_dir / name) if name else None
 
     def _eval_tokens(self) -> TokenShards | None:
-        split = self.config.data.eval_split
-        if split not in self.train_tokens.manifest["splits"]:
-            if self.env.is_main:
-                print(f"note: {self.data_dir} has no split {split!r}: no held-out evaluation "
-                      f"(set data.eval_split to one of {sorted(self.train_tokens.manifest['splits'])})")
+        split, seq_len = self.config.data.eval_split, self.config.data.seq_len
+        if split is None:
             return None
-        return TokenShards(self.data_dir, split)
+        splits = sorted(self.train_tokens.manifest["splits"])
+        if split not in splits:
+            raise ValueError(f"{self.data_dir} has no split {split!r} for evaluation: set data.eval_split to one "
+                             f"of {splits}, or to null for no held-out evaluation")
+        tokens = TokenShards(self.data_dir, split)
+        if len(tokens) < seq_len + 1:
+            raise ValueError(f"the {split!r} split of {self.data_dir} has {len(tokens)} tokens, fewer than one "
+                             f"window of data.seq_len + 1 = {seq_len + 1}: use a shorter data.seq_len or "
+                             "data.eval_split=null")
+        return tokens
 
     def _prepare_run_dir(self, resume: bool) -> Path | None:
         """The checkpoint to resume from (None: a fresh run); checks the run dir and writes the config."""
@@ -344,7 +352,7 @@ def resolve_data_dir(data_dir: str | None) -> Path:
     """``data.dir``, or the Shakespeare directory that ``swat data shakespeare`` prepares."""
     if data_dir is not None:
         return Path(data_dir).expanduser()
-    from swat.data.shakespeare import default_data_dir
+    from swat.data.corpus import default_data_dir
 
     path = Path(default_data_dir())
     if not (path / "manifest.json").is_file():
