@@ -42,6 +42,14 @@ def test_files_and_heldout_files(tmp_path, text_dir):
     assert len(tok) == 300 and tok.eos_token_id == manifest["eos_token_id"]
 
 
+def test_heldout_files_inside_a_training_directory_are_not_trained_on(tmp_path, text_dir):
+    manifest = _prepare([text_dir], tmp_path / "out", heldout_files=[text_dir / "c.txt", text_dir / "sub"])
+    assert manifest["splits"]["train"]["names"] == ["a.txt", "b.txt", "d.txt"]
+    assert manifest["splits"]["heldout"]["names"] == ["c.txt", "e.txt"]
+    with pytest.raises(ValueError, match="every input file is also a held-out file"):
+        _prepare([text_dir / "c.txt"], tmp_path / "out2", heldout_files=[text_dir])
+
+
 def test_directory_heldout_fraction_is_deterministic(tmp_path, text_dir):
     m1 = _prepare([text_dir], tmp_path / "one", heldout_fraction=0.4)
     m2 = _prepare([text_dir], tmp_path / "two", heldout_fraction=0.4, num_proc=2)

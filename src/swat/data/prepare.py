@@ -123,7 +123,7 @@ def _read_text(path: Path) -> str:
 
 
 def _split_tail(text: str, fraction: float) -> tuple[str, str]:
-    """Cut one text at the line break nearest to ``(1 - fraction)`` of its length."""
+    """Cut one text after the last line break before ``(1 - fraction)`` of its length."""
     cut = int(len(text) * (1 - fraction))
     newline = text.rfind("\n", 0, cut)
     cut = newline + 1 if newline > 0 else cut
@@ -135,12 +135,15 @@ def _split_tail(text: str, fraction: float) -> tuple[str, str]:
 
 def file_documents(paths: Sequence[str | os.PathLike], *, heldout_files: Sequence[str | os.PathLike] = (),
                    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION) -> Documents:
-    """Documents from text files and directories; held out: ``heldout_files`` if given, else a
+    """Documents from text files and directories; held out: ``heldout_files`` if given (and
+    removed from the training files, e.g. when a directory contains them), else a
     ``heldout_fraction`` of the files (or of the text, for a single file)."""
     _check_fraction(heldout_fraction)
-    train, held = expand_text_files(paths), expand_text_files(heldout_files)
+    held = expand_text_files(heldout_files)
+    held_paths = {p.resolve() for _, p in held}
+    train = [(name, p) for name, p in expand_text_files(paths) if p.resolve() not in held_paths]
     if not train:
-        raise ValueError("no input text files given")
+        raise ValueError("no training text files: every input file is also a held-out file")
     fingerprint = {"files": [[name, os.path.getsize(p), _sha256_file(p)] for name, p in train],
                    "heldout_files": [[name, os.path.getsize(p), _sha256_file(p)] for name, p in held]}
     if held:
