@@ -1,6 +1,8 @@
 """Data for training: token shards on disk, tokenizers, the embedded Shakespeare corpus, and
 ``prepare_data`` (text or a Hugging Face dataset -> token shards + manifest)."""
 
+from swat.data.corpus import default_data_dir, shakespeare_corpus
+from swat.data.prepare import prepare_data
 from swat.data.shards import (
     ShardWriter,
     TokenShards,
@@ -9,5 +11,18 @@ from swat.data.shards import (
     write_manifest,
     write_split,
 )
+from swat.data.tokenizer import load_tokenizer, train_bpe_tokenizer
 
-__all__ = ["ShardWriter", "TokenShards", "read_manifest", "token_dtype", "write_manifest", "write_split"]
+__all__ = [
+    "ShardWriter",
+    "TokenShards",
+    "default_data_dir",
+    "load_tokenizer",
+    "prepare_data",
+    "read_manifest",
+    "shakespeare_corpus",
+    "token_dtype",
+    "train_bpe_tokenizer",
+    "write_manifest",
+    "write_split",
+]

@@ -351,8 +351,7 @@ def prepare_data(sources: Sequence[str | os.PathLike] = (), out_dir: str | os.Pa
     ``vocab_size`` on (at most ``tokenizer_train_chars`` characters of) the training documents.
     ``num_proc`` tokenizing processes (default ``min(2, cpu count)``; where processes are
     spawned (macOS, Windows) a calling script needs the ``if __name__ == "__main__":`` guard).
-    Re-running with the same inputs and
-    settings is a no-op.
+    Re-running with the same inputs and settings is a no-op.
     """
     if bool(sources) == (dataset is not None):
         raise ValueError("give either text files/directories or a dataset (--dataset), not both or neither")
@@ -369,6 +368,8 @@ def prepare_data(sources: Sequence[str | os.PathLike] = (), out_dir: str | os.Pa
         tokenizer_source: dict[str, Any] = {"train_bpe": {"vocab_size": vocab_size, "max_chars": tokenizer_train_chars}}
     else:
         loaded = tokenizer if hasattr(tokenizer, "get_vocab") else load_tokenizer(tokenizer)
+        if loaded.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos_token, which separates documents; set one first")
         tokenizer_source = {"given": _tokenizer_fingerprint(loaded)}
     source = {"format": FORMAT_VERSION, "inputs": docs.fingerprint, "tokenizer": tokenizer_source,
               "shard_tokens": shard_tokens}
