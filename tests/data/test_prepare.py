@@ -127,9 +127,13 @@ def test_rerun_is_a_noop_and_changes_are_noticed(tmp_path, text_dir, capsys):
     assert len(list(out.glob("train-*.bin"))) > 1
     _prepare([text_dir], out, vocab_size=310)
     assert sorted(p.name for p in out.glob("*.bin")) == ["heldout-00000.bin", "train-00000.bin"]
+    (out / ".train-00000.bin.x1.tmp").write_bytes(b"left by a killed run")
+    (out / ".tokenizer.x2").mkdir()
     (out / "train-00000.bin").unlink()  # a damaged directory is not "up to date"
     _prepare([text_dir], out, vocab_size=310)
     assert "nothing to do" not in capsys.readouterr().out and TokenShards(out, "train").documents == 4
+    assert sorted(p.name for p in out.iterdir()) == ["heldout-00000.bin", "manifest.json", "tokenizer",
+                                                     "train-00000.bin"]
 
 
 def test_bad_inputs_say_what_to_do(tmp_path, text_dir):

@@ -439,8 +439,13 @@ def _write_splits(out_dir: Path, docs: Documents, manifest: dict[str, Any], num_
 
 
 def _remove_stale_shards(out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Delete shard files of an earlier preparation that the new manifest no longer names."""
+    """Delete shard files of an earlier preparation that the new manifest no longer names, and
+    temporary files left by an interrupted one."""
     keep = {name for info in manifest["splits"].values() for name in info["shards"]}
     for path in out_dir.glob("*-[0-9][0-9][0-9][0-9][0-9].bin"):
         if path.name not in keep and path.name.split("-")[0] in SPLITS:
             path.unlink()
+    for path in out_dir.glob(".*.tmp"):
+        path.unlink()
+    for path in out_dir.glob(f".{TOKENIZER_DIR}.*"):
+        shutil.rmtree(path, ignore_errors=True)
