@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
 EVAL_COMMANDS: dict[str, str] = {
     "length": "swat.cli.eval_length",
     "passkey": "swat.cli.eval_passkey",
+    "harness": "swat.cli.eval_harness",
     "ppl": "swat.cli.eval_ppl",
 }
 
