@@ -73,6 +73,17 @@ def test_two_splits_share_one_manifest(tmp_path):
     assert TokenShards(tmp_path, "heldout").window(0, 2).tolist() == [3, 0]
     with pytest.raises(ValueError, match="vocab_size=10"):
         write_split(tmp_path, "other", [[1]], vocab_size=20, eos_token_id=0)
+    write_split(tmp_path, "train", [[4], [5, 6]], vocab_size=10, eos_token_id=0)  # replace a split
+    assert TokenShards(tmp_path, "train").window(0, 5).tolist() == [4, 0, 5, 6, 0]
+    assert TokenShards(tmp_path, "heldout").documents == 1
+
+    def failing():
+        yield [7]
+        raise RuntimeError("crash while rewriting")
+
+    with pytest.raises(RuntimeError):
+        write_split(tmp_path, "train", failing(), vocab_size=10, eos_token_id=0)
+    assert set(read_manifest(tmp_path)["splits"]) == {"heldout"}  # no manifest entry for a half-written split
 
 
 def test_pickled_shards_reopen_maps(tmp_path):

@@ -211,6 +211,8 @@ def write_split(data_dir: str | os.PathLike, split: str, documents: Iterable[Ite
                 f"{manifest['eos_token_id']}; cannot add split {split!r} with vocab_size={vocab_size}, "
                 f"eos_token_id={eos_token_id}. Use another directory."
             )
+        if manifest["splits"].pop(split, None) is not None:
+            write_manifest(data_dir, manifest)  # the old split's shards are about to be overwritten
     else:
         manifest = new_manifest(vocab_size=vocab_size, eos_token_id=eos_token_id, tokenizer=tokenizer,
                                 source=source)
