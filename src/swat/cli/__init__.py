@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "train": "swat.cli.train",
     "generate": "swat.cli.generate",
     "diagnose": "swat.cli.diagnose",
+    "reproduce": "swat.cli.reproduce",
 }
 EVAL_COMMANDS: dict[str, str] = {
     "length": "swat.cli.eval_length",

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="context lengths in tokens, k = 1024 (default: from the first model's window "
                              "and depth: 1x, 2x, 4x its receptive field)")
     parser.add_argument("--distances", default=None,
-                        help="key distances in tokens (default: w/2, between w and the receptive field, "
+                        help="key distances in tokens (default: w-1, between w and the receptive field, "
                              "twice the receptive field)")
     parser.add_argument("--trials", type=int, default=5, help="random keys per cell (default: 5)")
     parser.add_argument("--seed", type=int, default=0)

@@ -48,7 +48,7 @@ def default_grid(config) -> tuple[list[int], list[int]]:
     if window is None:
         return [256, 512, 1024], [64, 192, 512]
     reach = receptive_field(config)
-    return [reach, 2 * reach, 4 * reach], [max(8, window // 2), (window + reach) // 2, 2 * reach]
+    return [reach, 2 * reach, 4 * reach], [window - 1, (window + reach) // 2, 2 * reach]
 
 
 class PasskeyPrompts:
