@@ -25,13 +25,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the base training config for all configs, e.g. --set model.hidden_size=64")
     parser.add_argument("--configs", default=None,
                         help="comma-separated subset of the configs (default: all 8), e.g. transformer++,swat")
-    parser.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens per evaluation length")
+    parser.add_argument("--eval-tokens", type=int, default=None,
+                        help="held-out tokens per evaluation length (default: 16k per hour of --minutes, "
+                             "at least one sequence of 16x the training length)")
     parser.add_argument("--passkey-trials", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from swat.evaluation.reproduce import reproduce, summary_markdown
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.configs.split(",") if n.strip()] if args.configs else None
     result = reproduce(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset,
                        overrides=args.overrides, data_dir=args.data, names=names,

@@ -128,11 +128,13 @@ def reproduce(
     overrides: Sequence[str] = (),
     data_dir: str | Path | None = None,
     names: Sequence[str] | None = None,
-    eval_tokens: int = 16384,
+    eval_tokens: int | None = None,
     passkey_trials: int = 5,
 ) -> dict[str, Any]:
     """Train the ablations (or those in ``names``) and evaluate them; returns what
-    ``reproduce.json`` holds. With ``steps=None`` the step count comes from ``minutes``."""
+    ``reproduce.json`` holds. With ``steps=None`` the step count comes from ``minutes``; the
+    held-out tokens per evaluation length (``eval_tokens``) default to 16k per hour of budget, at
+    least one sequence of the longest length."""
     from swat.data import TokenShards
     from swat.training import load_config, train
 
@@ -155,6 +157,8 @@ def reproduce(
         steps = max(10, int(minutes * 60 * TRAIN_SHARE / len(chosen) / step_seconds))
         print(f"--minutes {minutes:g}: one step takes {step_seconds:.2f} s here, so {steps} steps per config")
     tokens = steps * base.train.batch_size * base.data.seq_len
+    if eval_tokens is None:
+        eval_tokens = max(LENGTH_MULTIPLES[-1] * base.data.seq_len, int(16384 * minutes / 60))
     print(f"{len(chosen)} configs x {steps} steps x {base.train.batch_size * base.data.seq_len:,} tokens "
           f"= {tokens:,} training tokens each, seed {base.train.seed}, data {data_dir}")
 
