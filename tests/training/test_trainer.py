@@ -147,3 +147,14 @@ def test_evaluation_split_is_checked_or_switched_off(data_dir, tmp_path):
     run_dir = Trainer(load_config(run_config(data_dir, data={"eval_split": None}, train={"steps": 2})),
                       tmp_path / "c").fit()
     assert _evals(run_dir) == [] and len(_losses(run_dir)) == 2
+
+
+def test_bf16_autocast_trains_close_to_fp32(data_dir, tmp_path):
+    runs = {}
+    for bf16 in (False, True):
+        config = load_config(run_config(data_dir, train={"steps": 2, "bf16": bf16}, eval={"every": 0}))
+        trainer = Trainer(config, tmp_path / str(bf16))
+        assert trainer.bf16 is bf16
+        runs[bf16] = _losses(trainer.fit()) + _evals(trainer.run_dir)
+    assert [loss for _, loss in runs[True]] == pytest.approx([loss for _, loss in runs[False]], rel=2e-2)
+    assert runs[True] != runs[False]  # bf16 really ran

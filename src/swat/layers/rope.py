@@ -27,5 +27,6 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [batch, seq, heads, head_dim]`` by the angles behind ``cos``/``sin``."""
-    return x * cos + rotate_half(x) * sin
+    """Rotate ``x [batch, seq, heads, head_dim]`` by the angles behind ``cos``/``sin``; the result
+    keeps ``x``'s dtype (under autocast, bf16 projections times fp32 cos/sin would become fp32)."""
+    return (x * cos + rotate_half(x) * sin).to(x.dtype)
