@@ -53,6 +53,8 @@ def test_claims_are_computed_from_the_numbers():
     assert [c["holds"] for c in claims] == [True, True, True]
     summary[1] = row("swat", 11.0, 20.0, 6.0)
     assert [c["holds"] for c in check_claims({"summary": summary})] == [False, False, False]
+    summary[0] = row("transformer++", 10.0, 30.0, 1.5)  # no sink anywhere: nothing to remove
+    assert check_claims({"summary": summary})[1]["holds"] is None
 
 
 def test_cli_trains_and_evaluates_two_configs(tmp_path, data_dir):
@@ -74,3 +76,20 @@ def test_cli_trains_and_evaluates_two_configs(tmp_path, data_dir):
         assert (out / f"{name}.png").is_file() and (out / f"{name}.md").is_file()
     assert (out / "runs" / "swat" / "final" / "config.json").is_file()
     assert main(args) == 0  # a second run reuses the trained models
+
+
+def test_eval_length_reads_a_data_dir_and_the_training_length_of_a_run(tmp_path, data_dir):
+    out = tmp_path / "results"
+    args = ["reproduce", "--steps", "2", "--out", str(out), "--data", str(data_dir), "--configs", "swat",
+            "--eval-tokens", "512", "--passkey-trials", "1"]
+    for item in SMALL:
+        args += ["--set", item]
+    assert main(args) == 0
+    from swat.evaluation.loading import training_length
+
+    final = out / "runs" / "swat" / "final"
+    assert training_length(final) == 32
+    assert main(["eval", "length", "--models", str(final), "--text", str(data_dir), "--lengths", "32,64",
+                 "--out", str(tmp_path / "length")]) == 0
+    result = json.loads((tmp_path / "length" / "length.json").read_text())
+    assert result[0]["model"] == "swat" and result[0]["lengths"][1]["sequences"] > 1

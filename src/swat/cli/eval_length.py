@@ -22,14 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--chunk-size", type=int, default=1024,
                         help="tokens per forward through the cache (default: 1024)")
-    parser.add_argument("--train-length", type=int, default=None, help="draw the training length on the plot")
+    parser.add_argument("--train-length", type=int, default=None, help="draw the training length on the plot (default: read from "
+                             "RUN_DIR/config.yaml of the first model, if it has one)")
     parser.add_argument("--out", default="results/length", help="output directory (default: results/length)")
     add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from swat.evaluation.length import evaluate_lengths, length_markdown, parse_lengths, write_length_outputs
-    from swat.evaluation.loading import load_model, model_label, read_tokens
+    from swat.evaluation.loading import load_model, model_label, read_tokens, training_length
 
     lengths = parse_lengths(args.lengths)
     results = []
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         results.append(evaluate_lengths(model, tokens, lengths, max_tokens=args.max_tokens,
                                         batch_size=args.batch_size, chunk_size=args.chunk_size,
                                         label=model_label(path)))
-    paths = write_length_outputs(results, args.out, args.train_length)
+    paths = write_length_outputs(results, args.out, args.train_length or training_length(args.models[0]))
     print(length_markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

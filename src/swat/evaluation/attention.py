@@ -122,23 +122,28 @@ def attention_markdown(results: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_attention(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """One column per model, one row per statistic: heat maps over (layer, head)."""
+    """One row per model, one column per statistic: heat maps over (layer, head), one colour
+    scale per statistic so that models compare at a glance."""
     import matplotlib.pyplot as plt
 
     names = list(STATISTICS)
-    fig, axes = plt.subplots(len(names), len(results), figsize=(3.6 * len(results), 2.6 * len(names)),
-                             squeeze=False)
-    for row, name in enumerate(names):
+    fig, axes = plt.subplots(len(results), len(names), figsize=(3.3 * len(names), 2.2 * len(results) + 0.8),
+                             squeeze=False, constrained_layout=True)
+    for col, name in enumerate(names):
         matrices = [np.array([layer[name] for layer in r["layers"]]) for r in results]
-        low = min(m.min() for m in matrices)
-        high = max(m.max() for m in matrices)
-        for col, (r, matrix) in enumerate(zip(results, matrices, strict=True)):
+        low, high = min(m.min() for m in matrices), max(m.max() for m in matrices)
+        for row, (r, matrix) in enumerate(zip(results, matrices, strict=True)):
             ax = axes[row, col]
             image = ax.imshow(matrix, vmin=low, vmax=high, cmap="magma", aspect="auto")
-            ax.set(xlabel="head", ylabel="layer", title=f"{r['model']}: {STATISTICS[name]}")
             ax.set_xticks(range(matrix.shape[1]))
             ax.set_yticks(range(matrix.shape[0]))
-        fig.colorbar(image, ax=axes[row].tolist())
+            if row == 0:
+                ax.set_title(STATISTICS[name], fontsize=10)
+            if row == len(results) - 1:
+                ax.set_xlabel("head")
+            if col == 0:
+                ax.set_ylabel(f"{r['model']}\nlayer", fontsize=9)
+        fig.colorbar(image, ax=axes[:, col].tolist(), location="bottom", shrink=0.8, aspect=30)
     return save_figure(fig, path)
 
 

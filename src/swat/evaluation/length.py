@@ -125,12 +125,17 @@ def plot_lengths(results: Sequence[dict[str, Any]], path: str | Path, train_leng
     if train_length:
         for ax in (left, right):
             ax.axvline(train_length, color="grey", linestyle=":", label="training length")
-    left.set(xscale="log", yscale="log", xlabel="evaluation length (tokens)", ylabel="perplexity",
+    left.set(xscale="log", xlabel="evaluation length (tokens)", ylabel="perplexity",
              title="Perplexity against context length")
     right.set(xscale="log", xlabel="position in the sequence (bucket centre)", ylabel="next-token loss",
               title="Loss by position within the longest sequences")
+    lengths = [row["length"] for row in results[0]["lengths"]]
+    left.set_xticks(lengths, [str(n) for n in lengths])
+    centres = [(b["start"] + b["end"]) / 2 for b in results[0]["buckets"]]
+    right.set_xticks(centres, [f"{b['start']}-{b['end'] - 1}" for b in results[0]["buckets"]], rotation=30, fontsize=8)
     for ax in (left, right):
-        ax.grid(True, which="both", alpha=0.3)
+        ax.minorticks_off()
+        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, path)
 

@@ -40,6 +40,18 @@ def model_label(path: str | Path) -> str:
     return path.name
 
 
+def training_length(path: str | Path) -> int | None:
+    """``data.seq_len`` of the run that saved ``RUN_DIR/final`` (read from ``RUN_DIR/config.yaml``),
+    or None when the model does not come from a ``swat train`` run."""
+    import yaml
+
+    run_config = Path(path).resolve().parent / "config.yaml"
+    if not run_config.is_file():
+        return None
+    seq_len = (yaml.safe_load(run_config.read_text()) or {}).get("data", {}).get("seq_len")
+    return int(seq_len) if isinstance(seq_len, int) else None
+
+
 def receptive_field(config) -> int | None:
     """Tokens the last logit can depend on: ``L*(w-1)+1`` with a window (SPEC.md section 2),
     ``None`` (unbounded) for full attention."""

@@ -160,8 +160,13 @@ def passkey_markdown(results: Sequence[dict[str, Any]]) -> str:
 def plot_passkey(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.8), squeeze=False)
-    for ax, r in zip(axes[0], results, strict=True):
+    columns = min(4, len(results))
+    rows = math.ceil(len(results) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.4 * rows + 0.6), squeeze=False,
+                             constrained_layout=True)
+    for ax in axes.flat[len(results):]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, results, strict=False):
         matrix = np.array(_matrix(r, "accuracy"), dtype=float)
         image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
         for (row, col), value in np.ndenumerate(matrix):
@@ -170,7 +175,7 @@ def plot_passkey(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.set_xticks(range(len(r["lengths"])), [str(n) for n in r["lengths"]])
         ax.set_yticks(range(len(r["distances"])), [str(d) for d in r["distances"]])
         ax.set(xlabel="context length (tokens)", ylabel="key distance (tokens)", title=r["model"])
-    fig.colorbar(image, ax=axes[0].tolist(), label="accuracy")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="accuracy", shrink=0.8)
     fig.suptitle("Passkey retrieval accuracy")
     return save_figure(fig, path)
 
