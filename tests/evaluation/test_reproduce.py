@@ -5,7 +5,7 @@ import pytest
 
 from swat.cli import main
 from swat.data.shards import write_split
-from swat.evaluation.reproduce import ablation_config, ablations, check_claims
+from swat.evaluation.reproduce import ablation_config, ablations, check_claims, extra_ablations
 from swat.training import load_config
 
 from .conftest import make_text
@@ -41,6 +41,8 @@ def test_the_eight_configs_share_everything_but_attention(data_dir):
     assert not models["swat-no-rope"].use_rope
     assert models["sigmoid-swa-alibi"].alibi == "standard" and models["sigmoid-swa-rope"].alibi == "none"
     assert models["swat-bias"].sigmoid_bias == pytest.approx(-math.log(64))
+    extras = {a.name: ablation_config(base, a, steps=50).model_config(vocab_size=300) for a in extra_ablations(64)}
+    assert extras["swat-retain-0.5"].slopes()[2:].tolist() == pytest.approx((-0.5 * models["swat"].slopes()[:2]).tolist())
 
 
 def test_claims_are_computed_from_the_numbers():

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override the base training config for all configs, e.g. --set model.hidden_size=64")
     parser.add_argument("--configs", default=None,
-                        help="comma-separated subset of the configs (default: all 8), e.g. transformer++,swat")
+                        help="comma-separated configs (default: the 8 above), e.g. transformer++,swat; "
+                             "also swat-retain-0.5 and swat-retain-0.25 (smaller retaining slopes)")
     parser.add_argument("--eval-tokens", type=int, default=None,
                         help="held-out tokens per evaluation length (default: 16k per hour of --minutes, "
                              "at least one sequence of 16x the training length)")
