@@ -78,6 +78,8 @@ def test_cli_trains_and_evaluates_two_configs(tmp_path, data_dir):
         assert (out / f"{name}.png").is_file() and (out / f"{name}.md").is_file()
     assert (out / "runs" / "swat" / "final" / "config.json").is_file()
     assert main(args) == 0  # a second run reuses the trained models
+    with pytest.raises(ValueError, match="--steps 3 to reuse it"):
+        main([a if a != "3" else "4" for a in args])
 
 
 def test_eval_length_reads_a_data_dir_and_the_training_length_of_a_run(tmp_path, data_dir):

@@ -180,6 +180,7 @@ def reproduce(
         config = ablation_config(base, ablation, steps)
         start = time.perf_counter()
         if (run_dir / "final" / "config.json").is_file():
+            _check_reusable(run_dir, config)
             print(f"{ablation.name}: reusing {run_dir / 'final'}")
         else:
             train(config, run_dir, resume=(run_dir / "checkpoints").is_dir())  # continue an interrupted run
@@ -203,6 +204,16 @@ def reproduce(
     write_json(out / "reproduce.json", result)
     write_text(out / "summary.md", summary_markdown(result))
     return result
+
+
+def _check_reusable(run_dir: Path, config) -> None:
+    """A finished run is reused only if it was trained with exactly this config."""
+    import yaml
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if saved != config.to_dict():
+        raise ValueError(f"{run_dir} holds a run trained with another config (e.g. another step count): pass "
+                         f"--steps {saved.get('train', {}).get('steps')} to reuse it, or another --out")
 
 
 def evaluate_runs(runs: dict[str, Path], data_dir: Path, base, out: Path, *, eval_tokens: int,
