@@ -178,13 +178,14 @@ def reproduce(
     for ablation in chosen:
         run_dir = out / "runs" / ablation.name
         config = ablation_config(base, ablation, steps)
-        start = time.perf_counter()
+        runs[ablation.name] = run_dir / "final"
         if (run_dir / "final" / "config.json").is_file():
             _check_reusable(run_dir, config)
             print(f"{ablation.name}: reusing {run_dir / 'final'}")
-        else:
-            train(config, run_dir, resume=(run_dir / "checkpoints").is_dir())  # continue an interrupted run
-        runs[ablation.name] = run_dir / "final"
+            train_seconds[ablation.name] = None  # trained by an earlier invocation
+            continue
+        start = time.perf_counter()
+        train(config, run_dir, resume=(run_dir / "checkpoints").is_dir())  # continue an interrupted run
         train_seconds[ablation.name] = time.perf_counter() - start
 
     eval_start = time.perf_counter()
@@ -308,7 +309,9 @@ def summary_markdown(result: dict[str, Any]) -> str:
     text = (f"# swat reproduce\n\n`{s['preset']}` preset, window {s['window']}, training length {s['seq_len']}, "
             f"{s['steps']} steps x {s['batch_size']} sequences = {s['tokens_per_config']:,} tokens per config, "
             f"seed {s['seed']}, data `{s['data']}`. Wall time {result['wall_seconds']['total'] / 60:.1f} min "
-            f"(evaluation {result['wall_seconds']['evaluate'] / 60:.1f} min).\n\n")
+            f"(evaluation {result['wall_seconds']['evaluate'] / 60:.1f} min)")
+    reused = [name for name, seconds in result["wall_seconds"]["train"].items() if seconds is None]
+    text += f"; {len(reused)} of the runs were trained by an earlier invocation.\n\n" if reused else ".\n\n"
     text += markdown_table(["config", "what"] + columns,
                            [[r["name"], r["description"]] + [r[c] for c in columns] for r in rows])
     text += ("\nppl@Nx: held-out perplexity on sequences N times the training length. passkey: accuracy by "
