@@ -40,7 +40,11 @@ def harness_max_length(config) -> int:
 
 @register_model("swat")
 class SWATHarnessLM(TemplateLM):
-    """``lm_eval.simple_evaluate(model="swat", model_args={"pretrained": DIR})`` or an instance."""
+    """``lm_eval.simple_evaluate(model="swat", model_args={"pretrained": DIR})`` or an instance.
+
+    Requests are scored one at a time (a tiny model on a CPU gains little from padding batches);
+    the ``batch_size``/``max_batch_size`` that lm-eval passes to every model class are accepted
+    and not used."""
 
     def __init__(
         self,
@@ -49,8 +53,7 @@ class SWATHarnessLM(TemplateLM):
         max_length: int | None = None,
         max_gen_toks: int = 256,
         device: str = "cpu",
-        batch_size: int | str = 1,
-        **kwargs: Any,
+        **lm_eval_options: Any,
     ) -> None:
         super().__init__()
         if isinstance(pretrained, PreTrainedModel):
