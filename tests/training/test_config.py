@@ -62,3 +62,12 @@ def test_bad_configs_say_what_to_change(override, message):
 def test_unknown_config_source_lists_presets():
     with pytest.raises(FileNotFoundError, match="one of the presets"):
         load_config("no-such-preset")
+
+
+def test_cli_reports_config_errors_without_a_traceback(capsys):
+    from swat.cli import main
+
+    assert main(["train", "--config", "tiny", "--set", "optim.lrr=1"]) == 2
+    assert "did you mean 'lr'" in capsys.readouterr().err
+    assert main(["train", "--config", "tiny", "--set", "train.steps=5", "--print-config"]) == 0
+    assert "steps: 5" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,21 +27,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swat.training import load_config, train
+    from swat.training import NonFiniteLossError, load_config, train
 
-    config = load_config(args.config, args.overrides)
+    try:
+        config = load_config(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"swat train: {error}", file=sys.stderr)
+        return 2
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
-    run_dir = train(config, args.out, resume=args.resume)
+    try:
+        run_dir = train(config, args.out, resume=args.resume)
+    except (FileExistsError, FileNotFoundError, NonFiniteLossError) as error:
+        print(f"swat train: {error}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run directory: {run_dir} (metrics.jsonl, checkpoints/, final/)")
     return 0
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node=K -m swat.cli.train --config ...
-    import sys
-
     from swat.cli import main
 
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -31,8 +31,10 @@ from swat.training.optim import build_optimizer, lr_at
 from swat.training.sampler import WindowSampler, document_segments, eval_starts
 
 RUN_CONFIG = "config.yaml"
-# Config keys a resumed run may change; anything else must match the run being resumed.
-RESUMABLE_CHANGES = ("name", "train.steps", "train.device", "train.max_bad_steps", "eval", "checkpoint", "log")
+# Config keys a resumed run may change (how it runs, not what it computes: the global batch of a
+# step is the same for any number of processes and micro-batches); the rest must match.
+RESUMABLE_CHANGES = ("name", "train.steps", "train.device", "train.max_bad_steps", "train.micro_batch_size",
+                     "train.fsdp", "train.gradient_checkpointing", "train.bf16", "eval", "checkpoint", "log")
 
 
 class NonFiniteLossError(RuntimeError):
