@@ -21,9 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import DynamicCache
-
     from swat import SWATForCausalLM, preset_config
+    from swat.inference import RollingCache
 
     torch.manual_seed(args.seed)
     config = preset_config(args.preset)
@@ -48,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     with torch.no_grad():
         full = model(tokens[:1]).logits
-        cache = DynamicCache(config=config)
+        cache = RollingCache(config)
         streamed = torch.cat([model(chunk, cache=cache, use_cache=True).logits
                               for chunk in tokens[:1].split(37, dim=1)], dim=1)
     print(f"streaming in chunks of 37 through the cache vs one full forward: max |logit diff| "
