@@ -1,5 +1,5 @@
 """Named model sizes. ``340m`` and ``760m`` follow the paper's scales (24 layers, hidden 1024/1536);
-``tiny`` trains in minutes on two CPU cores, ``small`` in about an hour."""
+``tiny`` trains in minutes on two CPU cores, ``small`` in hours (a GPU makes it minutes)."""
 
 from __future__ import annotations
 
