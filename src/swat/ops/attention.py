@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from swat.ops.chunked import chunked_attention
+from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
 from swat.ops.reference import reference_attention
 from swat.ops.sdpa import sdpa_attention
 
@@ -17,8 +17,20 @@ BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
 }
 ACTIVATIONS = ("sigmoid", "softmax")
 
-# Below this many (query, key) pairs the dense reference beats the banded loop's overhead.
+# ``auto``'s thresholds, measured on a 2-core AVX2 CPU (batch 1, 8 heads, head_dim 64, fp32; the
+# timings are in the report of issue 2):
+# - sigmoid: the dense reference beats the banded kernel's per-tile overhead only on tiny square
+#   problems (16x16, 64x64 without grad: 0.3-0.5 ms against 0.4-0.7 ms; with grad up to about
+#   256x256), never for a single decoding query (1 x 512: 0.63 ms against 0.46 ms).
 _DENSE_PAIRS = 64 * 64
+_DENSE_PAIRS_GRAD = 256 * 256
+# - softmax: PyTorch's fused causal SDPA for plain causal attention; SDPA with a float mask costs
+#   q_len * kv_len while the banded kernel costs about q_len * (window + block), and SDPA's
+#   constant is smaller: it won while kv_len <= ~1.25 (window + block) (e.g. 1 x 512 and 512 x 512
+#   at window 512), the banded kernel beyond (1024 x 1024 at window 512: 16 ms against 29 ms
+#   forward, 57 ms against 87 ms forward+backward). The mask is q_len x kv_len, hence the cap.
+_SDPA_MASK_RATIO = 1.25
+_SDPA_MASK_MAX_PAIRS = 2 ** 24
 
 
 def swat_attention(
@@ -66,11 +78,16 @@ def swat_attention(
 
 
 def _pick_backend(q, k, window, slopes, activation, segment_ids) -> str:
+    """The fastest correct backend for these inputs on the CPU (thresholds above)."""
     q_len, kv_len = q.shape[1], k.shape[1]
-    full = window is None or window >= kv_len
-    if activation == "softmax" and full and slopes is None and segment_ids is None and q_len == kv_len:
-        return "sdpa"
-    if q_len * kv_len <= _DENSE_PAIRS and not torch.is_grad_enabled():
+    band = kv_len if window is None else min(window, kv_len)
+    if activation == "softmax":
+        if band == kv_len and slopes is None and segment_ids is None and q_len == kv_len:
+            return "sdpa"  # fused causal kernel
+        dense_is_cheap = kv_len <= _SDPA_MASK_RATIO * (band + DEFAULT_BLOCK)
+        return "sdpa" if dense_is_cheap and q_len * kv_len <= _SDPA_MASK_MAX_PAIRS else "chunked"
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    if q_len > 1 and q_len * kv_len <= (_DENSE_PAIRS_GRAD if grad else _DENSE_PAIRS):
         return "reference"
     return "chunked"
 
@@ -104,6 +121,8 @@ def _check_inputs(q, k, v, window, slopes, activation, backend, segment_ids) -> 
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: use 'auto' or one of {sorted(BACKENDS)}")
+    if backend == "sdpa" and activation != "softmax":
+        raise ValueError("backend='sdpa' computes softmax attention only; use backend='chunked' for sigmoid")
     if segment_ids is not None and tuple(segment_ids.shape) != (k.shape[0], k.shape[1]):
         raise ValueError(
             f"segment_ids must have shape [batch, kv_len] = [{k.shape[0]}, {k.shape[1]}], "

@@ -1,153 +1,227 @@
 """Banded SWAT attention for CPU (and any device): O(q_len * window) time and memory.
 
-Queries are cut into blocks of ``block`` rows. A block whose queries sit at positions
-``[p0, p1)`` only needs keys ``[max(0, p0 - w + 1), p1)``, so every score tile is at most
-``block x (block + w - 1)`` and no ``q_len x kv_len`` matrix ever exists. Within a tile the
-additive term ``-m_h * delta + b`` (and ``-inf`` outside the band) depends only on the tile's
-geometry, which is the same for every interior block, so it is built once and reused.
+Layout
+    A kv head and the ``G = H / H_kv`` query heads that read it form one "row group": the
+    queries of batch element ``b`` and kv head ``j`` are stored as the rows of one matrix
+    ``[q_len * G, d]`` ordered (position, query head). So GQA costs nothing (K and V are never
+    repeated) and a block of consecutive positions is a contiguous slice of rows. All
+    ``batch * H_kv`` matrices are batched in every ``bmm``.
 
-The backward pass is written by hand and recomputes each tile's weights from ``q`` and ``k``
-(nothing of size ``q_len x window`` is kept between forward and backward). With the weights
-``p = act(s)`` and ``dO`` the output gradient:
+Tiles
+    Queries are cut into blocks of ``block`` positions. A block at positions ``[p0, p1)`` only
+    needs keys ``[max(0, p0 - w + 1), p1)``, so every score tile is at most
+    ``(block + w - 1) x block * G`` and no ``q_len x kv_len`` matrix ever exists. Tiles are stored
+    transposed, keys as rows (``S^T = K Q^T``): with the GEMM shapes this gives (``[keys, d] x
+    [d, queries]`` and friends) MKL ran the seven matmuls of a tile about 10% faster than in the
+    ``[queries, keys]`` orientation. The blocks are
+    visited in order; per block the forward is two batched matmuls and two elementwise passes, the
+    backward five matmuls and three passes (below), on cache-sized tiles. ``block`` trades the
+    masked columns a tile computes for nothing (``(block + w - 1) / w``) against matmul size and
+    per-tile overhead (see ``DEFAULT_BLOCK``).
 
-    dV = p^T dO        dP = dO V^T
-    sigmoid: dS = dP * p * (1 - p)          softmax: dS = p * (dP - rowsum(dO * O))
-    dQ = scale * dS K  dK = scale * dS^T Q
+Additive term
+    ``-m_h * (i - j) + b``, with ``-inf`` outside the band, depends only on where a tile sits
+    relative to the diagonal. It is built once per call for the widest geometry, and every tile's
+    term is a view (a column slice) of it: interior tiles share it whole, the first tiles of the
+    sequence (cut at key 0) and the last, shorter block take slices. It enters the scores through
+    the matmul itself (``baddbmm``: ``S = bias + scale * Q K^T``), so a tile's scores cost one
+    write, and the activation is applied in place. ``sigmoid(-inf) = 0`` masks exactly.
 
-GQA is handled by folding the ``H / H_kv`` query heads of a kv head into the rows of the tile,
-so K and V are never repeated. Scores, weights and gradient accumulators are kept in float32
-(float64 for float64 inputs); matmuls run in the input dtype (bf16 uses the CPU's AMX units).
+Backward
+    Written by hand; it recomputes each tile's weights from ``q`` and ``k`` (nothing of size
+    ``q_len x window`` is kept between forward and backward, like flash attention). With the
+    weights ``P = act(S)`` and ``dO`` the output gradient::
+
+        dV += P^T dO        dP = dO V^T       (all computed on the transposed tiles)
+        sigmoid: dS = dP * P * (1 - P)          softmax: dS = P * (dP - rowsum(dO * O))
+        dQ  = scale * dS K  dK += scale * dS^T Q
+
+    The sigmoid derivative is PyTorch's fused ``sigmoid_backward`` written over ``dP``; ``scale``
+    is applied to ``dQ`` and ``dK`` once at the end.
+
+Memory traffic
+    Every matmul writes a contiguous tile buffer that is allocated once per call and reused by
+    every tile; the results are then added into the rows of ``dK``, ``dV`` (or copied into ``out``,
+    ``dQ``). Writing straight into those strided row slices looks leaner but makes PyTorch's CPU
+    ``bmm`` fall back from MKL's batched GEMM (parallel over the batch) to one GEMM per batch
+    entry, which measured 15-25% slower forward+backward on two cores. Fresh per-tile tensors cost
+    allocation and page faults; the reused buffers avoid both.
+
+Precision
+    float32 and float64 inputs compute everything in their own dtype. For bf16/fp16 the matmuls
+    run in the input dtype (fast on GPUs and AMX/AVX512-BF16 CPUs) while scores, weights and the
+    ``dK``/``dV`` accumulators are float32; on CPUs without fast low-precision matmuls (AVX2) the
+    whole op runs in float32 and the result is cast back, which is both faster and more accurate.
+
+Only ``torch`` ops are used, so the same code runs on CUDA (where a fused kernel would be faster;
+this one is correct and O(q_len * w) there too).
 """
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from swat.ops.device import fast_low_precision_matmul
 
-DEFAULT_BLOCK = 128
+# Query positions per tile. Measured on a 2-core AVX2 CPU (window 512, head_dim 64, fp32):
+# smaller blocks waste fewer masked columns ((block + w - 1) / w) but run smaller, less efficient
+# matmuls; 64 was the fastest forward+backward from 2k to 32k (see benchmarks/bench_attention.py).
+DEFAULT_BLOCK = 64
 
 
 def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-class _TileBias:
-    """Builds ``-m_h * delta + b`` with ``-inf`` outside the band for one tile, caching the last
-    geometry (all interior tiles of a windowed call share it)."""
-
-    def __init__(self, slopes: torch.Tensor | None, sigmoid_bias: float, window: int,
-                 num_kv_heads: int, dtype: torch.dtype, device: torch.device):
-        self.slopes = None if slopes is None else slopes.to(device=device, dtype=dtype).view(num_kv_heads, -1)
-        self.group = self.slopes.shape[1] if self.slopes is not None else None
-        self.sigmoid_bias = sigmoid_bias
-        self.window = window
-        self.dtype = dtype
-        self.device = device
-        self._key: tuple[int, int, int] | None = None
-        self._value: torch.Tensor | None = None
-
-    def __call__(self, rows: int, cols: int, first_delta: int) -> torch.Tensor:
-        """Tile where query row ``r`` and key column ``c`` are ``first_delta + r - c`` apart.
-        Returns ``[H_kv, G, rows, cols]`` (or ``[1, 1, rows, cols]`` without slopes)."""
-        key = (rows, cols, first_delta)
-        if key != self._key:
-            r = torch.arange(rows, device=self.device)
-            c = torch.arange(cols, device=self.device)
-            delta = (first_delta + r[:, None] - c[None, :]).to(self.dtype)
-            inside = (delta >= 0) & (delta < self.window)
-            bias = torch.full_like(delta, self.sigmoid_bias)
-            if self.slopes is not None:
-                bias = bias - self.slopes[:, :, None, None] * delta
-            else:
-                bias = bias[None, None]
-            self._value = bias.masked_fill(~inside, float("-inf"))
-            self._key = key
-        return self._value
-
-
 def _tiles(q_len: int, kv_len: int, window: int, block: int):
-    """Yield ``(r0, r1, k0, k1)``: query rows ``[r0, r1)`` need keys ``[k0, k1)``."""
+    """Yield ``(r0, r1, k0, k1)``: query positions ``[r0, r1)`` (0-based among the queries) need
+    keys ``[k0, k1)``."""
     offset = kv_len - q_len
     for r0 in range(0, q_len, block):
         r1 = min(r0 + block, q_len)
-        k0 = max(0, offset + r0 - window + 1)
-        yield r0, r1, k0, offset + r1
+        yield r0, r1, max(0, offset + r0 - window + 1), offset + r1
 
 
-def _tile_weights(q_tile, k_tile, bias, scale, activation, seg_mask, acc_dtype):
-    """``q_tile [b, Hkv, G, R, d]``, ``k_tile [b, Hkv, C, d]`` -> weights ``[b, Hkv, G, R, C]``."""
-    b, hkv, g, r, d = q_tile.shape
-    scores = torch.matmul(q_tile.reshape(b, hkv, g * r, d), k_tile.transpose(-1, -2))
-    scores = scores.view(b, hkv, g, r, -1).to(acc_dtype).mul_(scale).add_(bias)
-    if seg_mask is not None:
-        scores.masked_fill_(~seg_mask, float("-inf"))
-    if activation == "sigmoid":
-        return scores.sigmoid_()
-    return torch.softmax(scores, dim=-1)
+class _BandBias:
+    """The additive term of every tile, as views of one tensor built per call.
+
+    Stored transposed like the tiles, ``[lanes or 1, cols, rows * G]``: key column ``c`` and query
+    row ``(r, g)`` hold the term for distance ``i - j = top + r - c``, where ``top`` is the largest
+    distance any tile has between its first query and its first key. A tile whose first query is
+    ``first_delta`` after its first key takes the key columns from ``top - first_delta``.
+    """
+
+    def __init__(self, tiles, offset, slopes, sigmoid_bias, window, batch, num_kv_heads, group, dtype, device):
+        rows = tiles[0][1] - tiles[0][0]
+        self.top = max(offset + r0 - k0 for r0, _, k0, _ in tiles)
+        cols = max(self.top - (offset + r0 - k0) + k1 - k0 for r0, _, k0, k1 in tiles)
+        r = torch.arange(rows, device=device)
+        c = torch.arange(cols, device=device)
+        delta = (self.top + r[:, None] - c[None, :]).to(dtype)  # [rows, cols]
+        outside = (delta < 0) | (delta >= window)
+        if slopes is None:
+            bias = torch.full_like(delta, sigmoid_bias).masked_fill_(outside, float("-inf"))
+            bias = bias[None, :, None].expand(1, rows, group, cols)
+        else:
+            m = slopes.to(device=device, dtype=dtype).view(num_kv_heads, 1, group, 1)
+            bias = (sigmoid_bias - m * delta[None, :, None, :]).masked_fill_(outside[:, None], float("-inf"))
+            if batch > 1:  # one [rows * G, cols] matrix per (batch, kv head) pair, as bmm wants
+                bias = bias.repeat(batch, 1, 1, 1)
+        self.value = bias.reshape(bias.shape[0], rows * group, cols).transpose(1, 2).contiguous()
+        self.group = group
+        self.offset = offset
+
+    def tile(self, r0: int, r1: int, k0: int, k1: int) -> torch.Tensor:
+        start = self.top - (self.offset + r0 - k0)
+        return self.value[:, start:start + k1 - k0, : (r1 - r0) * self.group]
 
 
-def _segment_mask(segment_ids, offset, r0, r1, k0, k1):
-    if segment_ids is None:
-        return None
-    same = segment_ids[:, offset + r0:offset + r1, None] == segment_ids[:, None, k0:k1]
-    return same[:, None, None]
+class _Problem:
+    """What forward and backward share: sizes, the additive term, the tiles, reusable tile buffers
+    and the per-tile weights."""
+
+    def __init__(self, q, k, slopes, segment_ids, config):
+        window, sigmoid_bias, self.activation, self.scale, block, group, num_kv_heads = config
+        self.n, self.m = q.shape[1] // group, k.shape[1]
+        self.group, self.segment_ids = group, segment_ids
+        self.acc = _accumulator_dtype(q.dtype)
+        self.fused = q.dtype == self.acc  # scores in the matmul's own dtype: bias fused into baddbmm
+        self.tiles = list(_tiles(self.n, self.m, window, block))
+        self.bias = _BandBias(self.tiles, self.m - self.n, slopes, sigmoid_bias, window,
+                              k.shape[0] // num_kv_heads, num_kv_heads, group, self.acc, q.device)
+        lanes, d = k.shape[0], k.shape[2]
+        rows = max(r1 - r0 for r0, r1, _, _ in self.tiles) * group
+        cols = max(k1 - k0 for _, _, k0, k1 in self.tiles)
+        self._sizes = {"scores": lanes * rows * cols, "rows": lanes * rows * d, "keys": lanes * cols * d}
+        self._buffers: dict[tuple, torch.Tensor] = {}
+        self._device = q.device
+
+    def buffer(self, kind: str, shape: tuple[int, int, int], dtype: torch.dtype | None = None,
+               slot: int = 0) -> torch.Tensor:
+        """A contiguous tensor of ``shape`` for one tile, reused from tile to tile (no allocation,
+        no fresh page-faulting memory per tile). ``kind``: ``"scores"`` (transposed tiles,
+        ``[lanes, cols, rows]``), ``"rows"`` (``[lanes, rows, d]``) or ``"keys"``
+        (``[lanes, cols, d]``); ``slot`` tells apart two buffers of the same kind."""
+        dtype = dtype or self.acc
+        key = (kind, dtype, slot)
+        if key not in self._buffers:
+            self._buffers[key] = torch.empty(self._sizes[kind], dtype=dtype, device=self._device)
+        return self._buffers[key][: shape[0] * shape[1] * shape[2]].view(shape)
+
+    def weights(self, q_tile, k_tile, r0, r1, k0, k1):
+        """The weights of one tile, transposed: ``act(bias + scale * k_tile q_tile^T)`` as
+        ``[lanes, cols, rows * G]`` in ``acc`` (sigmoid: in the first scores buffer; softmax, over
+        the keys: a new tensor)."""
+        bias = self.bias.tile(r0, r1, k0, k1)
+        s = self.buffer("scores", (q_tile.shape[0], k_tile.shape[1], q_tile.shape[1]))
+        if self.fused:
+            torch.baddbmm(bias, k_tile, q_tile.transpose(1, 2), alpha=self.scale, out=s)
+        else:
+            s.copy_(torch.bmm(k_tile, q_tile.transpose(1, 2))).mul_(self.scale).add_(bias)
+        if self.segment_ids is not None:
+            seg = self.segment_ids
+            offset = self.m - self.n
+            same = seg[:, k0:k1, None] == seg[:, None, offset + r0:offset + r1]  # [b, cols, rows]
+            view = s.view(seg.shape[0], -1, k1 - k0, r1 - r0, self.group)
+            view.masked_fill_(~same[:, None, :, :, None], float("-inf"))
+        if self.activation == "sigmoid":
+            return s.sigmoid_()
+        return torch.softmax(s, dim=1)
 
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, slopes, segment_ids, window, sigmoid_bias, activation, scale, block):
-        # q: [b, Hkv, G, n, d]; k, v: [b, Hkv, m, d]
-        b, hkv, g, n, d = q.shape
-        m = k.shape[2]
-        acc = _accumulator_dtype(q.dtype)
-        bias = _TileBias(slopes, sigmoid_bias, window, hkv, acc, q.device)
+    def forward(ctx, q, k, v, slopes, segment_ids, config):
+        # q: [b * Hkv, n * G, d] rows ordered (position, head); k, v: [b * Hkv, m, d]
+        prob = _Problem(q, k, slopes, segment_ids, config)
         out = torch.empty_like(q)
-        offset = m - n
-        for r0, r1, k0, k1 in _tiles(n, m, window, block):
-            tile_bias = bias(r1 - r0, k1 - k0, offset + r0 - k0)
-            seg = _segment_mask(segment_ids, offset, r0, r1, k0, k1)
-            p = _tile_weights(q[:, :, :, r0:r1], k[:, :, k0:k1], tile_bias, scale, activation, seg, acc)
-            out[:, :, :, r0:r1] = torch.matmul(p.to(v.dtype).view(b, hkv, -1, k1 - k0), v[:, :, k0:k1]).view(
-                b, hkv, g, r1 - r0, d)
-        ctx.save_for_backward(q, k, v, slopes, segment_ids, out if activation == "softmax" else None)
-        ctx.config = (window, sigmoid_bias, activation, scale, block)
+        g = prob.group
+        for r0, r1, k0, k1 in prob.tiles:
+            p = prob.weights(q[:, r0 * g:r1 * g], k[:, k0:k1], r0, r1, k0, k1)
+            rows = prob.buffer("rows", (q.shape[0], p.shape[2], q.shape[2]), v.dtype)
+            out[:, r0 * g:r1 * g] = torch.bmm(p.to(v.dtype).transpose(1, 2), v[:, k0:k1], out=rows)
+        ctx.save_for_backward(q, k, v, slopes, segment_ids, out if prob.activation == "softmax" else None)
+        ctx.config = config
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         q, k, v, slopes, segment_ids, out = ctx.saved_tensors
-        window, sigmoid_bias, activation, scale, block = ctx.config
-        b, hkv, g, n, d = q.shape
-        m = k.shape[2]
-        acc = _accumulator_dtype(q.dtype)
-        bias = _TileBias(slopes, sigmoid_bias, window, hkv, acc, q.device)
+        prob = _Problem(q, k, slopes, segment_ids, ctx.config)
+        acc, g = prob.acc, prob.group
         grad_out = grad_out.contiguous()
-        if activation == "softmax":
+        if prob.activation == "softmax":
             row_dot = (grad_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)
-        dq = torch.empty_like(q)
+        # dQ and dK are accumulated without the factor ``scale``, applied once at the end
+        dq = torch.empty(q.shape, dtype=acc, device=q.device)
         dk = torch.zeros(k.shape, dtype=acc, device=k.device)
         dv = torch.zeros(v.shape, dtype=acc, device=v.device)
-        offset = m - n
-        for r0, r1, k0, k1 in _tiles(n, m, window, block):
-            rows, cols = r1 - r0, k1 - k0
-            tile_bias = bias(rows, cols, offset + r0 - k0)
-            seg = _segment_mask(segment_ids, offset, r0, r1, k0, k1)
-            q_tile = q[:, :, :, r0:r1].reshape(b, hkv, g * rows, d)
-            k_tile, v_tile = k[:, :, k0:k1], v[:, :, k0:k1]
-            p = _tile_weights(q[:, :, :, r0:r1], k_tile, tile_bias, scale, activation, seg, acc)
-            go_tile = grad_out[:, :, :, r0:r1].reshape(b, hkv, g * rows, d)
-            dp = torch.matmul(go_tile, v_tile.transpose(-1, -2)).view(b, hkv, g, rows, cols).to(acc)
-            dv[:, :, k0:k1] += torch.matmul(p.to(v.dtype).view(b, hkv, g * rows, cols).transpose(-1, -2),
-                                            go_tile).to(acc)
-            if activation == "sigmoid":
-                ds = dp.mul_(p).mul_(1.0 - p)
+        lanes, d = q.shape[0], q.shape[2]
+        for r0, r1, k0, k1 in prob.tiles:
+            q_tile, go_tile = q[:, r0 * g:r1 * g], grad_out[:, r0 * g:r1 * g]
+            k_tile, v_tile = k[:, k0:k1], v[:, k0:k1]
+            p = prob.weights(q_tile, k_tile, r0, r1, k0, k1)
+            dp = prob.buffer("scores", p.shape, slot=1)
+            if prob.fused:
+                torch.bmm(v_tile, go_tile.transpose(1, 2), out=dp)
             else:
-                ds = dp.sub_(row_dot[:, :, :, r0:r1]).mul_(p)
-            ds = ds.mul_(scale).to(q.dtype).view(b, hkv, g * rows, cols)
-            dq[:, :, :, r0:r1] = torch.matmul(ds, k_tile).view(b, hkv, g, rows, d)
-            dk[:, :, k0:k1] += torch.matmul(ds.transpose(-1, -2), q_tile).to(acc)
-        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None
+                dp.copy_(torch.bmm(v_tile, go_tile.transpose(1, 2)))
+            key_rows = prob.buffer("keys", (lanes, k1 - k0, d), v.dtype)
+            dv[:, k0:k1] += torch.bmm(p.to(v.dtype), go_tile, out=key_rows)
+            if prob.activation == "sigmoid":  # dS = dP * P * (1 - P), written over dP
+                ds = torch.ops.aten.sigmoid_backward.grad_input(dp, p, grad_input=dp)
+            else:
+                ds = dp.sub_(row_dot[:, r0 * g:r1 * g].transpose(1, 2)).mul_(p)
+            ds = ds.to(q.dtype)
+            query_rows = prob.buffer("rows", q_tile.shape, q.dtype)
+            dq[:, r0 * g:r1 * g] = torch.bmm(ds.transpose(1, 2), k_tile, out=query_rows)
+            key_rows = prob.buffer("keys", (lanes, k1 - k0, d), q.dtype)
+            dk[:, k0:k1] += torch.bmm(ds, q_tile, out=key_rows)
+        dq = dq.mul_(prob.scale).to(q.dtype)
+        dk = dk.mul_(prob.scale).to(k.dtype)
+        return dq, dk, dv.to(v.dtype), None, None, None
 
 
 def chunked_attention(
@@ -163,7 +237,8 @@ def chunked_attention(
     segment_ids: torch.Tensor | None = None,
     block: int = DEFAULT_BLOCK,
 ) -> torch.Tensor:
-    """Banded SWAT attention. Shapes as in :func:`swat.ops.swat_attention`.
+    """Banded SWAT attention. Shapes as in :func:`swat.ops.swat_attention`; ``block`` is the
+    number of query positions per tile.
 
     bf16/fp16 inputs on hardware without fast low-precision matmuls are computed in fp32 and the
     result is cast back (same values a low-precision reference gets, up to rounding).
@@ -175,10 +250,12 @@ def chunked_attention(
         return out.to(q.dtype)
     b, n, h, d = q.shape
     m, hkv = k.shape[1], k.shape[2]
-    q_heads = q.permute(0, 2, 1, 3).reshape(b, hkv, h // hkv, n, d)
-    k_heads = k.permute(0, 2, 1, 3).contiguous()
-    v_heads = v.permute(0, 2, 1, 3).contiguous()
+    g = h // hkv
+    # [b, n, Hkv, G, d] -> [b, Hkv, n, G, d] -> rows (position, head) of one matrix per (b, kv head)
+    q_rows = q.reshape(b, n, hkv, g, d).transpose(1, 2).reshape(b * hkv, n * g, d)
+    k_rows = k.transpose(1, 2).reshape(b * hkv, m, d)
+    v_rows = v.transpose(1, 2).reshape(b * hkv, m, d)
     effective_window = m if window is None else min(window, m)
-    out = _ChunkedAttention.apply(q_heads, k_heads, v_heads, slopes, segment_ids, effective_window,
-                                  float(sigmoid_bias), activation, float(scale), block)
-    return out.reshape(b, h, n, d).permute(0, 2, 1, 3)
+    config = (effective_window, float(sigmoid_bias), activation, float(scale), int(block), g, hkv)
+    out = _ChunkedAttention.apply(q_rows, k_rows, v_rows, slopes, segment_ids, config)
+    return out.view(b, hkv, n, g, d).transpose(1, 2).reshape(b, n, h, d)
