@@ -19,3 +19,13 @@ def tiny_config(**overrides) -> SWATConfig:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test runs tiny problems: one thread avoids the synchronisation cost that dominates
+    small matmuls (and does not fight other work for the cores on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

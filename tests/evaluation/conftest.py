@@ -53,15 +53,6 @@ def save_model(path, tokenizer, seed: int = 0, **overrides):
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run their many small ops fastest on one thread (and do not fight for the cores
-    with other work on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="session")
 def text() -> str:

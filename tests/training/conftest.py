@@ -61,13 +61,3 @@ def run_config(data_dir: Path, **sections: dict[str, Any]) -> dict[str, Any]:
         config[name] = {**config.get(name, {}), **values}
     return config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and the machine is shared: no oversubscription."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

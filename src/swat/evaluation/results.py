@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,19 +15,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from swat.data.shards import atomic_write_bytes  # noqa: E402
 
-def _atomic_write(path: Path, write) -> None:
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -45,19 +37,21 @@ def _finite_or_none(value: Any) -> Any:
 def write_json(path: str | Path, data: Any) -> Path:
     path = Path(path)
     text = json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    _atomic_write(path, text.encode())
     return path
 
 
 def write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    _atomic_write(path, text.encode())
     return path
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    _atomic_write(path, png.getvalue())
     plt.close(fig)
     return path
 
