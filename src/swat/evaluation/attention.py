@@ -28,7 +28,7 @@ import torch
 from transformers import PreTrainedModel
 
 import swat.layers.attention as attention_layer
-from swat.evaluation.results import markdown_table, save_figure, write_json, write_text
+from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.ops.reference import band_mask, reference_attention
 
 STATISTICS = {"sink_share": "sink share", "sink_ratio": "sink ratio (vs uniform)",
@@ -148,9 +148,4 @@ def plot_attention(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 
 def write_attention_outputs(results: Sequence[dict[str, Any]], out: str | Path) -> dict[str, Path]:
-    out = Path(out)
-    return dict(
-        json=write_json(out / "attention.json", list(results)),
-        markdown=write_text(out / "attention.md", attention_markdown(results)),
-        png=plot_attention(results, out / "attention.png"),
-    )
+    return write_outputs(out, "attention", list(results), attention_markdown(results), lambda path: plot_attention(results, path))

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.evaluation.loading import load_model, receptive_field
-from swat.evaluation.results import markdown_table, save_figure, write_json, write_text
+from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
 
 
@@ -213,9 +213,4 @@ def plot_harness(result: dict[str, Any], path: str | Path) -> Path:
 
 
 def write_harness_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
-    out = Path(out)
-    return dict(
-        json=write_json(out / "harness.json", result),
-        markdown=write_text(out / "harness.md", harness_markdown(result)),
-        png=plot_harness(result, out / "harness.png"),
-    )
+    return write_outputs(out, "harness", result, harness_markdown(result), lambda path: plot_harness(result, path))

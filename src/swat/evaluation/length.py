@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from swat.evaluation.results import markdown_table, save_figure, write_json, write_text
+from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
 
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
@@ -141,9 +141,4 @@ def plot_lengths(results: Sequence[dict[str, Any]], path: str | Path, train_leng
 
 
 def write_length_outputs(results: Sequence[dict[str, Any]], out: str | Path, train_length: int | None = None) -> dict[str, Path]:
-    out = Path(out)
-    return dict(
-        json=write_json(out / "length.json", list(results)),
-        markdown=write_text(out / "length.md", length_markdown(results)),
-        png=plot_lengths(results, out / "length.png", train_length),
-    )
+    return write_outputs(out, "length", list(results), length_markdown(results), lambda path: plot_lengths(results, path, train_length))

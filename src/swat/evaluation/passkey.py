@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.evaluation.loading import receptive_field
-from swat.evaluation.results import markdown_table, save_figure, write_json, write_text
+from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import PREFILL_CHUNK_SIZE, prefill
 
 INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
@@ -181,9 +181,4 @@ def plot_passkey(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 
 def write_passkey_outputs(results: Sequence[dict[str, Any]], out: str | Path) -> dict[str, Path]:
-    out = Path(out)
-    return dict(
-        json=write_json(out / "passkey.json", list(results)),
-        markdown=write_text(out / "passkey.md", passkey_markdown(results)),
-        png=plot_passkey(results, out / "passkey.png"),
-    )
+    return write_outputs(out, "passkey", list(results), passkey_markdown(results), lambda path: plot_passkey(results, path))

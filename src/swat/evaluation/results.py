@@ -71,3 +71,14 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(format_number(v, digits) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: str | Path, name: str, data: Any, markdown: str, plot) -> dict[str, Path]:
+    """An evaluation's three outputs in ``out``: ``NAME.json`` (``data``), ``NAME.md`` (``markdown``)
+    and ``NAME.png`` (drawn by ``plot(path)``, which returns the path written)."""
+    out = Path(out)
+    return dict(
+        json=write_json(out / f"{name}.json", data),
+        markdown=write_text(out / f"{name}.md", markdown),
+        png=plot(out / f"{name}.png"),
+    )
