@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import swat.inference.cache as cache_module
 from swat import SWATForCausalLM
 from swat.inference import RollingCache
 from tests.conftest import tiny_config
@@ -49,21 +50,68 @@ def test_incremental_equals_full_forward_across_configs(overrides):
     torch.testing.assert_close(_stream(model, tokens, W + 1, 5), full, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("slack", [1, 2, 5, 64])
+@pytest.mark.parametrize("chunks", [[1], [1, 1, 3, 1, 2 * W + 1, 1, 1, 70, 2, 1]], ids=["decode", "mixed"])
+def test_buffer_wraps_and_reallocates_without_changing_logits(monkeypatch, slack, chunks):
+    """Streams of many buffer lengths: single tokens (the buffer moves its window to the front
+    every ``slack`` tokens) and chunks longer than the slack (concatenated, new buffer)."""
+    monkeypatch.setattr(cache_module, "SLACK", slack)
+    model = _model()
+    tokens = torch.randint(0, 97, (2, 260))
+    with torch.no_grad():
+        full = model(tokens).logits
+    cache, pieces, start = RollingCache(model.config), [], 0
+    with torch.no_grad():
+        for step in range(10**6):
+            size = chunks[step % len(chunks)]
+            pieces.append(model(tokens[:, start:start + size], cache=cache, use_cache=True).logits)
+            start += size
+            if start >= tokens.shape[1]:
+                break
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-10)
+
+
+def test_decoding_writes_into_the_buffer_in_place():
+    model = _model(num_hidden_layers=1)
+    cache = RollingCache(model.config)
+    with torch.no_grad():
+        model(torch.randint(0, 97, (1, 20)), cache=cache)
+        buffer = cache.layers[0].keys.untyped_storage().data_ptr()
+        for _ in range(cache_module.SLACK):
+            model(torch.randint(0, 97, (1, 1)), cache=cache)
+            assert cache.layers[0].keys.untyped_storage().data_ptr() == buffer
+
+
+def test_beam_reordering_starts_a_new_buffer():
+    """``reorder_cache`` (beam search) replaces the kept entries; decoding goes on from them."""
+    model = _model()
+    tokens = torch.randint(0, 97, (2, 40))
+    with torch.no_grad():
+        want = model(tokens.flip(0)).logits[:, -1]
+        cache = RollingCache(model.config)
+        model(tokens[:, :-2], cache=cache)
+        model(tokens[:, -2:-1], cache=cache)
+        cache.reorder_cache(torch.tensor([1, 0]))
+        got = model(tokens.flip(0)[:, -1:], cache=cache).logits[:, -1]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
 def test_cache_holds_at_most_window_entries_after_thousands_of_steps():
     model = SWATForCausalLM(tiny_config(num_hidden_layers=1, sliding_window=W)).eval()
     cache = RollingCache(model.config)
     token = torch.zeros(1, 1, dtype=torch.long)
     entry_bytes = model.config.num_key_value_heads * model.config.head_dim * 4
+    buffer_bytes = (W - 1 + cache_module.SLACK) * entry_bytes
     with torch.no_grad():
         model(torch.randint(0, 97, (1, 300)), cache=cache)
         assert cache.stored_lengths() == [W - 1]
-        assert cache.layers[0].keys.untyped_storage().nbytes() == (W - 1) * entry_bytes  # chunk freed
+        assert cache.layers[0].keys.untyped_storage().nbytes() == buffer_bytes  # chunk freed
         for _ in range(2000):
             model(token, cache=cache)
             layer = cache.layers[0]
             assert layer.keys.shape[-2] == W - 1
-            assert layer.keys.untyped_storage().nbytes() <= W * entry_bytes
-            assert layer.values.untyped_storage().nbytes() <= W * entry_bytes
+            assert layer.keys.untyped_storage().nbytes() == buffer_bytes
+            assert layer.values.untyped_storage().nbytes() == buffer_bytes
     assert cache.get_seq_length() == 2300
 
 

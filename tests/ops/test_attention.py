@@ -287,13 +287,13 @@ def test_auto_choices():
     # sigmoid never goes to SDPA (softmax only); long or windowed problems go to the banded kernel
     assert pick(*qk(4096, 4096), 512, None, "sigmoid", None) == "chunked"
     assert pick(*qk(4096, 4096), None, None, "sigmoid", None) == "chunked"
-    assert pick(*qk(1, 512), 512, None, "sigmoid", None) == "chunked"  # decoding
+    assert pick(*qk(1, 512), 512, None, "sigmoid", None) == "decode"  # a decoding step
     assert pick(*qk(16, 16), None, None, "sigmoid", None) == "reference"  # tiny: dense is cheaper
     assert pick(*qk(128, 128, grad=True), None, None, "sigmoid", None) == "reference"
     assert pick(*qk(128, 128, grad=False), None, None, "sigmoid", None) == "chunked"
     # softmax: fused causal SDPA; masked SDPA while the band is most of the keys; else banded
     assert pick(*qk(4096, 4096), None, None, "softmax", None) == "sdpa"
-    assert pick(*qk(1, 512), 512, None, "softmax", None) == "sdpa"
+    assert pick(*qk(1, 512), 512, None, "softmax", None) == "decode"
     assert pick(*qk(4096, 4096), 512, None, "softmax", None) == "chunked"
     assert pick(*qk(8192, 8192), None, None, "softmax", torch.zeros(1, 8192)) == "chunked"  # mask too big
 

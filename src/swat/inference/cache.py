@@ -5,15 +5,19 @@ keeps, and its own, which arrives with it. So each layer stores the last ``w-1``
 and an update returns them concatenated with the new ones, oldest first, which is the layout
 :func:`swat.ops.swat_attention` expects (queries are the last ``q_len`` key positions).
 
-Transformers' ``DynamicSlidingWindowLayer`` already does this. :class:`RollingWindowLayer` fixes
-two details of it:
+Transformers' ``DynamicSlidingWindowLayer`` does this by concatenating the cache with every new
+token, which copies all ``w - 1`` entries per token and layer (a third of a decoding step's time
+at ``w = 512``). :class:`RollingWindowLayer` keeps the entries in a buffer of ``w - 1 + SLACK``
+slots instead: a decoding step writes its token into the next free slot and attends to a view of
+the last ``w`` slots; only when the buffer is full are the last ``w - 1`` entries moved back to
+its front, one copy every ``SLACK`` tokens. It also fixes two details of transformers' layer:
 
 - ``w = 1`` keeps nothing (transformers slices ``[-0:]``, which keeps everything, so the cache
   would grow with the stream);
-- after a multi-token update (a prefill chunk) the kept entries are copied out, so the chunk's
-  buffers are freed at once instead of being pinned by a view until the next step. In steady
-  decoding the kept view shares the ``w``-entry buffer of the last step: memory is exactly ``w``
-  entries per layer, whatever the length of the stream.
+- a multi-token update (a prefill chunk) is concatenated, and the kept entries are copied into a
+  fresh buffer, so the chunk's memory is freed at once instead of being pinned by a view.
+
+Memory per layer is ``w - 1 + SLACK`` entries, whatever the length of the stream.
 """
 
 from __future__ import annotations
@@ -21,9 +25,16 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
+SLACK = 64  # free slots after the kept window: a decoding step appends there, without copying
+
 
 class RollingWindowLayer(DynamicSlidingWindowLayer):
-    """One layer's rolling cache for window ``w`` (keys a query sees, itself included)."""
+    """One layer's rolling cache for window ``w`` (keys a query sees, itself included).
+
+    ``keys``/``values`` are the last ``w - 1`` entries: views into ``_key_buffer``/``_value_buffer``
+    as long as nobody else replaced them (beam search reorders them, for instance), in which case
+    the next update starts a new buffer from them.
+    """
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
@@ -35,15 +46,49 @@ class RollingWindowLayer(DynamicSlidingWindowLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         self.cumulative_length += key_states.shape[-2]
-        keys = torch.cat([self.keys, key_states], dim=-2)
-        values = torch.cat([self.values, value_states], dim=-2)
-        self.keys, self.values = self._last_window(keys), self._last_window(values)
+        if key_states.shape[-2] > SLACK or not self._owns_entries():
+            keys = torch.cat([self.keys, key_states], dim=-2)
+            values = torch.cat([self.values, value_states], dim=-2)
+            self._start_buffers(keys, values)
+            return keys, values
+        return self._append(key_states, value_states)
+
+    def _owns_entries(self) -> bool:
+        kept = getattr(self, "_kept", None)
+        return kept is not None and kept[0] is self.keys and kept[1] is self.values
+
+    def _start_buffers(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """New buffers holding the last ``w - 1`` of ``keys``/``values`` at their front."""
+        kept = min(keys.shape[-2], self.sliding_window - 1)
+        buffers = []
+        for states in (keys, values):
+            batch, heads, length, dim = states.shape
+            buffer = states.new_empty(batch, heads, self.sliding_window - 1 + SLACK, dim)
+            buffer[:, :, :kept] = states[:, :, length - kept:]
+            buffers.append(buffer)
+        self._key_buffer, self._value_buffer = buffers
+        self._keep(0, kept)
+
+    def _append(self, key_states: torch.Tensor, value_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Writes the new states after the kept ones (moving those to the front first when the
+        buffer is full) and returns a view of kept + new."""
+        start, end, new = self._start, self._start + self.keys.shape[-2], key_states.shape[-2]
+        if end + new > self._key_buffer.shape[-2]:
+            for buffer in (self._key_buffer, self._value_buffer):
+                buffer[:, :, : end - start] = buffer[:, :, start:end].clone()
+            start, end = 0, end - start
+        self._key_buffer[:, :, end:end + new] = key_states
+        self._value_buffer[:, :, end:end + new] = value_states
+        keys, values = self._key_buffer[:, :, start:end + new], self._value_buffer[:, :, start:end + new]
+        kept = min(end + new - start, self.sliding_window - 1)
+        self._keep(end + new - kept, kept)
         return keys, values
 
-    def _last_window(self, states: torch.Tensor) -> torch.Tensor:
-        length = states.shape[-2]
-        kept = states[:, :, length - min(length, self.sliding_window - 1):, :]
-        return kept.clone() if length > self.sliding_window else kept
+    def _keep(self, start: int, length: int) -> None:
+        self._start = start
+        self.keys = self._key_buffer[:, :, start:start + length]
+        self.values = self._value_buffer[:, :, start:start + length]
+        self._kept = (self.keys, self.values)
 
 
 class RollingCache(DynamicCache):
@@ -63,5 +108,5 @@ class RollingCache(DynamicCache):
         Cache.__init__(self, layers=layers)  # DynamicCache.__init__ would pick transformers' layer classes
 
     def stored_lengths(self) -> list[int]:
-        """Key entries held by each layer (at most ``w - 1`` between steps with a window)."""
+        """Key entries kept by each layer (at most ``w - 1`` between steps with a window)."""
         return [layer.keys.shape[-2] if layer.is_initialized else 0 for layer in self.layers]

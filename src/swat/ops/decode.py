@@ -1,0 +1,68 @@
+"""One query per sequence (a decoding step): SWAT attention as two small grouped matmuls.
+
+A decoding step has ``q_len = 1``: the query at position ``i`` sees the last ``min(w, kv_len)``
+keys, and its scores are one row per head. The ``G = H / H_kv`` query heads that share a kv head
+are the rows of one ``[G, d]`` matrix, so GQA needs no repeated keys, and::
+
+    S = scale * Q K^T + (b - m_h * delta),   delta_j = i - j,   O = act(S) V
+
+costs two batched matmuls over ``[batch, H_kv]`` and reads the cache in the layout it is stored
+in (``[batch, H_kv, keys, d]``, keys as rows), without copying it. The banded kernel would build
+its tile geometry for a single row; this path is what ``auto`` picks for ``q_len = 1``.
+Plain differentiable torch ops, so autograd gives the backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from swat.ops.device import fast_low_precision_matmul
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    window: int | None,
+    slopes: torch.Tensor | None,
+    sigmoid_bias: float,
+    activation: str,
+    scale: float,
+    segment_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SWAT attention of a single query per sequence. Shapes as in :func:`swat.ops.swat_attention`
+    with ``q_len = 1``."""
+    batch, q_len, heads, head_dim = q.shape
+    if q_len != 1:
+        raise ValueError(f"the decode backend takes one query per sequence (q_len = 1), got q_len = {q_len}; "
+                         "use backend='chunked' for longer queries")
+    if q.dtype in (torch.bfloat16, torch.float16) and not fast_low_precision_matmul(q.device):
+        out = decode_attention(q.float(), k.float(), v.float(), window=window, slopes=slopes,
+                               sigmoid_bias=sigmoid_bias, activation=activation, scale=scale,
+                               segment_ids=segment_ids)
+        return out.to(q.dtype)
+    kv_len, kv_heads = k.shape[1], k.shape[2]
+    seen = kv_len if window is None else min(window, kv_len)
+    keys = k[:, kv_len - seen:].permute(0, 2, 3, 1)  # [batch, H_kv, d, seen]
+    values = v[:, kv_len - seen:].transpose(1, 2)  # [batch, H_kv, seen, d]
+    queries = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)  # rows: the G heads of a kv head
+
+    scores = torch.matmul(queries, keys).mul_(scale).add_(_position_term(seen, slopes, sigmoid_bias, q, kv_heads))
+    if segment_ids is not None:
+        segments = segment_ids[:, kv_len - seen:]
+        other = segments != segments[:, -1:]
+        scores = scores.masked_fill(other[:, None, None, :], float("-inf"))
+    weights = torch.sigmoid_(scores) if activation == "sigmoid" else torch.softmax(scores, dim=-1)
+    return torch.matmul(weights, values).view(batch, 1, heads, head_dim)
+
+
+def _position_term(seen: int, slopes: torch.Tensor | None, sigmoid_bias: float, q: torch.Tensor,
+                   kv_heads: int) -> torch.Tensor | float:
+    """``b - m_h * delta_j`` as ``[H_kv, G, seen]`` (keys oldest first, so ``delta = seen-1 .. 0``),
+    or the scalar ``b`` without slopes."""
+    if slopes is None:
+        return sigmoid_bias
+    delta = torch.arange(seen - 1, -1, -1, device=q.device, dtype=q.dtype)
+    term = sigmoid_bias - slopes.to(device=q.device, dtype=q.dtype)[:, None] * delta
+    return term.view(kv_heads, -1, seen)
