@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import swat.ops.attention as attention_module
-import swat.ops.chunked as chunked_module
+import swat.ops.device as device_module
 from swat.ops import alibi_slopes, swat_attention
 from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
 from swat.ops.reference import band_mask
@@ -229,7 +229,7 @@ def test_bf16_error_is_that_of_a_bf16_reference(with_blocks, monkeypatch, low_pr
     error against float64 (bf16 has an 8-bit mantissa); the kernel may have at most twice that
     error, output and each gradient. ``low_precision_matmul`` forces the path taken on GPUs and
     AMX CPUs (bf16 matmuls, fp32 scores); the other one is this CPU's (fp32 throughout)."""
-    monkeypatch.setattr(chunked_module, "fast_low_precision_matmul", lambda device: low_precision_matmul)
+    monkeypatch.setattr(device_module, "fast_low_precision_matmul", lambda device: low_precision_matmul)
     q, k, v = make_qkv(batch=2, q_len=150, heads=4, kv_heads=2, head_dim=32, seed=5)
     kwargs = dict(window=40, slopes=alibi_slopes(4), activation=activation, sigmoid_bias=-1.0)
     ours = _errors_against_fp64(torch.bfloat16, backend, q, k, v, **kwargs)

@@ -9,6 +9,7 @@ import torch
 
 import swat.ops.attention as attention_module
 import swat.ops.decode as decode_module
+import swat.ops.device as device_module
 from swat.ops import alibi_slopes, swat_attention
 from tests.ops.helpers import assert_matches_reference, left_padding, make_qkv, packed_segments, run
 from tests.ops.test_attention import slopes_for
@@ -52,7 +53,7 @@ def test_gradcheck():
 @pytest.mark.parametrize("low_precision_matmul", [False, True])
 def test_bf16_error_is_that_of_a_bf16_reference(monkeypatch, low_precision_matmul):
     """As for the banded kernel: at most twice the error of the dense reference computed in bf16."""
-    monkeypatch.setattr(decode_module, "fast_low_precision_matmul", lambda device: low_precision_matmul)
+    monkeypatch.setattr(device_module, "fast_low_precision_matmul", lambda device: low_precision_matmul)
     q64, k64, v64 = make_qkv(batch=2, q_len=1, kv_len=90, heads=4, kv_heads=2, head_dim=32, seed=5)
     kwargs = dict(window=40, slopes=alibi_slopes(4), sigmoid_bias=-1.0)
     errors = {}

@@ -62,7 +62,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from swat.ops.device import fast_low_precision_matmul
+from swat.ops.device import upcast_without_fast_low_precision
 
 # Query positions per tile. Measured on a 2-core AVX2 CPU (window 512, head_dim 64, fp32):
 # smaller blocks waste fewer masked columns ((block + w - 1) / w) but run smaller, less efficient
@@ -224,6 +224,7 @@ class _ChunkedAttention(torch.autograd.Function):
         return dq, dk, dv.to(v.dtype), None, None, None
 
 
+@upcast_without_fast_low_precision
 def chunked_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -243,11 +244,6 @@ def chunked_attention(
     bf16/fp16 inputs on hardware without fast low-precision matmuls are computed in fp32 and the
     result is cast back (same values a low-precision reference gets, up to rounding).
     """
-    if q.dtype in (torch.bfloat16, torch.float16) and not fast_low_precision_matmul(q.device):
-        out = chunked_attention(q.float(), k.float(), v.float(), window=window, slopes=slopes,
-                                sigmoid_bias=sigmoid_bias, activation=activation, scale=scale,
-                                segment_ids=segment_ids, block=block)
-        return out.to(q.dtype)
     b, n, h, d = q.shape
     m, hkv = k.shape[1], k.shape[2]
     g = h // hkv

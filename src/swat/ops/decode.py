@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from swat.ops.device import fast_low_precision_matmul
+from swat.ops.device import upcast_without_fast_low_precision
 
 
+@upcast_without_fast_low_precision
 def decode_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -37,11 +38,6 @@ def decode_attention(
     if q_len != 1:
         raise ValueError(f"the decode backend takes one query per sequence (q_len = 1), got q_len = {q_len}; "
                          "use backend='chunked' for longer queries")
-    if q.dtype in (torch.bfloat16, torch.float16) and not fast_low_precision_matmul(q.device):
-        out = decode_attention(q.float(), k.float(), v.float(), window=window, slopes=slopes,
-                               sigmoid_bias=sigmoid_bias, activation=activation, scale=scale,
-                               segment_ids=segment_ids)
-        return out.to(q.dtype)
     kv_len, kv_heads = k.shape[1], k.shape[2]
     seen = kv_len if window is None else min(window, kv_len)
     keys = k[:, kv_len - seen:].permute(0, 2, 3, 1)  # [batch, H_kv, d, seen]
