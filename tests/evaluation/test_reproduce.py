@@ -6,6 +6,7 @@ import pytest
 from swat.cli import main
 from swat.data.shards import write_split
 from swat.evaluation.reproduce import ablation_config, ablations, check_claims, extra_ablations
+from swat.models import configuration_swat
 from swat.training import load_config
 
 from .conftest import make_text
@@ -40,7 +41,9 @@ def test_the_eight_configs_share_everything_but_attention(data_dir):
     assert models["swat"].alibi == "balanced" and models["swat"].use_rope
     assert not models["swat-no-rope"].use_rope
     assert models["sigmoid-swa-alibi"].alibi == "standard" and models["sigmoid-swa-rope"].alibi == "none"
-    assert models["swat-bias"].sigmoid_bias == pytest.approx(-math.log(64))
+    assert models["swat"].sigmoid_bias == pytest.approx(-math.log(64))  # SWATConfig's default
+    assert models["sigmoid-swa-alibi"].sigmoid_bias == pytest.approx(-math.log(64))
+    assert models["swat-no-bias"].sigmoid_bias == 0.0 and models["softmax-swa"].sigmoid_bias == 0.0
     extras = {a.name: ablation_config(base, a, steps=50).model_config(vocab_size=300) for a in extra_ablations(64)}
     assert extras["swat-retain-0.5"].slopes()[2:].tolist() == pytest.approx((-0.5 * models["swat"].slopes()[:2]).tolist())
 
@@ -50,16 +53,16 @@ def test_claims_are_computed_from_the_numbers():
         return {"name": name, "ppl@1x": ppl1, "ppl@16x": ppl16, "sink_ratio": sink}
 
     summary = [row("transformer++", 10.0, 30.0, 5.0), row("swat", 11.0, 11.0, 1.0),
-               row("sigmoid-swa-alibi", 12.0, 12.5, 1.2)]
+               row("sigmoid-swa-alibi", 12.0, 12.5, 1.2), row("swat-no-bias", 11.5, 11.4, 1.0)]
     claims = check_claims({"summary": summary})
-    assert [c["holds"] for c in claims] == [True, True, True]
+    assert [c["holds"] for c in claims] == [True, True, True, True]
     summary[1] = row("swat", 11.0, 20.0, 6.0)
-    assert [c["holds"] for c in check_claims({"summary": summary})] == [False, False, False]
+    assert [c["holds"] for c in check_claims({"summary": summary})] == [False, False, False, False]
     summary[0] = row("transformer++", 10.0, 30.0, 1.5)  # no sink anywhere: nothing to remove
     assert check_claims({"summary": summary})[1]["holds"] is None
 
 
-def test_cli_trains_and_evaluates_two_configs(tmp_path, data_dir):
+def test_cli_trains_and_evaluates_two_configs(tmp_path, data_dir, monkeypatch):
     out = tmp_path / "results"
     args = ["reproduce", "--steps", "3", "--out", str(out), "--data", str(data_dir), "--configs",
             "transformer++,swat", "--eval-tokens", "512", "--passkey-trials", "1"]
@@ -78,6 +81,9 @@ def test_cli_trains_and_evaluates_two_configs(tmp_path, data_dir):
         assert (out / f"{name}.png").is_file() and (out / f"{name}.md").is_file()
     assert (out / "runs" / "swat" / "final" / "config.json").is_file()
     assert main(args) == 0  # a second run reuses the trained models
+    monkeypatch.setattr(configuration_swat, "bounded_retain_scale", lambda heads, window: 0.5)
+    with pytest.raises(ValueError, match="other defaults"):  # but not once the defaults changed
+        main(args)
     with pytest.raises(ValueError, match="--steps 3 to reuse it"):
         main([a if a != "3" else "4" for a in args])
 

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from transformers import AutoConfig
@@ -14,6 +16,30 @@ def test_defaults_are_swat():
     assert config.sliding_window == 512
     assert config.num_key_value_heads == config.num_attention_heads
     assert config.head_dim == config.hidden_size // config.num_attention_heads
+    half = config.num_attention_heads // 2  # balanced, the retaining half scaled down: its steepest
+    steepest_reward = -config.slopes()[half] * (config.sliding_window - 1)  # slope adds 1 across the window
+    assert steepest_reward.item() == pytest.approx(1.0)
+    assert config.sigmoid_bias == pytest.approx(-math.log(config.sliding_window))
+
+
+@pytest.mark.parametrize(("overrides", "bias"), [
+    (dict(), -math.log(512)),
+    (dict(sliding_window=64), -math.log(64)),
+    (dict(sliding_window=1), 0.0),
+    (dict(sliding_window=None), 0.0),  # full attention: no fixed number of keys
+    (dict(attention_activation="softmax"), 0.0),  # softmax cancels any bias
+    (dict(sliding_window=64, sigmoid_bias=0.0), 0.0),  # an explicit value is kept
+    (dict(sliding_window=64, sigmoid_bias=-1.5), -1.5),
+])
+def test_sigmoid_bias_defaults_to_minus_log_window(overrides, bias):
+    assert SWATConfig(**overrides).sigmoid_bias == pytest.approx(bias, abs=0)
+
+
+def test_resolved_sigmoid_bias_survives_save_and_load(tmp_path):
+    """The bias is stored resolved, so a loaded model keeps it even if the default changes."""
+    tiny_config(sliding_window=64).save_pretrained(tmp_path)
+    assert '"sigmoid_bias": -4.1588' in (tmp_path / "config.json").read_text()
+    assert AutoConfig.from_pretrained(tmp_path).sigmoid_bias == -math.log(64)
 
 
 def test_round_trip_through_auto_config(tmp_path):

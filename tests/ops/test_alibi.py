@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from swat.ops import ALIBI_MODES, alibi_slopes
+from swat.ops.alibi import bounded_retain_scale
 
 
 def test_balanced_values_spec_example():
@@ -75,3 +76,17 @@ def test_errors():
         alibi_slopes(4, "rope")
     with pytest.raises(ValueError, match="num_heads must be >= 1"):
         alibi_slopes(0, "none")
+
+
+@pytest.mark.parametrize(("heads", "window", "scale"), [
+    (4, 64, 16 / 63),  # a_1 = 1/16: the tiny preset
+    (8, 64, 4 / 63),  # a_1 = 1/4
+    (16, 512, 2 / 511),  # a_1 = 1/2: the 340m preset
+    (4, 8, 1.0),  # 1/16 * 7 < 1: the paper's slopes already add less than 1
+    (4, 1, 1.0), (4, None, 1.0), (3, 64, 1.0),
+])
+def test_bounded_retain_scale(heads, window, scale):
+    assert bounded_retain_scale(heads, window) == pytest.approx(scale, rel=1e-12)
+    if scale < 1:
+        steepest = alibi_slopes(heads, "balanced", retain_scale=bounded_retain_scale(heads, window)).min()
+        assert -steepest.item() * (window - 1) == pytest.approx(1.0, rel=1e-6)

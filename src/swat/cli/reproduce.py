@@ -1,8 +1,8 @@
 """Reproduce the paper's comparisons at the tiny scale: train 8 configs, evaluate, write results/.
 
 Trains Transformer++, softmax SWA, sigmoid SWA (RoPE only; one-sided ALiBi), SWAT (balanced
-ALiBi + RoPE), SWAT without RoPE, SWAT trained short and SWAT with sigmoid_bias = -log(w) on the
-embedded Shakespeare corpus with the same seed, data and token budget, then evaluates all at 1x to
+ALiBi + RoPE, sigmoid_bias = -log(w), the SWATConfig default), SWAT without RoPE, SWAT trained
+short and SWAT with sigmoid_bias = 0 on the embedded Shakespeare corpus with the same seed, data and token budget, then evaluates all at 1x to
 16x the training length, on passkey retrieval and for attention sinks. Writes summary.md,
 reproduce.json, and length/passkey/attention .json/.md/.png into --out. About an hour on two CPU
 cores by default; --minutes scales the token budget. Re-running reuses finished runs in OUT/runs.
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the base training config for all configs, e.g. --set model.hidden_size=64")
     parser.add_argument("--configs", default=None,
                         help="comma-separated configs (default: the 8 above), e.g. transformer++,swat; "
-                             "also swat-retain-0.5 and swat-retain-0.25 (smaller retaining slopes)")
+                             "also swat-retain-S for S in 1, 0.5, 0.25, 0.125, 0.0625, 0 (retaining slopes scaled by S)")
     parser.add_argument("--eval-tokens", type=int, default=None,
                         help="held-out tokens per evaluation length (default: 16k per hour of --minutes, "
                              "at least one sequence of 16x the training length)")

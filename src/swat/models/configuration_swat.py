@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from swat.ops.alibi import alibi_slopes
+from swat.ops.alibi import alibi_slopes, bounded_retain_scale
 from swat.ops.attention import ACTIVATIONS, BACKENDS
 
 
@@ -17,9 +19,16 @@ class SWATConfig(PreTrainedConfig):
         sliding_window: window ``w`` (keys a query sees, itself included); ``None`` = full attention.
         attention_activation: ``"sigmoid"`` (SWAT) or ``"softmax"`` (baselines).
         alibi: slopes ``m_h``: ``"balanced"``, ``"standard"``, ``"none"`` or a list of ``H`` floats.
-        alibi_retain_scale: magnitude of the retaining (negative) half of balanced slopes.
+        alibi_retain_scale: magnitude of the retaining (negative) half of balanced slopes,
+            ``-alibi_retain_scale * a_k``; 1 is the paper's. ``None`` (the default) resolves to
+            :func:`swat.ops.alibi.bounded_retain_scale`: the steepest retaining slope adds at most
+            1 to a score across the window (0.254 for 4 heads and ``w = 64``, 0.0039 for 16 heads
+            and ``w = 512``), as the ablation in docs/results/defaults/README.md supports; the resolved
+            value is saved.
         use_rope: rotary embedding on queries and keys.
-        sigmoid_bias: the scalar ``b`` added to every score (sigmoid only).
+        sigmoid_bias: the scalar ``b`` added to every score (sigmoid only). ``None`` (the default)
+            resolves to ``-log(w)`` for sigmoid attention with a window and to 0 otherwise, as
+            the ablation in docs/results/defaults/README.md supports; the resolved value is saved.
         qk_norm: RMSNorm on each head's queries and keys before RoPE.
         attention_backend: kernel of :func:`swat.ops.swat_attention` (``"auto"`` picks).
 
@@ -60,9 +69,9 @@ class SWATConfig(PreTrainedConfig):
     sliding_window: int | None = 512
     attention_activation: str = "sigmoid"
     alibi: str | list[float] = "balanced"
-    alibi_retain_scale: float = 1.0
+    alibi_retain_scale: float | None = None
     use_rope: bool = True
-    sigmoid_bias: float = 0.0
+    sigmoid_bias: float | None = None
     qk_norm: bool = False
     attention_backend: str = "auto"
 
@@ -76,6 +85,10 @@ class SWATConfig(PreTrainedConfig):
                     f"num_attention_heads ({self.num_attention_heads}), or set head_dim explicitly"
                 )
             self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.sigmoid_bias is None:
+            self.sigmoid_bias = default_sigmoid_bias(self.attention_activation, self.sliding_window)
+        if self.alibi_retain_scale is None:
+            self.alibi_retain_scale = bounded_retain_scale(self.num_attention_heads, self.sliding_window)
         super().__post_init__(**kwargs)
         self._check_swat_fields()
 
@@ -119,3 +132,12 @@ class SWATConfig(PreTrainedConfig):
         if self.alibi == "none":
             return None
         return alibi_slopes(self.num_attention_heads, self.alibi, retain_scale=self.alibi_retain_scale)
+
+
+def default_sigmoid_bias(activation: str, window: int | None) -> float:
+    """``b = -log(w)`` for sigmoid attention with a window: each of the ``w`` keys starts with a
+    weight near ``1/w``, so a query's weights sum to about 1 as softmax's do. 0 for softmax (which
+    cancels any ``b``) and for full attention (no fixed number of keys)."""
+    if activation == "sigmoid" and isinstance(window, int) and window >= 1:
+        return -math.log(window)
+    return 0.0

@@ -59,3 +59,19 @@ def alibi_slopes(
         half = _geometric(num_heads // 2, num_heads // 2)
         return torch.tensor(half + [-retain_scale * a for a in half], dtype=torch.float32)
     raise ValueError(f"unknown alibi mode {mode!r}: use one of {ALIBI_MODES} or a list of {num_heads} floats")
+
+
+def bounded_retain_scale(num_heads: int, window: int | None) -> float:
+    """The ``retain_scale`` at which the steepest retaining slope adds at most 1 to a score across
+    the window: ``min(1, 1 / (a_1 * (w - 1)))`` with ``a_1 = 2^(-8/G)``, the largest balanced slope.
+
+    A retaining slope ``-m`` rewards the oldest key of the window by ``m * (w - 1)``; sigmoid, unlike
+    softmax, does not cancel that, and with ``a_1 = 1/2`` (16 heads) and ``w = 512`` the reward is 255,
+    which saturates the sigmoid. Capping it at 1 is what ``swat reproduce``'s ablation supported at
+    4 and 8 heads (docs/results/defaults/README.md). Without a window (or with ``w = 1``, or an odd number
+    of heads, which balanced slopes refuse) the scale is 1, the paper's.
+    """
+    if window is None or window < 2 or num_heads < 2 or num_heads % 2:
+        return 1.0
+    steepest = _geometric(1, num_heads // 2)[0]
+    return min(1.0, 1.0 / (steepest * (window - 1)))
