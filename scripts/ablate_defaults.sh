@@ -26,6 +26,6 @@ seeds() {  # seeds HEADS SEED [SEED ...]: b = 0 and b = -log(w), balanced and on
 mkdir -p "$out"
 seeds 4 0 1 &
 { seeds 4 2; seeds 8 0; } &
-{ for seed in 0 2; do run retain 4 "$seed" swat-retain-0.125,swat-retain-0 --set model.sigmoid_bias="$log_w"; done
+{ for seed in 0 1 2; do run retain 4 "$seed" swat-retain-0.125,swat-retain-0 --set model.sigmoid_bias="$log_w"; done
   run retain 8 0 swat-retain-0.125,swat-retain-0.0625,swat-retain-0 --set model.sigmoid_bias="$log_w"; } &
 wait

@@ -2,10 +2,11 @@
 
 Trains Transformer++, softmax SWA, sigmoid SWA (RoPE only; one-sided ALiBi), SWAT (balanced
 ALiBi + RoPE, sigmoid_bias = -log(w), the SWATConfig default), SWAT without RoPE, SWAT trained
-short and SWAT with sigmoid_bias = 0 on the embedded Shakespeare corpus with the same seed, data and token budget, then evaluates all at 1x to
-16x the training length, on passkey retrieval and for attention sinks. Writes summary.md,
-reproduce.json, and length/passkey/attention .json/.md/.png into --out. About an hour on two CPU
-cores by default; --minutes scales the token budget. Re-running reuses finished runs in OUT/runs.
+short and SWAT with sigmoid_bias = 0 on the embedded Shakespeare corpus with the same seed, data
+and token budget, then evaluates all at 1x to 16x the training length, on passkey retrieval and
+for attention sinks. Writes summary.md, reproduce.json, and length/passkey/attention
+.json/.md/.png into --out. About an hour on two CPU cores by default; --minutes scales the token
+budget. Re-running reuses finished runs in OUT/runs.
 """
 
 from __future__ import annotations

@@ -223,11 +223,15 @@ def _check_reusable(run_dir: Path, config) -> None:
 
     trained = SWATConfig.from_pretrained(run_dir / "final")
     wanted = config.model_config(vocab_size=trained.vocab_size)
-    slopes = [c.slopes() for c in (trained, wanted)]
-    same_slopes = slopes[0] is None if slopes[1] is None else slopes[0] is not None and torch.equal(*slopes)
-    if trained.sigmoid_bias != wanted.sigmoid_bias or not same_slopes:
+    if _bias_and_slopes(trained) != _bias_and_slopes(wanted):
         raise ValueError(f"{run_dir} was trained with other defaults of sigmoid_bias or alibi_retain_scale "
                          "than now: delete it to train it again, or use another --out")
+
+
+def _bias_and_slopes(model_config) -> tuple[float, list[float] | None]:
+    """What a model's attention adds to its scores: ``b`` and the slopes ``m_h`` (None without ALiBi)."""
+    slopes = model_config.slopes()
+    return model_config.sigmoid_bias, None if slopes is None else slopes.tolist()
 
 
 def evaluate_runs(runs: dict[str, Path], data_dir: Path, base, out: Path, *, eval_tokens: int,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from swat.ops.device import upcast_without_fast_low_precision
+from swat.ops.reference import distances
 
 
 @upcast_without_fast_low_precision
@@ -59,6 +60,6 @@ def _position_term(seen: int, slopes: torch.Tensor | None, sigmoid_bias: float, 
     or the scalar ``b`` without slopes."""
     if slopes is None:
         return sigmoid_bias
-    delta = torch.arange(seen - 1, -1, -1, device=q.device, dtype=q.dtype)
+    delta = distances(1, seen, q.device)[0].to(q.dtype)
     term = sigmoid_bias - slopes.to(device=q.device, dtype=q.dtype)[:, None] * delta
     return term.view(kv_heads, -1, seen)
