@@ -8,11 +8,11 @@ from swat.data.shards import (
     MANIFEST_NAME,
     ShardWriter,
     TokenShards,
-    atomic_write_json,
     read_manifest,
     token_dtype,
     write_split,
 )
+from swat.utils.io import atomic_write_json
 
 
 def _random_docs(rng, n, vocab_size, eos):

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from swat.utils.io import atomic_write_json
+
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 DEFAULT_SHARD_TOKENS = 1 << 27  # 128M tokens: 256 MiB as uint16
@@ -38,27 +40,6 @@ def token_dtype(vocab_size: int) -> str:
     if vocab_size > 1 << 32:
         raise ValueError(f"vocab_size {vocab_size} does not fit in uint32 token ids")
     return "uint16" if vocab_size <= 1 << 16 else "uint32"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename,
-    so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """``atomic_write_bytes`` of ``obj`` as indented JSON."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:

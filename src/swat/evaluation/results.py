@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from swat.data.shards import atomic_write_bytes  # noqa: E402
+from swat.utils.io import atomic_write_bytes  # noqa: E402
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from swat.data.shards import atomic_write_bytes
+from swat.utils.io import atomic_write_bytes
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.pt"

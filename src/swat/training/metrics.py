@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from swat.data.shards import atomic_write_bytes
+from swat.utils.io import atomic_write_bytes
 
 
 class MetricsLogger:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm.auto import tqdm
 
-from swat.data.shards import TokenShards, atomic_write_bytes
+from swat.data.shards import TokenShards
 from swat.data.tokenizer import load_tokenizer
 from swat.models import SWATForCausalLM
 from swat.ops.device import fast_low_precision_matmul
@@ -29,6 +29,7 @@ from swat.training.config import TrainConfig
 from swat.training.metrics import MetricsLogger
 from swat.training.optim import build_optimizer, lr_at
 from swat.training.sampler import WindowSampler, document_segments, eval_starts
+from swat.utils.io import atomic_write_bytes
 
 RUN_CONFIG = "config.yaml"
 # Config keys a resumed run may change (how it runs, not what it computes: the global batch of a

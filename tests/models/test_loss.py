@@ -1,0 +1,27 @@
+import math
+
+import pytest
+import torch
+
+from swat.models.loss import next_token_loss
+
+
+def test_matches_log_softmax_and_ignores_index():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, 7, (2, 5), generator=gen)
+    targets[0, 1] = -100
+    want = -logits.log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    keep = targets != -100
+    per_token = next_token_loss(logits, targets, reduction="none")
+    assert per_token.dtype == torch.float32 and per_token.shape == targets.shape
+    torch.testing.assert_close(per_token[keep], want[keep].float())
+    assert per_token[0, 1] == 0
+    assert math.isclose(next_token_loss(logits, targets).item(), want[keep].mean().item(), rel_tol=1e-6)
+    assert math.isclose(next_token_loss(logits, targets, reduction="sum").item(), want[keep].sum().item(),
+                        rel_tol=1e-6)
+
+
+def test_shape_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match="must agree"):
+        next_token_loss(torch.zeros(2, 5, 7), torch.zeros(2, 4, dtype=torch.long))
