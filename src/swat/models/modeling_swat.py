@@ -18,6 +18,7 @@ from swat.inference.cache import RollingCache
 from swat.inference.streaming import PREFILL_CHUNK_SIZE
 from swat.layers import GatedMLP, RMSNorm, SWATAttention, rope_cos_sin
 from swat.models.configuration_swat import SWATConfig
+from swat.models.hub import AUTO_MAP, write_remote_code
 
 
 class SWATDecoderLayer(GradientCheckpointingLayer):
@@ -49,6 +50,14 @@ class SWATPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["SWATDecoderLayer"]
     _supports_sdpa = False
     _supports_flash_attn = False
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """Hugging Face's ``save_pretrained``, plus what lets tools that never ``import swat`` load
+        the directory with ``trust_remote_code=True`` (``auto_map`` and its modules, see
+        :mod:`swat.models.hub`)."""
+        self.config.auto_map = AUTO_MAP
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_remote_code(save_directory)
 
 
 class SWATModel(SWATPreTrainedModel):
