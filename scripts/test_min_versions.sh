@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install --quiet "uv>=0.5"
 UV=.venv/bin/uv
-"$UV" venv --quiet --allow-existing --python "${PYTHON:-python3}" .venv-min
+"$UV" venv --quiet --clear --python "${PYTHON:-python3}" .venv-min
 "$UV" pip install --quiet --python .venv-min/bin/python --resolution lowest-direct -e ".[dev,eval]"
 "$UV" pip list --python .venv-min/bin/python 2>/dev/null \
   | grep -iE '^(torch|transformers|safetensors|tokenizers|datasets|numpy|tqdm|matplotlib|omegaconf|lm-eval|triton) '
