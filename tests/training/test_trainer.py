@@ -128,6 +128,9 @@ def test_document_switch_keeps_attention_inside_documents(data_dir, tmp_path):
         expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
         assert torch.equal(separate._loss(model, batch), expected)
         assert not torch.allclose(crossing._loss(crossing.model, batch), expected)
+        per_token = separate._loss(model, batch, reduction="none")  # the held-out evaluation's reduction
+        assert per_token.shape == (len(batch), batch.shape[1] - 1)
+        torch.testing.assert_close(per_token.mean(), expected)
 
 
 def test_missing_default_data_says_which_command_prepares_it(monkeypatch, tmp_path):
@@ -155,6 +158,6 @@ def test_bf16_autocast_trains_close_to_fp32(data_dir, tmp_path):
         config = load_config(run_config(data_dir, train={"steps": 2, "bf16": bf16}, eval={"every": 0}))
         trainer = Trainer(config, tmp_path / str(bf16))
         assert trainer.bf16 is bf16
-        runs[bf16] = _losses(trainer.fit()) + _evals(trainer.run_dir)
+        runs[bf16] = _losses(trainer.fit()) + _evals(trainer.run_dir.root)
     assert [loss for _, loss in runs[True]] == pytest.approx([loss for _, loss in runs[False]], rel=2e-2)
     assert runs[True] != runs[False]  # bf16 really ran
