@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
         run = RunDir(run_dir)
-        print(f"run directory: {run.root} (metrics {run.metrics.name}, checkpoints in {run.checkpoints.name}/, "
-              f"model in {run.final.name}/)")
+        print(f"run directory: {run.root} ({run.metrics.name}, {run.checkpoints.name}/, {run.final.name}/)")
     return 0
 
 
