@@ -258,6 +258,9 @@ class Trainer:
     def _load_optimizer(self, state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
+        if "scheduler" not in state:
+            raise ValueError(f"the last checkpoint of {self.run_dir.root} has no learning-rate schedule state "
+                             "(it was written by an older swat): start a new run with --out")
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
                                  options=StateDictOptions(full_state_dict=True))
         self.scheduler.load_state_dict(state["scheduler"])
