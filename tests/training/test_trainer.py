@@ -161,3 +161,16 @@ def test_bf16_autocast_trains_close_to_fp32(data_dir, tmp_path):
         runs[bf16] = _losses(trainer.fit()) + _evals(trainer.run_dir.root)
     assert [loss for _, loss in runs[True]] == pytest.approx([loss for _, loss in runs[False]], rel=2e-2)
     assert runs[True] != runs[False]  # bf16 really ran
+
+
+def test_a_checkpoint_without_schedule_state_is_refused_clearly(data_dir, tmp_path):
+    from swat.training import checkpoint as ckpt
+
+    config = load_config(run_config(data_dir, train={"steps": 4}))
+    Trainer(config, tmp_path / "run").fit(until=2)
+    latest = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    state = ckpt.load_state(latest)
+    del state["scheduler"]
+    torch.save(state, latest / ckpt.STATE_FILE)
+    with pytest.raises(ValueError, match="no learning-rate schedule state"):
+        Trainer(config, tmp_path / "run", resume=True)
