@@ -36,3 +36,9 @@ def test_data_shakespeare_from_archive(tmp_path, fake_archive, capsys):
 def test_tokenizer_and_vocab_size_are_exclusive(tmp_path):
     with pytest.raises(SystemExit):
         main(["data", "prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--tokenizer", "x", "--vocab-size", "9"])
+
+
+def test_prepare_needs_files_or_a_dataset(tmp_path, text_dir, capsys):
+    assert main(["data", "prepare", "--out", str(tmp_path / "o")]) == 2
+    assert main(["data", "prepare", str(text_dir), "--dataset", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "not both or neither" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import pytest
 
 from swat.data.prepare import prepare_data
 from swat.data.shards import TokenShards, read_manifest
+from swat.data.sources import dataset_documents
 from swat.data.tokenizer import encode_documents, load_tokenizer
 
 from .conftest import make_text
@@ -23,6 +24,10 @@ def _expected(data_dir, texts):
 
 def _prepare(*args, **kwargs):
     return prepare_data(*args, **{"vocab_size": 300, "progress": False, "num_proc": 1, **kwargs})
+
+
+def _prepare_dataset(dataset, out_dir, *, tokenizer=None, num_proc=1, **options):
+    return _prepare(dataset_documents(dataset, **options), out_dir, tokenizer=tokenizer, num_proc=num_proc)
 
 
 def test_files_and_heldout_files(tmp_path, text_dir):
@@ -77,12 +82,16 @@ def test_dataset_saved_to_disk(tmp_path, as_dict):
     ds = datasets.Dataset.from_dict({"content": texts, "id": list(range(20))})
     (datasets.DatasetDict({"train": ds}) if as_dict else ds).save_to_disk(str(tmp_path / "ds"))
     out = tmp_path / "out"
-    manifest = _prepare(dataset=str(tmp_path / "ds"), out_dir=out, text_column="content", heldout_fraction=0.2)
+    manifest = _prepare_dataset(str(tmp_path / "ds"), out, text_column="content", heldout_fraction=0.2, num_proc=2)
     held, train = manifest["splits"]["heldout"], manifest["splits"]["train"]
     assert held["documents"] == 4 and train["documents"] == 16 and "names" not in train
     got = _documents(out, "train") + _documents(out, "heldout")
     assert sorted(got) == sorted(_expected(out, texts))
     assert _documents(out, "train") == [d for d in _expected(out, texts) if d in _documents(out, "train")]
+    assert not list((tmp_path / "ds").rglob("cache-*"))  # the tokenized rows never land in the user's dataset
+    assert _prepare_dataset(str(tmp_path / "ds"), out, text_column="content", heldout_fraction=0.2) == manifest
+    assert sorted(p.name for p in out.iterdir()) == ["heldout-00000.bin", "manifest.json", "tokenizer",
+                                                     "train-00000.bin"]
 
 
 def test_dataset_streaming_and_heldout_split(tmp_path):
@@ -92,7 +101,7 @@ def test_dataset_streaming_and_heldout_split(tmp_path):
                           "validation": datasets.Dataset.from_dict({"text": valid})}).save_to_disk(str(tmp_path / "ds"))
     for streaming in (False, True):
         out = tmp_path / f"out{streaming}"
-        _prepare(dataset=str(tmp_path / "ds"), out_dir=out, heldout_split="validation", streaming=streaming)
+        _prepare_dataset(str(tmp_path / "ds"), out, heldout_split="validation", streaming=streaming)
         assert _documents(out, "train") == _expected(out, train)
         assert _documents(out, "heldout") == _expected(out, valid)
 
@@ -102,7 +111,7 @@ def test_jsonl_dataset_file_and_given_tokenizer(tmp_path, text_dir):
     rows = [{"text": make_text(i, 25)} for i in range(10)]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    manifest = _prepare(dataset=str(tmp_path / "rows.jsonl"), out_dir=out, tokenizer=str(tmp_path / "first" / "tokenizer"))
+    manifest = _prepare_dataset(str(tmp_path / "rows.jsonl"), out, tokenizer=str(tmp_path / "first" / "tokenizer"))
     assert manifest["vocab_size"] == first["vocab_size"]
     assert (out / "tokenizer" / "tokenizer.json").read_text() == (tmp_path / "first" / "tokenizer" / "tokenizer.json").read_text()
     assert sorted(_documents(out, "train") + _documents(out, "heldout")) == sorted(_expected(out, [r["text"] for r in rows]))
@@ -143,10 +152,10 @@ def test_bad_inputs_say_what_to_do(tmp_path, text_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no .txt files"):
         _prepare([tmp_path / "empty"], out)
-    with pytest.raises(ValueError, match="not both or neither"):
-        _prepare([text_dir], out, dataset="x")
-    with pytest.raises(ValueError, match="not both or neither"):
+    with pytest.raises(ValueError, match="nothing to prepare"):
         _prepare([], out)
+    with pytest.raises(ValueError, match="heldout_files are for text-file inputs"):
+        _prepare(dataset_documents(datasets.Dataset.from_dict({"text": ["x", "y"]})), out, heldout_files=[text_dir])
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         _prepare([text_dir], out, heldout_fraction=1.0)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
@@ -154,12 +163,14 @@ def test_bad_inputs_say_what_to_do(tmp_path, text_dir):
         _prepare([tmp_path / "latin1.txt"], out, heldout_fraction=0)
     datasets.Dataset.from_dict({"body": ["x", "y"]}).save_to_disk(str(tmp_path / "ds"))
     with pytest.raises(ValueError, match="no column 'text'.*--text-column"):
-        _prepare(dataset=str(tmp_path / "ds"), out_dir=out)
+        _prepare_dataset(str(tmp_path / "ds"), out)
+    with pytest.raises(ValueError, match="column 'number' holds .*int64.*, not text"):
+        _prepare_dataset(datasets.Dataset.from_dict({"number": [1, 2]}), out, text_column="number")
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["x"]})}).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(ValueError, match="not 'test'"):
-        _prepare(dataset=str(tmp_path / "dd"), out_dir=out, split="test")
+        _prepare_dataset(str(tmp_path / "dd"), out, split="test")
     with pytest.raises(FileNotFoundError, match="not a hub name"):
-        _prepare(dataset=str(tmp_path / "missing_dataset"), out_dir=out)
+        _prepare_dataset(str(tmp_path / "missing_dataset"), out)
     assert not (out / "manifest.json").exists()
 
 
@@ -167,11 +178,11 @@ def test_dataset_object_and_streaming_fraction(tmp_path):
     texts = [make_text(i, 12) for i in range(40)]
     ds = datasets.Dataset.from_dict({"text": texts})
     out = tmp_path / "obj"
-    _prepare(dataset=ds, out_dir=out, heldout_fraction=0.25)
+    _prepare_dataset(ds, out, heldout_fraction=0.25)
     assert TokenShards(out, "heldout").documents == 10
     ds.save_to_disk(str(tmp_path / "ds"))
     out = tmp_path / "stream"
-    _prepare(dataset=str(tmp_path / "ds"), out_dir=out, heldout_fraction=0.25, streaming=True)
+    _prepare_dataset(str(tmp_path / "ds"), out, heldout_fraction=0.25, streaming=True)
     train, held = _documents(out, "train"), _documents(out, "heldout")
     assert 0 < len(held) < 20 and len(train) + len(held) == 40
     assert sorted(train + held) == sorted(_expected(out, texts))

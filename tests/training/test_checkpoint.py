@@ -1,54 +1,66 @@
 import pytest
 import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
+from swat.models import SWATForCausalLM
 from swat.training import checkpoint as ckpt
+from tests.conftest import tiny_config
 
 
-def _writer(marker: str):
-    def write(directory):
-        (directory / "model.txt").write_text(marker)
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SWATForCausalLM(tiny_config())
 
-    return write
+
+class BrokenTokenizer:
+    def save_pretrained(self, directory):
+        raise OSError("disk full")
 
 
-def _save(root, step, keep_last=2):
+def _save(root, model, step, keep_last=2, tokenizer=None):
     state = {"step": step, "optimizer": {"state": {"w": torch.arange(3.0)}, "param_groups": [{"lr": 0.1}]},
              "rng": {"torch": torch.get_rng_state()}}
-    return ckpt.save_checkpoint(root, step, _writer(f"model {step}"), state, "name: x\n", keep_last)
+    weights = {name: tensor + step for name, tensor in model.state_dict().items()}
+    return ckpt.save_checkpoint(root, step, model, weights, tokenizer, state, "name: x\n", keep_last)
 
 
-def test_keeps_the_last_k_and_points_latest_at_the_newest(tmp_path):
+def test_keeps_the_last_k_and_points_latest_at_the_newest(tmp_path, model):
     for step in (10, 20, 30, 40):
-        path = _save(tmp_path, step, keep_last=2)
+        path = _save(tmp_path, model, step, keep_last=2)
         assert ckpt.latest_checkpoint(tmp_path) == path
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000030", "step_00000040"]
     latest = ckpt.latest_checkpoint(tmp_path)
-    assert (latest / "model.txt").read_text() == "model 40"
+    reloaded = AutoModelForCausalLM.from_pretrained(latest)  # a Hugging Face model directory
+    expected = model.model.norm.weight + 40
+    assert torch.equal(reloaded.model.norm.weight, expected)
     assert (latest / ckpt.CONFIG_FILE).read_text() == "name: x\n"
     state = ckpt.load_state(latest)  # weights_only=True
     assert state["step"] == 40 and torch.equal(state["optimizer"]["state"]["w"], torch.arange(3.0))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
-def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
-    good = _save(tmp_path, 10)
-
-    def broken(directory):
-        (directory / "model.txt").write_text("half")
-        raise OSError("disk full")
-
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, model):
+    good = _save(tmp_path, model, 10)
     with pytest.raises(OSError, match="disk full"):
-        ckpt.save_checkpoint(tmp_path, 20, broken, {"step": 20}, "", keep_last=2)
+        _save(tmp_path, model, 20, tokenizer=BrokenTokenizer())
     assert ckpt.latest_checkpoint(tmp_path) == good
     assert ckpt.list_checkpoints(tmp_path) == [good]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_00000010"]
 
 
-def test_rewriting_a_step_replaces_it(tmp_path):
-    _save(tmp_path, 10)
-    ckpt.save_checkpoint(tmp_path, 10, _writer("again"), {"step": 10}, "", keep_last=2)
-    assert (ckpt.latest_checkpoint(tmp_path) / "model.txt").read_text() == "again"
+def test_rewriting_a_step_and_the_final_model_replace_them(tmp_path, model):
+    _save(tmp_path, model, 10)
+    again = _save(tmp_path, model, 10, keep_last=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_00000010"]
+    assert torch.equal(load_file(again / "model.safetensors")["model.norm.weight"], model.model.norm.weight + 10)
+    final = tmp_path / "final"
+    for offset in (1, 2):
+        weights = {name: tensor + offset for name, tensor in model.state_dict().items()}
+        ckpt.save_final(final, model, weights, None, "name: y\n")
+    assert torch.equal(load_file(final / "model.safetensors")["model.norm.weight"], model.model.norm.weight + 2)
+    assert (final / ckpt.CONFIG_FILE).read_text() == "name: y\n" and not (final / ckpt.STATE_FILE).exists()
 
 
 def test_no_checkpoint_and_dangling_pointer(tmp_path):

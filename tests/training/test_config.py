@@ -1,15 +1,19 @@
 import pytest
+import yaml
 
-from swat.training.config import load_config, parse_value, preset_names
+from swat.models.presets import PRESETS
+from swat.training.config import load_config, preset_names
 
 
 def test_every_preset_loads_and_trains_longer_than_its_window():
-    assert preset_names() == ["340m", "760m", "small", "tiny"]
+    assert preset_names() == sorted(PRESETS) == ["340m", "760m", "small", "tiny"]
     for name in preset_names():
         config = load_config(name)
         assert config.name == name
+        assert config.model == {"preset": name}  # the architecture lives in swat.models.presets only
         window = config.model_config().sliding_window
-        assert 4 * window <= config.data.seq_len <= 16 * window  # SPEC.md section 3
+        assert window == PRESETS[name]["sliding_window"]
+        assert 4 * window <= config.data.seq_len <= 16 * window  # docs/spec.md section 3
         assert config.train.batch_size % config.train.micro_batch_size == 0
 
 
@@ -24,20 +28,23 @@ def test_dotted_overrides_are_parsed_by_type():
     assert config.data.dir == "/some/where"
 
 
-def test_parse_value():
-    assert parse_value("1e-3") == 1e-3
-    assert parse_value("3") == 3 and isinstance(parse_value("3"), int)
-    assert parse_value("true") is True and parse_value("null") is None
-    assert parse_value("auto") == "auto"
+def test_override_values_are_typed_by_the_field():
+    config = load_config("tiny", ["optim.lr=1", "train.steps=3", "train.bf16=auto", "eval.every=0"])
+    assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+    assert config.train.steps == 3 and config.train.bf16 == "auto" and config.eval.every == 0
 
 
 def test_yaml_file_and_dict_sources(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("model: {preset: tiny, sliding_window: 32}\ndata: {seq_len: 128}\noptim: {lr: 2.0e-3}\n")
+    path.write_text("model: {preset: tiny, sliding_window: 32}\ndata: {seq_len: 128}\noptim: {lr: 2e-3}\n")
     config = load_config(path)
     assert config.name == "mine" and config.data.seq_len == 128 and config.optim.lr == 2e-3
     assert config.train.steps == 1000  # unset keys keep the defaults
     assert load_config(config.to_dict()) == config  # a saved config reads back equal
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(config.to_yaml())
+    assert yaml.safe_load(saved.read_text())["data"]["seq_len"] == 128  # plain YAML for other readers
+    assert load_config(saved) == config  # its name key wins over the file name
 
 
 @pytest.mark.parametrize("override, message", [
@@ -46,8 +53,12 @@ def test_yaml_file_and_dict_sources(tmp_path):
     ("trian.steps=3", "did you mean 'train'"),
     ("train.steps=abc", "'train.steps' must be int"),
     ("train.steps=2.5", "'train.steps' must be int"),
-    ("train.gradient_checkpointing=1", "must be bool"),
-    ("train.batch_size=12", "multiple of train.micro_batch_size"),
+    ("optim.betas=[0.9, x]", r"'optim.betas\[1\]' must be float"),
+    ("optim.grad_clip=x", "'optim.grad_clip' must be float or null"),
+    ("train.gradient_checkpointing=maybe", "must be bool"),
+    ("train.bf16=sometimes", "train.bf16 must be true, false or auto"),
+    ("optim=3", "section 'optim' must be a mapping"),
+    ("train.batch_size=12", r"multiple of processes x train.micro_batch_size \(1 x 8\)"),
     ("optim.min_lr=1", "0 <= optim.min_lr <= optim.lr"),
     ("model.sliding_window=0", "sliding_window must be an int >= 1"),
     ("model.preset=huge", "model.preset must be one of"),
@@ -59,9 +70,17 @@ def test_bad_configs_say_what_to_change(override, message):
         load_config("tiny", [override])
 
 
-def test_unknown_config_source_lists_presets():
+def test_bad_config_files_say_what_is_wrong(tmp_path):
     with pytest.raises(FileNotFoundError, match="one of the presets"):
         load_config("no-such-preset")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="must be a YAML mapping"):
+        load_config(listed)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("optim: {lr: 1.0e-3, warmup: 3}\n")
+    with pytest.raises(ValueError, match="did you mean 'warmup_steps'"):
+        load_config(typo)
 
 
 def test_cli_reports_config_errors_without_a_traceback(capsys):

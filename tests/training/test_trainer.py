@@ -128,6 +128,9 @@ def test_document_switch_keeps_attention_inside_documents(data_dir, tmp_path):
         expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
         assert torch.equal(separate._loss(model, batch), expected)
         assert not torch.allclose(crossing._loss(crossing.model, batch), expected)
+        per_token = separate._loss(model, batch, reduction="none")  # the held-out evaluation's reduction
+        assert per_token.shape == (len(batch), batch.shape[1] - 1)
+        torch.testing.assert_close(per_token.mean(), expected)
 
 
 def test_missing_default_data_says_which_command_prepares_it(monkeypatch, tmp_path):
@@ -155,6 +158,19 @@ def test_bf16_autocast_trains_close_to_fp32(data_dir, tmp_path):
         config = load_config(run_config(data_dir, train={"steps": 2, "bf16": bf16}, eval={"every": 0}))
         trainer = Trainer(config, tmp_path / str(bf16))
         assert trainer.bf16 is bf16
-        runs[bf16] = _losses(trainer.fit()) + _evals(trainer.run_dir)
+        runs[bf16] = _losses(trainer.fit()) + _evals(trainer.run_dir.root)
     assert [loss for _, loss in runs[True]] == pytest.approx([loss for _, loss in runs[False]], rel=2e-2)
     assert runs[True] != runs[False]  # bf16 really ran
+
+
+def test_a_checkpoint_without_schedule_state_is_refused_clearly(data_dir, tmp_path):
+    from swat.training import checkpoint as ckpt
+
+    config = load_config(run_config(data_dir, train={"steps": 4}))
+    Trainer(config, tmp_path / "run").fit(until=2)
+    latest = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    state = ckpt.load_state(latest)
+    del state["scheduler"]
+    torch.save(state, latest / ckpt.STATE_FILE)
+    with pytest.raises(ValueError, match="no learning-rate schedule state"):
+        Trainer(config, tmp_path / "run", resume=True)

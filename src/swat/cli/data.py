@@ -11,11 +11,13 @@ Re-running a command with the same inputs and settings does nothing.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 
-from swat.data.prepare import DEFAULT_HELDOUT_FRACTION, DEFAULT_VOCAB_SIZE
+from swat.data.prepare import DEFAULT_VOCAB_SIZE
+from swat.data.sources import DEFAULT_HELDOUT_FRACTION
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,11 +74,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from swat.data.prepare import prepare_data
+    from swat.data.sources import dataset_documents
 
+    if bool(args.paths) == (args.dataset is not None):
+        print("swat data prepare: give either text files/directories or --dataset, not both or neither",
+              file=sys.stderr)
+        return 2
     start = time.perf_counter()
-    prepare_data(args.paths, args.out, dataset=args.dataset, text_column=args.text_column, split=args.split,
-                 dataset_config=args.config, streaming=args.streaming, heldout_split=args.heldout_split,
-                 heldout_files=args.heldout_files, heldout_fraction=args.heldout_fraction,
+    inputs = args.paths
+    if args.dataset is not None:
+        inputs = dataset_documents(args.dataset, text_column=args.text_column, split=args.split, config=args.config,
+                                   streaming=args.streaming, heldout_split=args.heldout_split,
+                                   heldout_fraction=args.heldout_fraction)
+    prepare_data(inputs, args.out, heldout_files=args.heldout_files, heldout_fraction=args.heldout_fraction,
                  tokenizer=args.tokenizer, vocab_size=args.vocab_size, num_proc=args.num_proc,
                  progress=not args.no_progress)
     print(f"done in {time.perf_counter() - start:.1f} s")

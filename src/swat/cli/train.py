@@ -5,7 +5,8 @@
     swat train --config my.yaml --out runs/mine --resume      # continue from the last checkpoint
     torchrun --nproc_per_node=4 -m swat.cli.train --config 340m --set data.dir=DATA
 
-Presets: tiny, small, 340m, 760m (src/swat/training/presets). The run directory holds
+Presets: tiny, small, 340m, 760m (the model in swat.models.presets, its training recipe in
+src/swat/training/presets/NAME.yaml). The run directory (swat.training.run_dir.RunDir) holds
 config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face model dir with its tokenizer) and
 final/ (the trained model).
 """
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from swat.training import NonFiniteLossError, load_config, train
+    from swat.training.run_dir import RunDir
 
     try:
         config = load_config(args.config, args.overrides)
@@ -39,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         run_dir = train(config, args.out, resume=args.resume)
-    except (FileExistsError, FileNotFoundError, NonFiniteLossError) as error:
+    except (FileExistsError, FileNotFoundError, ValueError, NonFiniteLossError) as error:
         print(f"swat train: {error}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"run directory: {run_dir} (metrics.jsonl, checkpoints/, final/)")
+        run = RunDir(run_dir)
+        print(f"run directory: {run.root} ({run.metrics.name}, {run.checkpoints.name}/, {run.final.name}/)")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Data for training: token shards on disk, tokenizers, the embedded Shakespeare corpus, and
-``prepare_data`` (text or a Hugging Face dataset -> token shards + manifest)."""
+"""Data for training: token shards on disk, tokenizers, the embedded Shakespeare corpus, the
+documents of a preparation (``file_documents``, ``dataset_documents``) and ``prepare_data``
+(those documents -> token shards + manifest)."""
 
 from swat.data.corpus import default_data_dir, shakespeare_corpus
 from swat.data.prepare import prepare_data
@@ -11,12 +12,16 @@ from swat.data.shards import (
     write_manifest,
     write_split,
 )
+from swat.data.sources import Documents, dataset_documents, file_documents
 from swat.data.tokenizer import load_tokenizer, train_bpe_tokenizer
 
 __all__ = [
+    "Documents",
     "ShardWriter",
     "TokenShards",
+    "dataset_documents",
     "default_data_dir",
+    "file_documents",
     "load_tokenizer",
     "prepare_data",
     "read_manifest",

@@ -1,5 +1,8 @@
-"""Named model sizes. ``340m`` and ``760m`` follow the paper's scales (24 layers, hidden 1024/1536);
-``tiny`` trains in minutes on two CPU cores, ``small`` in hours (a GPU makes it minutes)."""
+"""Named model sizes: the architecture half of the presets tiny, small, 340m and 760m (the
+training recipe of each is ``swat/training/presets/NAME.yaml``, which names its model preset and
+repeats none of these fields). ``340m`` and ``760m`` follow the paper's scales (24 layers, hidden
+1024/1536); ``tiny`` trains in minutes on two CPU cores, ``small`` in hours (a GPU makes it
+minutes)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@
                              read back with torch.load(weights_only=True))
         training_config.yaml the run's config
     RUN_DIR/checkpoints/latest   the name of the newest complete checkpoint
+    RUN_DIR/final/               the finished model: the same files without trainer_state.pt
 
 A checkpoint is assembled in a hidden temporary directory and renamed into place, then ``latest``
 is rewritten atomically, then the oldest checkpoints beyond ``keep_last`` are removed: a crash at
@@ -15,6 +16,7 @@ any moment leaves ``latest`` naming a complete checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.utils.io import atomic_write_bytes
 
@@ -36,21 +39,39 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def save_checkpoint(root: str | Path, step: int, write_model: Callable[[Path], None], state: dict[str, Any],
-                    config_yaml: str, keep_last: int) -> Path:
-    """Write checkpoint ``step`` under ``root`` and return its directory. ``write_model(dir)``
-    writes the model and tokenizer files (``save_pretrained``); ``state`` is the trainer state."""
+def save_checkpoint(root: str | Path, step: int, model: PreTrainedModel, model_state: dict[str, torch.Tensor],
+                    tokenizer: PreTrainedTokenizerBase | None, trainer_state: dict[str, Any], config_yaml: str,
+                    keep_last: int) -> Path:
+    """Write checkpoint ``step`` under ``root`` (``RunDir.checkpoints``) and return its directory:
+    ``write_model_dir`` plus ``trainer_state``; then point ``latest`` at it and keep the newest
+    ``keep_last``."""
     root = Path(root)
 
     def fill(directory: Path) -> None:
-        write_model(directory)
-        torch.save(state, directory / STATE_FILE)
-        (directory / CONFIG_FILE).write_text(config_yaml)
+        write_model_dir(directory, model, model_state, tokenizer, config_yaml)
+        torch.save(trainer_state, directory / STATE_FILE)
 
     final = write_dir_atomically(root / checkpoint_name(step), fill)
     atomic_write_bytes(root / LATEST, (final.name + "\n").encode())
     _remove_old(root, keep_last)
     return final
+
+
+def save_final(directory: str | Path, model: PreTrainedModel, model_state: dict[str, torch.Tensor],
+               tokenizer: PreTrainedTokenizerBase | None, config_yaml: str) -> Path:
+    """The trained model as a Hugging Face model directory (``RunDir.final``), written atomically."""
+    return write_dir_atomically(directory, lambda d: write_model_dir(d, model, model_state, tokenizer, config_yaml))
+
+
+def write_model_dir(directory: Path, model: PreTrainedModel, model_state: dict[str, torch.Tensor],
+                    tokenizer: PreTrainedTokenizerBase | None, config_yaml: str) -> None:
+    """``model.save_pretrained`` with the full ``model_state`` (gathered from every process), the
+    tokenizer, and the training config that made it."""
+    with quiet_transformers_progress():  # a "Writing model shards" bar per checkpoint clutters the log
+        model.save_pretrained(directory, state_dict=model_state)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    (directory / CONFIG_FILE).write_text(config_yaml)
 
 
 def write_dir_atomically(final: str | Path, fill: Callable[[Path], None]) -> Path:
@@ -102,3 +123,16 @@ def load_state(checkpoint: str | Path) -> dict[str, Any]:
 def _remove_old(root: Path, keep_last: int) -> None:
     for path in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def quiet_transformers_progress():
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()

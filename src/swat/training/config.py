@@ -1,25 +1,28 @@
-"""One training config (YAML) for model, data and optimisation, with presets and dotted overrides.
+"""One training config for model, data and optimisation: typed dataclasses, read with OmegaConf.
 
-A config file has the sections below; every key is optional and defaults to the values of the
-dataclasses here. ``model`` names a model preset (``swat.models.presets``) and overrides any
-``SWATConfig`` field; the other sections are checked against their dataclass, so a misspelt key
-is an error that names the valid keys.
+A config is the merge ``TrainConfig defaults <- preset or YAML file <- --set overrides``
+(``OmegaConf.merge(structured(TrainConfig), load(yaml), from_dotlist(overrides))``), so every
+key has a type and a default, and a misspelt key or a value of the wrong type is an error that
+says what to change. The sections:
 
     name: tiny
-    model: {preset: tiny, sliding_window: 64}
-    data: {dir: null, seq_len: 384, cross_documents: true}
+    model: {preset: tiny, sliding_window: 64}     # a model preset + any SWATConfig field
+    data: {dir: null, seq_len: 256, cross_documents: true}
     optim: {lr: 3.0e-3, min_lr: 3.0e-4, warmup_steps: 30, weight_decay: 0.1, grad_clip: 1.0}
-    train: {steps: 300, batch_size: 16, micro_batch_size: 8, seed: 0, bf16: auto}
+    train: {steps: 300, batch_size: 8, micro_batch_size: 8, seed: 0, bf16: auto}
     eval: {every: 100, windows: 32}
     checkpoint: {every: 100, keep_last: 2}
     log: {every: 10, tensorboard: false, wandb: false}
+
+A preset NAME is ``presets/NAME.yaml``: the training recipe of the model preset NAME
+(``swat.models.presets``), which holds the architecture, window included.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
 @dataclass
 class DataConfig:
-    """Where the tokens come from and how they are cut (SPEC.md section 3)."""
+    """Where the tokens come from and how they are cut (docs/spec.md section 3)."""
 
     dir: str | None = None  # a prepared data dir (swat data ...); None: the Shakespeare dir
     train_split: str = "train"
@@ -64,7 +69,7 @@ class RunConfig:
     micro_batch_size: int = 8  # sequences per forward/backward on one process
     seed: int = 0
     device: str = "auto"  # auto: cuda:LOCAL_RANK if available, else cpu
-    bf16: str | bool = "auto"  # auto: on where bf16 matmuls are fast (GPUs, AMX/AVX512-BF16 CPUs)
+    bf16: Any = "auto"  # true, false or auto: on where bf16 matmuls are fast (GPUs, AMX/AVX512-BF16 CPUs)
     gradient_checkpointing: bool = False
     fsdp: bool = False  # shard parameters with FSDP2 fully_shard instead of DDP replicas
     max_bad_steps: int = 3  # stop after this many non-finite steps in a row
@@ -108,6 +113,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
+        """The config as plain YAML (``yaml.safe_load`` reads it back; so does ``load_config``)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def model_config(self, **extra: Any):
@@ -125,36 +131,27 @@ def preset_names() -> list[str]:
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """A checked ``TrainConfig`` from a preset name, a YAML file or a dict, plus ``key=value``
     overrides with dotted keys (``model.sliding_window=128``, ``optim.lr=1e-3``)."""
-    raw, name = _read_source(source)
-    raw = copy.deepcopy(raw)
-    raw.setdefault("name", name)
-    for item in overrides:
-        key, value = _split_override(item)
-        _set_dotted(raw, key, value)
-    return config_from_dict(raw)
-
-
-def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
-    config = _build(TrainConfig, raw, "")
+    layers = [*_read_source(source), _dotlist(overrides)]
+    for layer in layers:
+        _check_sections(layer)
+    layers.insert(0, OmegaConf.structured(TrainConfig))
+    try:
+        config = OmegaConf.to_object(OmegaConf.merge(*layers))
+    except OmegaConfBaseException as error:
+        raise ValueError(_explain(error)) from None
+    config.model = _check_model_section(config.model)
     _check(config)
     return config
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value as YAML (``true``, ``null``, ``[0.9, 0.95]``), with ``1e-3`` read as a
-    number (YAML 1.1 would keep it a string)."""
-    value = yaml.safe_load(text) if text.strip() else ""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    return load_config(raw)
 
 
-def _read_source(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _read_source(source: str | Path | dict[str, Any]) -> list[DictConfig]:
+    """The config layers of ``source``: its name (the file's stem) and its content."""
     if isinstance(source, dict):
-        return source, str(source.get("name", "run"))
+        return [_as_config(source, "the config")]
     path = Path(source)
     if not path.suffix and str(source) in preset_names():
         path = PRESET_DIR / f"{source}.yaml"
@@ -162,118 +159,106 @@ def _read_source(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], s
         raise FileNotFoundError(
             f"no training config {str(source)!r}: pass a YAML file or one of the presets {preset_names()}"
         )
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a training config must be a YAML mapping, got {type(raw).__name__}")
-    return raw, path.stem
+    try:
+        content = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        raise ValueError(f"{path} is not a readable YAML config: {_first_line(error)}") from None
+    if not isinstance(content, DictConfig):
+        raise ValueError(f"{path}: a training config must be a YAML mapping, got a list")
+    return [OmegaConf.create({"name": path.stem}), content]
 
 
-def _split_override(item: str) -> tuple[str, Any]:
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-3")
-    return key.strip(), parse_value(value)
+def _as_config(raw: dict[str, Any], where: str) -> DictConfig:
+    try:
+        return OmegaConf.create(raw)
+    except OmegaConfBaseException as error:
+        raise ValueError(f"{where}: {_first_line(error)}") from None
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
-    node = raw
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"cannot set {key!r}: {part!r} is a value, not a section")
-        node = child
-    node[leaf] = value
+def _dotlist(overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-3")
+    try:
+        return OmegaConf.from_dotlist([item.strip() for item in overrides])
+    except OmegaConfBaseException as error:
+        raise ValueError(f"cannot parse the overrides {list(overrides)}: {_first_line(error)}") from None
 
 
-def _build(cls, raw: Any, where: str):
-    if not isinstance(raw, dict):
-        raise ValueError(f"config section {where or '(top level)'!r} must be a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ValueError(_unknown_message(unknown, list(fields), where))
-    values = {}
-    for key, value in raw.items():
-        path = f"{where}.{key}" if where else key
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = _build(hint, value, path)
-        elif key == "model" and not where:
-            values[key] = _check_model_section(value)
-        else:
-            values[key] = _coerce(value, hint, path)
-    return cls(**values)
+def _check_sections(layer: DictConfig) -> None:
+    sections = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "name"]
+    for key in sections:
+        if key in layer and not isinstance(layer[key], DictConfig):
+            raise ValueError(f"config section {key!r} must be a mapping of its keys (e.g. {key}.KEY=VALUE), "
+                             f"got {layer[key]!r}")
 
 
-def _unknown_message(unknown: list[str], valid: list[str], where: str) -> str:
-    hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, valid, n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    section = f"section {where!r}" if where else "the top level"
-    return f"unknown config key(s) in {section}: {', '.join(hints)}; valid keys: {', '.join(valid)}"
+def _explain(error: OmegaConfBaseException) -> str:
+    """What an OmegaConf merge error means for the config's author, and what to change."""
+    key = error.full_key or ""
+    if isinstance(error, ConfigKeyError) and dataclasses.is_dataclass(error.object_type):
+        return _unknown_message(str(error.key), [f.name for f in dataclasses.fields(error.object_type)],
+                                key.rpartition(".")[0])
+    expected = _field_type(key)
+    if expected is None:
+        return f"invalid training config: {_first_line(error)}"
+    shown = _first_line(error)
+    if "DictConfig" in shown:
+        return f"cannot set keys under {key!r}: {key!r} is a value, not a section"
+    return f"config key {key!r} must be {_type_name(expected)} ({shown})"
 
 
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    """``value`` checked against the type ``hint``; ints become floats and numeric strings numbers."""
-    options = typing.get_args(hint) if _is_union(hint) else (hint,)
-    for option in options:
-        ok, converted = _try_type(value, option)
-        if ok:
-            return converted
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ValueError(f"config key {path!r} must be {names}, got {value!r}")
+def _field_type(full_key: str) -> Any:
+    """The declared type of a dotted key of ``TrainConfig`` (list items: the item type), or None."""
+    node: Any = TrainConfig
+    for part in re.sub(r"\[\d+\]", ".[]", full_key).split("."):
+        if part == "[]":
+            node = typing.get_args(node)[0]
+            continue
+        if not dataclasses.is_dataclass(node):
+            return None
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return None
+        node = hints[part]
+    return node
 
 
-def _is_union(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join("null" if o is type(None) else o.__name__ for o in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
 
 
-def _try_type(value: Any, option: Any) -> tuple[bool, Any]:
-    if option is type(None):
-        return value is None, None
-    if option is bool:
-        return isinstance(value, bool), value
-    if option is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if option is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, None
-        return False, None
-    if option is str:
-        return isinstance(value, str), value
-    if typing.get_origin(option) is list:
-        (item,) = typing.get_args(option)
-        if not isinstance(value, (list, tuple)):
-            return False, None
-        converted = [_try_type(v, item) for v in value]
-        return all(ok for ok, _ in converted), [v for _, v in converted]
-    raise TypeError(f"unsupported config type {option!r}")
+def _first_line(error: BaseException) -> str:
+    return (getattr(error, "msg", None) or str(error)).splitlines()[0]
 
 
-def _check_model_section(value: Any) -> dict[str, Any]:
+def _unknown_message(key: str, valid: list[str], where: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    section = f"in section {where!r}" if where else "at the top level"
+    return f"unknown config key {hint} {section}; valid keys: {', '.join(valid)}"
+
+
+def _check_model_section(value: dict[str, Any]) -> dict[str, Any]:
     from swat.models.configuration_swat import SWATConfig
     from swat.models.presets import PRESETS
 
-    if not isinstance(value, dict):
-        raise ValueError(f"config section 'model' must be a mapping, got {value!r}")
     valid = {"preset", *(f.name for f in dataclasses.fields(SWATConfig))}
-    unknown = sorted(set(value) - valid)
-    if unknown:
-        raise ValueError(_unknown_message(unknown, ["preset", *SWATConfig.__annotations__], "model"))
+    for key in value:
+        if key not in valid:  # the message lists SWAT's own fields, not every PretrainedConfig one
+            raise ValueError(_unknown_message(key, ["preset", *SWATConfig.__annotations__], "model"))
     if value.get("preset", "tiny") not in PRESETS:
         raise ValueError(f"model.preset must be one of {sorted(PRESETS)}, got {value.get('preset')!r}")
     return dict(value)
 
 
 def _check(config: TrainConfig) -> None:
+    """Value checks that types cannot express; the model section must make a valid ``SWATConfig``."""
+    from swat.training.sampler import micro_steps_per_process
+
     problems = []
     run, data, optim = config.train, config.data, config.optim
     positive = {"data.seq_len": data.seq_len, "train.steps": run.steps, "train.batch_size": run.batch_size,
@@ -281,9 +266,11 @@ def _check(config: TrainConfig) -> None:
                 "eval.batch_size": config.eval.batch_size, "checkpoint.keep_last": config.checkpoint.keep_last,
                 "train.max_bad_steps": run.max_bad_steps, "log.every": config.log.every}
     problems += [f"{key} must be >= 1, got {value}" for key, value in positive.items() if value < 1]
-    if run.batch_size % run.micro_batch_size:
-        problems.append(f"train.batch_size ({run.batch_size}) must be a multiple of train.micro_batch_size "
-                        f"({run.micro_batch_size})")
+    if not problems:
+        try:
+            micro_steps_per_process(run.batch_size, run.micro_batch_size, world_size=1)
+        except ValueError as error:
+            problems.append(str(error))
     if run.bf16 not in (True, False, "auto"):
         problems.append(f"train.bf16 must be true, false or auto, got {run.bf16!r}")
     if optim.lr <= 0 or not 0 <= optim.min_lr <= optim.lr:
@@ -296,4 +283,4 @@ def _check(config: TrainConfig) -> None:
         problems.append("eval.every and checkpoint.every must be >= 0 (0: only at the end)")
     if problems:
         raise ValueError("invalid training config: " + "; ".join(problems))
-    config.model_config()  # the model section must make a valid SWATConfig
+    config.model_config()

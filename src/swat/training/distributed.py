@@ -113,15 +113,6 @@ def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return tensor
 
 
-def broadcast_object(obj, env: DistEnv):
-    """``obj`` of rank 0 on every process."""
-    if not env.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from swat.training.run_dir import RunDir
 from swat.utils.io import atomic_write_bytes
 
 
@@ -13,10 +14,10 @@ class MetricsLogger:
     """Appends one JSON object per record to ``path``. Only the main process should make one
     with ``enabled=True``; others get a logger that does nothing."""
 
-    def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = False,
+    def __init__(self, run_dir: RunDir, *, enabled: bool = True, tensorboard: bool = False,
                  wandb: bool = False, wandb_project: str = "swat", config: dict[str, Any] | None = None,
                  resume_step: int | None = None) -> None:
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = run_dir.metrics
         self.enabled = enabled
         self._tb = self._wandb = None
         if not enabled:
@@ -24,9 +25,9 @@ class MetricsLogger:
         if resume_step is not None:
             truncate_metrics(self.path, resume_step)
         if tensorboard:
-            self._tb = _tensorboard_writer(Path(run_dir) / "tensorboard")
+            self._tb = _tensorboard_writer(run_dir.tensorboard)
         if wandb:
-            self._wandb = _wandb_run(wandb_project, Path(run_dir), config)
+            self._wandb = _wandb_run(wandb_project, run_dir.root, config)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -52,7 +53,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file (a run dir or the file itself)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "metrics.jsonl"
+        path = RunDir(path).metrics
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

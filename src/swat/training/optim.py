@@ -8,23 +8,20 @@ row is only updated when its token occurs, so decay would shrink the rows of rar
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from swat.training.config import OptimConfig
 
 
-def lr_at(step: int, optim: OptimConfig, total_steps: int) -> float:
-    """Learning rate of optimiser step ``step`` (0-based): linear warmup from ``lr / warmup_steps``
-    to ``lr`` over ``warmup_steps`` steps, then a half cosine from ``lr`` down to ``min_lr`` at
-    ``total_steps``. A pure function of the step, so the schedule's state is the step."""
-    if step < optim.warmup_steps:
-        return optim.lr * (step + 1) / optim.warmup_steps
-    decay_steps = max(1, total_steps - optim.warmup_steps)
-    progress = min(1.0, (step - optim.warmup_steps) / decay_steps)
-    return optim.min_lr + 0.5 * (optim.lr - optim.min_lr) * (1.0 + math.cos(math.pi * progress))
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int) -> LambdaLR:
+    """Linear warmup from 0 to ``lr`` over ``warmup_steps`` steps, then a half cosine from ``lr``
+    down to ``min_lr`` at ``total_steps`` (transformers' cosine-with-min-lr schedule). Step it
+    once per optimiser step, skipped steps included, so the learning rate is a function of the step."""
+    return get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps=optim.warmup_steps,
+                                                       num_training_steps=total_steps, min_lr=optim.min_lr)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

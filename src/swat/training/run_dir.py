@@ -4,6 +4,7 @@
     RUN/metrics.jsonl        one JSON object per logged step
     RUN/checkpoints/         step_XXXXXXXX/ checkpoints and the ``latest`` pointer
     RUN/final/               the finished model (a Hugging Face model directory)
+    RUN/tensorboard/         TensorBoard event files (log.tensorboard=true)
 
 Every module that reads or writes a run goes through :class:`RunDir` rather than spelling the
 names.
@@ -38,6 +39,10 @@ class RunDir:
     @property
     def final(self) -> Path:
         return self.root / "final"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
 
     def is_finished(self) -> bool:
         """True once the run's final model is complete."""

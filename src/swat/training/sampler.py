@@ -34,19 +34,27 @@ class WindowSampler:
 
     def micro_batch(self, step: int, micro: int, micro_batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
         """Micro-batch ``micro`` of process ``rank``: ``[micro_batch_size, seq_len + 1]`` int64."""
-        per_rank = self.batch_size // world
-        if per_rank * world != self.batch_size or per_rank % micro_batch_size:
-            raise ValueError(f"global batch {self.batch_size} does not split into {world} processes x "
-                             f"micro-batches of {micro_batch_size}: make train.batch_size a multiple of "
-                             f"processes x train.micro_batch_size")
-        first = rank * per_rank + micro * micro_batch_size
-        if not 0 <= micro < per_rank // micro_batch_size:
-            raise IndexError(f"micro-batch {micro} out of range: {per_rank // micro_batch_size} per step")
-        starts = self.starts(step)[first:first + micro_batch_size]
-        return torch.from_numpy(np.stack([self.window(int(s)) for s in starts]))
+        count = micro_steps_per_process(self.batch_size, micro_batch_size, world)
+        if not 0 <= micro < count:
+            raise IndexError(f"micro-batch {micro} out of range: {count} per step")
+        first = (rank * count + micro) * micro_batch_size
+        return stack_windows(self.tokens, self.starts(step)[first:first + micro_batch_size], self.seq_len + 1)
 
     def window(self, start: int) -> np.ndarray:
         return np.asarray(self.tokens.window(start, self.seq_len + 1), dtype=np.int64)
+
+
+def micro_steps_per_process(batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Micro-batches per process per step: the global batch split over processes and micro-batches."""
+    if batch_size % (world_size * micro_batch_size):
+        raise ValueError(f"train.batch_size ({batch_size}) must be a multiple of processes x "
+                         f"train.micro_batch_size ({world_size} x {micro_batch_size}): change one of them")
+    return batch_size // (world_size * micro_batch_size)
+
+
+def stack_windows(tokens, starts: np.ndarray, length: int) -> torch.Tensor:
+    """The windows ``tokens.window(start, length)`` at ``starts``, as one int64 ``[len(starts), length]``."""
+    return torch.from_numpy(np.stack([np.asarray(tokens.window(int(s), length), dtype=np.int64) for s in starts]))
 
 
 def eval_starts(num_tokens: int, seq_len: int, windows: int) -> np.ndarray:
@@ -60,6 +68,6 @@ def eval_starts(num_tokens: int, seq_len: int, windows: int) -> np.ndarray:
 
 def document_segments(tokens: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """``segment_ids`` for packed documents: the number of EOS tokens strictly before each
-    position, so each EOS still belongs to the document it ends (SPEC.md section 3's switch)."""
+    position, so each EOS still belongs to the document it ends (docs/spec.md section 3's switch)."""
     is_eos = (tokens == eos_token_id).to(torch.long)
     return torch.cumsum(is_eos, dim=-1) - is_eos

@@ -1,13 +1,13 @@
 """The training loop: sliding window training of a SWAT causal LM on packed token windows.
 
 One optimiser step consumes the global batch of ``train.batch_size`` windows of
-``data.seq_len + 1`` tokens (SPEC.md section 3: ``seq_len`` is several windows ``w``), split over
-processes and micro-batches; the loss is the mean next-token cross-entropy over all of them.
+``data.seq_len + 1`` tokens (docs/spec.md section 3: ``seq_len`` is several windows ``w``), split
+over processes and micro-batches; the loss is the mean next-token cross-entropy over all of them.
+Training and held-out evaluation compute it through one function, ``window_loss``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -15,23 +15,29 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from tqdm.auto import tqdm
 
 from swat.data.shards import TokenShards
 from swat.data.tokenizer import load_tokenizer
 from swat.models import SWATForCausalLM
+from swat.models.loss import next_token_loss
 from swat.ops.device import fast_low_precision_matmul
 from swat.training import checkpoint as ckpt
 from swat.training import distributed
 from swat.training.config import TrainConfig
 from swat.training.metrics import MetricsLogger
-from swat.training.optim import build_optimizer, lr_at
-from swat.training.sampler import WindowSampler, document_segments, eval_starts
+from swat.training.optim import build_optimizer, build_scheduler
+from swat.training.run_dir import RunDir
+from swat.training.sampler import (
+    WindowSampler,
+    document_segments,
+    eval_starts,
+    micro_steps_per_process,
+    stack_windows,
+)
 from swat.utils.io import atomic_write_bytes
 
-RUN_CONFIG = "config.yaml"
 # Config keys a resumed run may change (how it runs, not what it computes: the global batch of a
 # step is the same for any number of processes and micro-batches); the rest must match.
 RESUMABLE_CHANGES = ("name", "train.steps", "train.device", "train.max_bad_steps", "train.micro_batch_size",
@@ -42,6 +48,19 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def window_loss(model: torch.nn.Module, windows: torch.Tensor, *, eos_token_id: int | None = None,
+                bf16: bool = False, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy of token windows ``[B, T + 1]``: the model reads the first ``T``
+    tokens and is scored on the ``T`` that follow (``next_token_loss``, float32). With
+    ``eos_token_id`` attention stays inside each document (``segment_ids``); ``reduction`` as in
+    ``next_token_loss`` (``"none"``: ``[B, T]``)."""
+    inputs, targets = windows[:, :-1], windows[:, 1:]
+    segment_ids = None if eos_token_id is None else document_segments(inputs, eos_token_id)
+    with torch.autocast(windows.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=inputs, segment_ids=segment_ids, use_cache=False).logits
+    return next_token_loss(logits, targets, reduction=reduction)
+
+
 class Trainer:
     """Builds everything a run needs from a ``TrainConfig`` and trains it (``fit``).
 
@@ -50,7 +69,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False) -> None:
         self.config = config
-        self.run_dir = Path(out_dir)
+        self.run_dir = RunDir(out_dir)
         self.env = distributed.setup(config.train.device)
         self.data_dir = resolve_data_dir(config.data.dir)
         self.train_tokens = TokenShards(self.data_dir, config.data.train_split)
@@ -59,24 +78,27 @@ class Trainer:
         resume_from = self._prepare_run_dir(resume)
 
         torch.manual_seed(config.train.seed)
-        self.model = SWATForCausalLM(self._model_config())
-        self.step = 0
         state = None
-        if resume_from is not None:
+        if resume_from is None:
+            self.model = SWATForCausalLM(self._model_config())
+        else:
             state = ckpt.load_state(resume_from)
-            self._load_weights(resume_from)
-            self.step = int(state["step"])
+            with ckpt.quiet_transformers_progress():
+                self.model = SWATForCausalLM.from_pretrained(resume_from)
+        self.step = int(state["step"]) if state is not None else 0
         if config.train.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.to(self.env.device)
         self.engine = distributed.wrap(self.model, self.env, config.train.fsdp)
         self.optimizer = build_optimizer(self.model, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, config.train.steps)
         if state is not None:
             self._load_optimizer(state)
             _set_rng_state(state["rng"])
         self.bf16 = _use_bf16(config.train.bf16, self.env.device)
         self.sampler = WindowSampler(self.train_tokens, config.data.seq_len, config.train.batch_size, config.train.seed)
-        self.micro_steps = _micro_steps(config, self.env.world_size)
+        self.micro_steps = micro_steps_per_process(config.train.batch_size, config.train.micro_batch_size,
+                                                   self.env.world_size)
         self.eval_tokens = self._eval_tokens()
         self.bad_steps = 0
         self.skipped_steps = int(state["skipped_steps"]) if state is not None else 0
@@ -122,7 +144,7 @@ class Trainer:
             bar.close()
             self.metrics.close()
             distributed.teardown(self.env)
-        return self.run_dir
+        return self.run_dir.root
 
     def train_step(self) -> dict[str, Any]:
         """One optimiser step on the global batch of ``self.step``; skipped (no update, optimiser
@@ -140,16 +162,15 @@ class Trainer:
         loss = (distributed.all_reduce_sum(total, self.env) / (self.micro_steps * self.env.world_size)).item()
         grad_norm = _norm_value(torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), optim.grad_clip if optim.grad_clip is not None else math.inf))
-        lr = lr_at(self.step, optim, run.steps)
-        record = {"step": self.step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm}
+        record = {"step": self.step + 1, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+                  "grad_norm": grad_norm}
         if math.isfinite(loss) and math.isfinite(grad_norm):
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             self.optimizer.step()
             self.bad_steps = 0
         else:
             self._skip_step(loss, grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
         self.step += 1
         record["skipped_steps"] = self.skipped_steps
         return record
@@ -169,13 +190,10 @@ class Trainer:
                 "last checkpoint with --resume."
             )
 
-    def _loss(self, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy of windows ``batch [B, seq_len + 1]``."""
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        segment_ids = None if self.config.data.cross_documents else document_segments(inputs, self.eos_token_id)
-        with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = model(input_ids=inputs, segment_ids=segment_ids, use_cache=False).logits
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    def _loss(self, model: torch.nn.Module, windows: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """``window_loss`` with this run's document switch and precision."""
+        eos = None if self.config.data.cross_documents else self.eos_token_id
+        return window_loss(model, windows, eos_token_id=eos, bf16=self.bf16, reduction=reduction)
 
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -191,14 +209,8 @@ class Trainer:
         total = torch.zeros((), device=self.env.device, dtype=torch.float64)
         size = self.config.eval.batch_size
         for first in range(0, per_rank, size):
-            batch = torch.from_numpy(np.stack([
-                self.eval_tokens.window(int(starts[i]), self.config.data.seq_len + 1) for i in mine[first:first + size]
-            ]).astype(np.int64)).to(self.env.device)
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            segment_ids = None if self.config.data.cross_documents else document_segments(inputs, self.eos_token_id)
-            with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.engine(input_ids=inputs, segment_ids=segment_ids, use_cache=False).logits
-            losses = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").mean(1)
+            batch = stack_windows(self.eval_tokens, starts[mine[first:first + size]], self.config.data.seq_len + 1)
+            losses = self._loss(self.engine, batch.to(self.env.device), reduction="none").mean(1)
             total += (losses.double() * torch.from_numpy(weights[first:first + size]).to(losses.device)).sum()
         return (distributed.all_reduce_sum(total, self.env) / len(starts)).item()
 
@@ -215,8 +227,8 @@ class Trainer:
         path = None
         if self.env.is_main:
             state = {"step": self.step, "skipped_steps": self.skipped_steps, "optimizer": optimizer_state,
-                     "rng": _rng_state()}
-            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self._model_writer(model_state),
+                     "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
+            path = ckpt.save_checkpoint(self.run_dir.checkpoints, self.step, self.model, model_state, self.tokenizer,
                                         state, self.config.to_yaml(), self.config.checkpoint.keep_last)
         distributed.barrier(self.env)
         return path
@@ -224,27 +236,11 @@ class Trainer:
     def save_final(self) -> Path:
         """The trained model as ``RUN_DIR/final``: a Hugging Face model dir with its tokenizer."""
         model_state, _ = self._full_states(optimizer=False)
-        final = self.run_dir / "final"
         if self.env.is_main:
-            writer = self._model_writer(model_state)
-
-            def fill(directory: Path) -> None:
-                writer(directory)
-                (directory / ckpt.CONFIG_FILE).write_text(self.config.to_yaml())
-
-            ckpt.write_dir_atomically(final, fill)
-            tqdm.write(f"final model: {final}")
+            ckpt.save_final(self.run_dir.final, self.model, model_state, self.tokenizer, self.config.to_yaml())
+            tqdm.write(f"final model: {self.run_dir.final}")
         distributed.barrier(self.env)
-        return final
-
-    def _model_writer(self, model_state: dict[str, torch.Tensor]):
-        def write(directory: Path) -> None:
-            with _quiet_transformers_progress():  # one "Writing model shards" bar per checkpoint clutters the log
-                self.model.save_pretrained(directory, state_dict=model_state)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(directory)
-
-        return write
+        return self.run_dir.final
 
     def _full_states(self, optimizer: bool = True):
         """Unsharded model (and optimiser) state dicts on the CPU, keyed by parameter names."""
@@ -259,24 +255,15 @@ class Trainer:
         optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=options) if optimizer else None
         return model_state, optimizer_state
 
-    def _load_weights(self, checkpoint: Path) -> None:
-        from safetensors.torch import load_file
-
-        state = load_file(checkpoint / "model.safetensors")
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        tied = set(getattr(self.model, "_tied_weights_keys", None) or {}) if self.model.config.tie_word_embeddings \
-            else set()
-        if unexpected or set(missing) - tied:
-            raise ValueError(f"{checkpoint} does not match the configured model: missing {sorted(missing)}, "
-                             f"unexpected {sorted(unexpected)}")
-        if tied:
-            self.model.tie_weights()
-
     def _load_optimizer(self, state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
+        if "scheduler" not in state:
+            raise ValueError(f"the last checkpoint of {self.run_dir.root} has no learning-rate schedule state "
+                             "(it was written by an older swat): start a new run with --out")
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
                                  options=StateDictOptions(full_state_dict=True))
+        self.scheduler.load_state_dict(state["scheduler"])
 
     # ----------------------------------------------------------------------------- set-up
     def _model_config(self):
@@ -315,32 +302,32 @@ class Trainer:
 
     def _prepare_run_dir(self, resume: bool) -> Path | None:
         """The checkpoint to resume from (None: a fresh run); checks the run dir and writes the config."""
-        checkpoints = self.run_dir / "checkpoints"
+        checkpoints = self.run_dir.checkpoints
         latest = ckpt.latest_checkpoint(checkpoints)
         if latest is not None and not resume:
-            raise FileExistsError(f"{self.run_dir} already holds a run (last checkpoint {latest.name}): pass "
+            raise FileExistsError(f"{self.run_dir.root} already holds a run (last checkpoint {latest.name}): pass "
                                   "--resume to continue it, or --out to start a new run elsewhere")
         if latest is not None:
             _check_resumable(self.config, yaml.safe_load((latest / ckpt.CONFIG_FILE).read_text()), latest)
         elif resume and self.env.is_main:
             print(f"--resume: no checkpoint in {checkpoints}, starting from step 0")
         if self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.run_dir / RUN_CONFIG, self.config.to_yaml().encode())
+            self.run_dir.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.run_dir.config, self.config.to_yaml().encode())
         distributed.barrier(self.env)
         return latest
 
     def _print_summary(self, tokens_per_step: int) -> None:
         config, model = self.config, self.model.config
         params = sum(p.numel() for p in self.model.parameters())
-        print(f"run {self.run_dir}: {params / 1e6:.2f}M parameters, window {model.sliding_window}, "
+        print(f"run {self.run_dir.root}: {params / 1e6:.2f}M parameters, window {model.sliding_window}, "
               f"seq_len {config.data.seq_len}, {config.train.batch_size} x {config.data.seq_len} = "
               f"{tokens_per_step:,} tokens/step, {config.train.steps} steps, {self.env.world_size} process(es) "
               f"on {self.env.device}, bf16 {'on' if self.bf16 else 'off'}, data {self.data_dir} "
               f"({len(self.train_tokens):,} train tokens)")
         if model.sliding_window is not None and config.data.seq_len <= model.sliding_window:
             print(f"note: data.seq_len ({config.data.seq_len}) <= window ({model.sliding_window}): this is the "
-                  "'train short' baseline; sliding window training uses seq_len = 4w..16w (SPEC.md section 3)")
+                  "'train short' baseline; sliding window training uses seq_len = 4w..16w (docs/spec.md section 3)")
 
 
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
@@ -372,7 +359,7 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any], checkpoint: Pat
     if changed:
         details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise ValueError(f"cannot resume {checkpoint}: the config differs in {details}. Use the run's own config "
-                         f"({checkpoint.parent.parent / RUN_CONFIG}) or start a new run with --out")
+                         f"({RunDir(checkpoint.parent.parent).config}) or start a new run with --out")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -383,28 +370,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-@contextlib.contextmanager
-def _quiet_transformers_progress():
-    from transformers.utils import logging
-
-    enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            logging.enable_progress_bar()
-
-
-def _micro_steps(config: TrainConfig, world_size: int) -> int:
-    """Micro-batches per process per step: the global batch split over processes and micro-batches."""
-    run = config.train
-    if run.batch_size % (world_size * run.micro_batch_size):
-        raise ValueError(f"train.batch_size ({run.batch_size}) must be a multiple of processes x "
-                         f"train.micro_batch_size ({world_size} x {run.micro_batch_size}): change one of them")
-    return run.batch_size // (world_size * run.micro_batch_size)
 
 
 def _due(step: int, every: int, total: int) -> bool:
