@@ -1,59 +1,46 @@
-"""Loading what an evaluation needs: a saved model with its tokenizer, and token streams."""
+"""What an evaluation reads besides the model: held-out token streams, and facts about a model
+directory (a short label, the training length of its run, its receptive field).
+
+The model and its tokenizer are loaded by :func:`swat.models.loading.load_model`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+import yaml
+from transformers import PreTrainedTokenizerBase
 
-import swat  # noqa: F401  (registers the "swat" model type with the Auto classes)
+from swat.data.shards import TokenShards
+from swat.models.loading import load_model
+from swat.training.run_dir import RunDir
 
-
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A model directory written by ``save_pretrained`` (weights as safetensors) and its tokenizer,
-    the model in eval mode."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a model directory (no config.json): pass the directory a training run saved, "
-            "e.g. RUN_DIR/final"
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(
-            f"no tokenizer in {path}: save the tokenizer next to the model (tokenizer.save_pretrained)"
-        ) from error
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True).to(device)
-    model.eval()
-    return model, tokenizer
+__all__ = ["load_model", "model_label", "read_tokens", "receptive_field", "sequences_of", "tokenize_text",
+           "training_length"]
 
 
 def model_label(path: str | Path) -> str:
-    """A short name for tables and legends: the run directory for ``RUN/final``-style paths."""
+    """A short name for tables and legends: the run's name for its ``final/`` model, ``RUN/STEP``
+    for one of its checkpoints, the directory's name for a model outside a run."""
     path = Path(path).resolve()
-    if path.name in ("final", "best", "last") or path.name.startswith(("checkpoint", "step")):
-        return path.parent.name
-    return path.name
+    run = RunDir.of_model(path)
+    if run is None:
+        return path.name
+    return run.root.name if path == run.final.resolve() else f"{run.root.name}/{path.name}"
 
 
 def training_length(path: str | Path) -> int | None:
-    """``data.seq_len`` of the run that saved ``RUN_DIR/final`` (read from ``RUN_DIR/config.yaml``),
-    or None when the model does not come from a ``swat train`` run."""
-    import yaml
-
-    run_config = Path(path).resolve().parent / "config.yaml"
-    if not run_config.is_file():
+    """``data.seq_len`` of the run that saved the model directory ``path`` (read from the run's
+    config), or None when the model does not come from a ``swat train`` run."""
+    run = RunDir.of_model(path)
+    if run is None:
         return None
-    seq_len = (yaml.safe_load(run_config.read_text()) or {}).get("data", {}).get("seq_len")
+    seq_len = (yaml.safe_load(run.config.read_text()) or {}).get("data", {}).get("seq_len")
     return int(seq_len) if isinstance(seq_len, int) else None
 
 
 def receptive_field(config) -> int | None:
-    """Tokens the last logit can depend on: ``L*(w-1)+1`` with a window (SPEC.md section 2),
+    """Tokens the last logit can depend on: ``L*(w-1)+1`` with a window (docs/spec.md section 2),
     ``None`` (unbounded) for full attention."""
     window = getattr(config, "sliding_window", None)
     if window is None:
@@ -83,8 +70,6 @@ def read_tokens(
 
 
 def _read_shards(data_dir: Path, tokenizer, split: str, max_tokens: int | None) -> torch.Tensor:
-    from swat.data import TokenShards
-
     shards = TokenShards(data_dir, split)
     if shards.vocab_size != len(tokenizer):
         raise ValueError(
