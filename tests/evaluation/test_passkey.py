@@ -6,8 +6,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from swat import SWATForCausalLM
 from swat.cli import main
-from swat.evaluation.passkey import KEY_LINE, PasskeyPrompts, default_grid, evaluate_passkey
+from swat.evaluation.passkey import KEY_LINE, PasskeyPrompts, default_grid, evaluate_passkey, score_answer
 
 from .conftest import tiny_config
 
@@ -64,6 +65,18 @@ def test_accuracy_follows_the_reach_of_an_ideal_retriever(tokenizer):
     assert math.isnan(accuracy[(240, 150)]) and math.isnan(accuracy[(400, 500)])
     nll = {(c["length"], c["distance"]): c["answer_nll"] for c in result["cells"]}
     assert nll[(400, 70)] < 0.01 < nll[(400, 150)]
+
+
+def test_answer_score_is_the_teacher_forced_loss_of_one_full_forward():
+    model = SWATForCausalLM(tiny_config(97)).double().eval()
+    ids = torch.randint(0, 97, (60,))
+    context, answer = ids[:55].tolist(), ids[55:].tolist()
+    with torch.no_grad():
+        logits = model(ids[None, :-1]).logits[0, 54:]
+    expected = torch.nn.functional.cross_entropy(logits, ids[55:]).item()
+    correct, nll = score_answer(model, context, answer, chunk_size=16)
+    assert nll == pytest.approx(expected, rel=1e-6)  # next_token_loss computes in float32
+    assert correct == bool((logits.argmax(-1) == ids[55:]).all())
 
 
 def test_default_grid_spans_window_receptive_field_and_beyond():

@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.evaluation.loading import receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import PREFILL_CHUNK_SIZE, prefill
+from swat.models.loss import next_token_loss
 
 INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
                "I will quiz you about the important information there.")
@@ -96,9 +96,9 @@ def score_answer(model: PreTrainedModel, context: list[int], answer: list[int], 
         rest = model(input_ids=torch.tensor([answer[:-1]], device=device), cache=cache, use_cache=True).logits
         logits = torch.cat([logits, rest], dim=1)
     targets = torch.tensor(answer, device=device)
-    logits = logits[0].float()
+    logits = logits[0]
     correct = bool((logits.argmax(-1) == targets).all())
-    return correct, F.cross_entropy(logits, targets).item()
+    return correct, next_token_loss(logits, targets).item()
 
 
 def evaluate_passkey(
