@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from swat.evaluation.results import markdown_table
+from swat.experiments.reproduce import ablation_run
 from swat.ops import alibi_slopes
 
 
@@ -29,7 +30,7 @@ def collect(root: Path) -> tuple[dict[str, dict[int, dict]], dict[str, dict]]:
     for path in sorted(root.glob("*/reproduce.json")):
         result = json.loads(path.read_text())
         for row in result["summary"]:
-            config = json.loads((path.parent / "runs" / row["name"] / "final" / "config.json").read_text())
+            config = json.loads((ablation_run(path.parent, row["name"]).final / "config.json").read_text())
             label = describe(config)
             rows[label][result["settings"]["seed"]] = row
             configs[label] = config
