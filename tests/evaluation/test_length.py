@@ -56,3 +56,10 @@ def test_cli_writes_json_markdown_and_plot(tmp_path, swat_dir, softmax_dir, text
     assert all(row["ppl"] > 1 for r in results for row in r["lengths"])
     assert "ppl @ 128" in (out / "length.md").read_text()
     assert (out / "length.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_rejects_a_malformed_length_list_with_a_usage_error(swat_dir, text_file, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "length", "--models", str(swat_dir), "--text", str(text_file), "--lengths", "256,2x"])
+    assert exit_info.value.code == 2
+    assert "cannot read the length '2x'" in capsys.readouterr().err
