@@ -27,8 +27,11 @@ import sys
 import time
 
 import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
+from swat import SWATConfig, SWATForCausalLM
 from swat.evaluation.options import token_counts
+from swat.inference import RollingCache
 
 MODELS = ("swat", "mistral", "llama")
 SIZE = dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
@@ -41,11 +44,7 @@ ASSUMED_BANDWIDTH = 3e9  # bytes/s a decode step streams through the cache on th
 def build(name: str) -> torch.nn.Module:
     """A randomly initialised model of the benchmark size."""
     if name == "swat":
-        from swat import SWATConfig, SWATForCausalLM
-
         return SWATForCausalLM(SWATConfig(**SIZE, sliding_window=WINDOW, max_position_embeddings=2**20))
-    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
-
     if name == "llama":
         return LlamaForCausalLM(LlamaConfig(**SIZE, max_position_embeddings=2**20))
     return MistralForCausalLM(MistralConfig(**SIZE, sliding_window=WINDOW, max_position_embeddings=2**20))
@@ -53,11 +52,7 @@ def build(name: str) -> torch.nn.Module:
 
 def new_cache(model):
     if hasattr(model.config, "attention_activation"):
-        from swat.inference import RollingCache
-
         return RollingCache(model.config)
-    from transformers import DynamicCache
-
     return DynamicCache(config=model.config)
 
 

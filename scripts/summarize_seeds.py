@@ -15,6 +15,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from swat.evaluation.results import markdown_table
 from swat.experiments.reproduce import ablation_run
 from swat.ops import alibi_slopes
@@ -61,11 +63,6 @@ def spread(values: list[float]) -> str:
 def plot(rows: dict[str, dict[int, dict]], configs: dict[str, dict], path: Path) -> None:
     """Held-out perplexity of balanced SWAT (b = -log w) against the retaining reward, one line per
     head count, mean and spread over seeds; one-sided ALiBi as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for heads in sorted({c["num_attention_heads"] for c in configs.values()}):
         points = sorted(

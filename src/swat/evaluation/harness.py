@@ -18,10 +18,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import lm_eval
+import matplotlib.pyplot as plt
 import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+from lm_eval.tasks import TaskManager
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -158,9 +161,6 @@ def run_harness(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run lm-eval tasks on a saved model; returns lm-eval's results plus our settings."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
     lm = SWATHarnessLM(model_dir, max_length=max_length, device=device)
     task_manager = None
     if include_path:  # indexing lm-eval's thousands of built-in YAMLs takes half a minute: skip when not needed
@@ -200,8 +200,6 @@ def harness_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_harness(result: dict[str, Any], path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
     rows = harness_rows(result)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.8))
     labels = [f"{task}\n{metric}" for task, metric, _, _ in rows]

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
@@ -114,8 +115,6 @@ def length_markdown(results: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_lengths(results: Sequence[dict[str, Any]], path: str | Path, train_length: int | None = None) -> Path:
-    import matplotlib.pyplot as plt
-
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in results:
         xs = [row["length"] for row in r["lengths"]]

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -158,8 +159,6 @@ def passkey_markdown(results: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_passkey(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
     columns = min(4, len(results))
     rows = math.ceil(len(results) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.4 * rows + 0.6), squeeze=False,
