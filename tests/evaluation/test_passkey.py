@@ -1,4 +1,3 @@
-import json
 import math
 import random
 from types import SimpleNamespace
@@ -10,7 +9,7 @@ from swat import SWATForCausalLM
 from swat.cli import main
 from swat.evaluation.passkey import KEY_LINE, PasskeyPrompts, default_grid, evaluate_passkey, score_answer
 
-from .conftest import tiny_config
+from .conftest import read_outputs, tiny_config
 
 FILLER = " the king and queen walk to the castle where a fool sings of love and war."
 
@@ -91,11 +90,10 @@ def test_cli(tmp_path, swat_dir, softmax_dir):
     code = main(["eval", "passkey", "--model", str(swat_dir), str(softmax_dir), "--lengths", "200,300",
                  "--distances", "70,150", "--trials", "2", "--out", str(out)])
     assert code == 0
-    results = json.loads((out / "passkey.json").read_text())
+    results, markdown = read_outputs(out, "passkey")
     assert len(results) == 2 and len(results[0]["cells"]) == 4
     assert all(0.0 <= c["accuracy"] <= 1.0 for r in results for c in r["cells"] if c["trials"])
-    assert "distance" in (out / "passkey.md").read_text()
-    assert (out / "passkey.png").read_bytes()[:4] == b"\x89PNG"
+    assert "distance" in markdown
 
 
 def test_keys_need_digits(tokenizer):
