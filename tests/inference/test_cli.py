@@ -8,14 +8,13 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from swat import SWATForCausalLM
 from swat.cli import main
 from swat.inference import streaming_nll
 from swat.models.loading import load_model
 from tests.conftest import tiny_config
+from tests.evaluation.conftest import make_tokenizer
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -25,20 +24,10 @@ SENTENCES = [
 ] * 5
 
 
-def _tokenizer() -> PreTrainedTokenizerFast:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(SENTENCES, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("model")
-    tokenizer = _tokenizer()
+    tokenizer = make_tokenizer("\n".join(SENTENCES), vocab_size=300)
     config = tiny_config(vocab_size=len(tokenizer), eos_token_id=None, pad_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     SWATForCausalLM(config).save_pretrained(path)
