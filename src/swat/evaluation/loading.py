@@ -15,8 +15,7 @@ from swat.data.shards import TokenShards
 from swat.models.loading import load_model
 from swat.training.run_dir import RunDir
 
-__all__ = ["load_model", "model_label", "read_tokens", "receptive_field", "sequences_of", "tokenize_text",
-           "training_length"]
+__all__ = ["load_model", "model_label", "read_tokens", "receptive_field", "sequences_of", "training_length"]
 
 
 def model_label(path: str | Path) -> str:
@@ -48,25 +47,20 @@ def receptive_field(config) -> int | None:
     return config.num_hidden_layers * (window - 1) + 1
 
 
-def tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
-    """The whole text as one 1-D stream of token ids (no special tokens added)."""
-    ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    return torch.tensor(ids, dtype=torch.long)
-
-
 def read_tokens(
     source: str | Path, tokenizer: PreTrainedTokenizerBase, split: str = "heldout", max_tokens: int | None = None
 ) -> torch.Tensor:
     """The token stream of held-out text: a UTF-8 text file (tokenised with the model's
-    tokenizer), or a prepared data directory (``swat data ...``), whose ``split`` is read as is;
-    at most ``max_tokens`` tokens."""
+    tokenizer, no special tokens added), or a prepared data directory (``swat data ...``), whose
+    ``split`` is read as is; at most ``max_tokens`` tokens."""
     source = Path(source)
     if source.is_dir():
         return _read_shards(source, tokenizer, split, max_tokens)
     if not source.is_file():
         raise FileNotFoundError(f"text not found: {source} (pass a UTF-8 text file or a prepared data directory)")
-    tokens = tokenize_text(source.read_text(encoding="utf-8"), tokenizer)
-    return tokens[:max_tokens] if max_tokens is not None else tokens
+    ids = tokenizer(source.read_text(encoding="utf-8"), add_special_tokens=False,
+                    return_attention_mask=False)["input_ids"]
+    return torch.tensor(ids[:max_tokens], dtype=torch.long)
 
 
 def _read_shards(data_dir: Path, tokenizer, split: str, max_tokens: int | None) -> torch.Tensor:
