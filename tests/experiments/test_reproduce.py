@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+import swat.experiments.reproduce as experiment
 from swat.cli import main
 from swat.evaluation.loading import training_length
 from swat.experiments.reproduce import ablation_config, ablations, choose_ablations, extra_ablations
@@ -87,3 +88,13 @@ def test_cli_trains_evaluates_and_reuses_two_configs(tmp_path, data_dir, monkeyp
 def test_a_data_dir_that_is_not_prepared_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a prepared data directory"):
         main(["reproduce", "--steps", "1", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def test_the_time_budget_sets_the_step_count(data_dir, monkeypatch):
+    (swat,) = choose_ablations(64, ["swat"])
+    config = ablation_config("tiny", [f"data.dir={data_dir}", *SMALL], swat, steps=1)
+    monkeypatch.setattr(experiment, "seconds_per_step", lambda config, vocab_size: 0.5)
+    assert experiment.steps_within(10, config, 300, configs=4) == int(10 * 60 * experiment.TRAIN_SHARE / 4 / 0.5)
+    assert experiment.steps_within(0.01, config, 300, configs=4) == 10
+    monkeypatch.undo()
+    assert experiment.seconds_per_step(config, 300, repeats=1) > 0

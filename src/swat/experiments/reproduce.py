@@ -137,6 +137,15 @@ def seconds_per_step(config: TrainConfig, vocab_size: int, repeats: int = 2) -> 
     return min(times[1:])
 
 
+def steps_within(minutes: float, config: TrainConfig, vocab_size: int, configs: int) -> int:
+    """Optimiser steps per config (at least 10) that train ``configs`` configs like ``config`` in
+    ``TRAIN_SHARE`` of ``minutes`` on this machine."""
+    step_seconds = seconds_per_step(config, vocab_size)
+    steps = max(10, int(minutes * 60 * TRAIN_SHARE / configs / step_seconds))
+    print(f"--minutes {minutes:g}: one step takes {step_seconds:.2f} s here, so {steps} steps per config")
+    return steps
+
+
 def ensure_data(data_dir: str | Path | None) -> Path:
     """The prepared data directory; the embedded Shakespeare corpus is prepared if missing."""
     path = Path(data_dir) if data_dir is not None else Path(default_data_dir())
@@ -176,10 +185,8 @@ def reproduce(
         raise ValueError("the base config must have a sliding_window (the SWAT window of the ablations)")
     chosen = choose_ablations(window, names)
     if steps is None:
-        step_seconds = seconds_per_step(ablation_config(preset, base_overrides, chosen[0], 1),
-                                        read_manifest(data_dir)["vocab_size"])
-        steps = max(10, int(minutes * 60 * TRAIN_SHARE / len(chosen) / step_seconds))
-        print(f"--minutes {minutes:g}: one step takes {step_seconds:.2f} s here, so {steps} steps per config")
+        steps = steps_within(minutes, ablation_config(preset, base_overrides, chosen[0], 1),
+                             read_manifest(data_dir)["vocab_size"], len(chosen))
     tokens = steps * base.train.batch_size * base.data.seq_len
     if eval_tokens is None:
         eval_tokens = max(LENGTH_MULTIPLES[-1] * base.data.seq_len, int(16384 * minutes / 60))
