@@ -43,7 +43,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(tokens, labels=tokens).loss.backward()
     plain = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    model.activation_checkpointing_enable()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # as the trainer
     calls = []
     model.model.layers[0].self_attn.register_forward_hook(lambda *_: calls.append(1))
     model(tokens, labels=tokens).loss.backward()
