@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from swat import SWATForCausalLM
-from swat.inference import PREFILL_CHUNK_SIZE, RollingCache
+from swat.inference import PREFILL_CHUNK_SIZE, RollingCache, prefill
 from swat.models.compat import output_cache
 from tests.conftest import tiny_config
 
@@ -88,3 +88,22 @@ def test_sampled_generation_with_a_seed_is_reproducible_and_uses_the_rolling_cac
         torch.manual_seed(1)
         runs.append(model.generate(prompt, max_new_tokens=3 * W, do_sample=True, top_p=0.9, pad_token_id=PAD))
     assert torch.equal(runs[0], runs[1])
+
+
+@torch.no_grad()
+def test_prefill_of_a_left_padded_batch_gives_each_prompt_its_own_logits_and_cache():
+    model = _model()
+    prompts = [torch.randint(1, 97, (n,)) for n in (4, 3 * W + 1)]
+    batch = torch.full((2, 3 * W + 1), PAD)
+    mask = torch.zeros_like(batch)
+    for row, prompt in enumerate(prompts):
+        batch[row, batch.shape[1] - len(prompt):] = prompt
+        mask[row, batch.shape[1] - len(prompt):] = 1
+    logits, cache = prefill(model, batch, attention_mask=mask, chunk_size=5)
+    following = torch.randint(1, 97, (2, 3))
+    mask = torch.cat([mask, torch.ones_like(following)], dim=1)
+    after = model(following, attention_mask=mask, cache=cache).logits
+    for row, prompt in enumerate(prompts):
+        alone = model(torch.cat([prompt, following[row]])[None]).logits[0]
+        torch.testing.assert_close(logits[row], alone[len(prompt) - 1], rtol=0, atol=1e-10)
+        torch.testing.assert_close(after[row], alone[len(prompt):], rtol=0, atol=1e-10)

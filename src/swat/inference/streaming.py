@@ -20,7 +20,7 @@ from swat.models.compat import output_cache
 from swat.models.loss import next_token_loss
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the caller goes on decoding with the cache, in any mode
 def prefill(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
