@@ -5,7 +5,7 @@ import torch
 
 from swat import SWATForCausalLM
 from swat.inference import PREFILL_CHUNK_SIZE, RollingCache, prefill
-from swat.models.compat import output_cache
+from swat.models.compat import CACHE_FIELD, output_cache
 from tests.conftest import tiny_config
 
 W = 8
@@ -107,3 +107,12 @@ def test_prefill_of_a_left_padded_batch_gives_each_prompt_its_own_logits_and_cac
         alone = model(torch.cat([prompt, following[row]])[None]).logits[0]
         torch.testing.assert_close(logits[row], alone[len(prompt) - 1], rtol=0, atol=1e-10)
         torch.testing.assert_close(after[row], alone[len(prompt):], rtol=0, atol=1e-10)
+
+
+@torch.no_grad()
+def test_generate_continues_from_a_prefilled_cache():
+    model = _model()
+    prompt = torch.randint(1, 97, (1, 3 * W))
+    _, cache = prefill(model, prompt[:, :2 * W])
+    continued = _greedy(model, prompt, W, **{CACHE_FIELD: cache})
+    assert torch.equal(continued, _greedy(model, prompt, W))

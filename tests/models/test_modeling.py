@@ -11,7 +11,7 @@ from transformers import (
 
 from swat import SWATForCausalLM, SWATModel
 from swat.models import RollingCache
-from swat.models.compat import output_cache
+from swat.models.compat import enable_activation_checkpointing, output_cache
 from tests.conftest import tiny_config
 
 
@@ -104,7 +104,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(tokens, labels=tokens).loss.backward()
     plain = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # as the trainer
+    enable_activation_checkpointing(model)
     calls = []
     model.model.layers[0].self_attn.register_forward_hook(lambda *_: calls.append(1))
     model(tokens, labels=tokens).loss.backward()

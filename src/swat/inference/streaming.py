@@ -10,6 +10,8 @@ whole stream.
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
@@ -38,9 +40,9 @@ def prefill(
     _check_chunk_size(chunk_size)
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must be [batch, n] with n >= 1, got shape {tuple(input_ids.shape)}")
-    for _, outputs in forward_in_chunks(model, input_ids, chunk_size=chunk_size, cache=cache,
-                                        attention_mask=attention_mask, logits_to_keep=1):
-        pass
+    chunks = forward_in_chunks(model, input_ids, chunk_size=chunk_size, cache=cache, attention_mask=attention_mask,
+                               logits_to_keep=1)
+    _, outputs = deque(chunks, maxlen=1).pop()  # run every chunk, keep the last one's outputs
     return outputs.logits[:, -1], output_cache(outputs)
 
 

@@ -10,12 +10,15 @@ transformers' sake; it asks this module:
 - :func:`cache_argument`: a ``forward`` takes both names and resolves them here;
 - :func:`model_output`: builds an output object with the cache under the installed field name;
 - :func:`output_cache`: reads the cache of any transformers model's output.
+
+Activation (gradient) checkpointing was renamed too: :func:`enable_activation_checkpointing`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.utils import ModelOutput
@@ -40,3 +43,14 @@ def model_output(output_class: type[ModelOutput], cache: Cache | None, **fields)
 def output_cache(outputs: ModelOutput) -> Cache | None:
     """The cache of a transformers model's output (``outputs.cache`` or ``outputs.past_key_values``)."""
     return getattr(outputs, CACHE_FIELD)
+
+
+def enable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute each decoder layer during backward (non-reentrant autograd checkpointing):
+    ``activation_checkpointing_enable`` where transformers has it, else the older
+    ``gradient_checkpointing_enable`` (a deprecated alias in later releases)."""
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)

@@ -9,6 +9,8 @@ releases is in :mod:`swat.models.compat`.
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
@@ -260,9 +262,9 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
             inputs = self.prepare_inputs_for_generation(**chunk, **passed, is_first_iteration=True)
             return self(**inputs, return_dict=True)
 
-        for _, outputs in forward_in_chunks(
+        chunks = forward_in_chunks(
             forward, input_ids, chunk_size=generation_config.prefill_chunk_size or PREFILL_CHUNK_SIZE, cache=cache,
             attention_mask=model_kwargs.get("attention_mask"), position_ids=model_kwargs.get("position_ids"),
-        ):
-            pass
+        )
+        _, outputs = deque(chunks, maxlen=1).pop()  # run every chunk, keep the last one's outputs
         return outputs
