@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from transformers.loss.loss_utils import ForCausalLMLoss
 
 from swat.models.loss import causal_lm_loss, next_token_loss
 
@@ -29,8 +30,6 @@ def test_shape_mismatch_is_a_clear_error():
 
 @pytest.mark.parametrize("num_items_in_batch", [None, 7, torch.tensor(11)])
 def test_causal_lm_loss_is_transformers_causal_lm_loss(num_items_in_batch):
-    from transformers.loss.loss_utils import ForCausalLMLoss
-
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 6, 9, generator=gen, dtype=torch.float64)
     labels = torch.randint(0, 9, (2, 6), generator=gen)

@@ -7,6 +7,7 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from swat.models.compat import CACHE_FIELD
 from swat.ops import BACKEND_NAMES
 from swat.ops.alibi import alibi_slopes, bounded_retain_scale
 from swat.ops.attention import ACTIVATIONS
@@ -38,7 +39,7 @@ class SWATConfig(PreTrainedConfig):
     """
 
     model_type = "swat"
-    keys_to_ignore_at_inference = ["cache"]
+    keys_to_ignore_at_inference = [CACHE_FIELD]  # the cache is not a prediction
     base_model_tp_plan = {
         "layers.*.self_attn.q_proj": "colwise",
         "layers.*.self_attn.k_proj": "colwise",
