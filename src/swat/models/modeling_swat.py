@@ -192,12 +192,16 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         past_key_values: Cache | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
+        **unused,
     ) -> CausalLMOutputWithPast:
         """Causal LM forward (arguments as :meth:`SWATModel.forward`). ``logits_to_keep``: logits
         of the last ``n`` positions only (0 = all), or of the positions a tensor lists. With
         ``labels`` (the input ids, ``-100`` where no loss is wanted) the loss is
         :func:`swat.models.loss.causal_lm_loss` (labels shifted inside, ``num_items_in_batch``
-        as in transformers' gradient accumulation)."""
+        as in transformers' gradient accumulation).
+
+        ``unused``: what ``generate`` hands every model besides its inputs (e.g. the
+        ``tokenizer`` of ``stop_strings``); nothing in it changes the result."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
