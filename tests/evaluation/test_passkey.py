@@ -28,9 +28,9 @@ class BigramRetriever(torch.nn.Module):
     def device(self):
         return self.dummy.device
 
-    def forward(self, input_ids, cache=None, logits_to_keep=0, **kwargs):
-        """The "cache" is the list of tokens seen so far."""
-        ids = (cache or []) + input_ids[0].tolist()
+    def forward(self, input_ids, cache=None, past_key_values=None, logits_to_keep=0, **kwargs):
+        """The "cache" is the list of tokens seen so far (under either of transformers' names)."""
+        ids = (cache or past_key_values or []) + input_ids[0].tolist()
         new = range(len(ids) - input_ids.shape[1], len(ids))
         logits = torch.zeros(1, len(new), self.vocab_size)
         for row, t in enumerate(new):
@@ -38,7 +38,7 @@ class BigramRetriever(torch.nn.Module):
                 if ids[s - 1:s + 1] == ids[t - 1:t + 1]:
                     logits[0, row, ids[s + 1]] = 20.0
                     break
-        return SimpleNamespace(logits=logits[:, -logits_to_keep:], cache=ids)
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:], cache=ids, past_key_values=ids)
 
 
 def test_prompt_layout(tokenizer):

@@ -12,10 +12,9 @@ import yaml
 from transformers import PreTrainedTokenizerBase
 
 from swat.data.shards import TokenShards
-from swat.models.loading import load_model
 from swat.training.run_dir import RunDir
 
-__all__ = ["load_model", "model_label", "read_tokens", "receptive_field", "sequences_of", "training_length"]
+__all__ = ["model_label", "read_tokens", "receptive_field", "sequences_of", "training_length"]
 
 
 def model_label(path: str | Path) -> str:
