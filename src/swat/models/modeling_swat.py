@@ -69,6 +69,7 @@ class SWATPreTrainedModel(PreTrainedModel):
 
 class SWATModel(SWATPreTrainedModel):
     def __init__(self, config: SWATConfig) -> None:
+        config.check()
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
@@ -96,10 +97,6 @@ class SWATModel(SWATPreTrainedModel):
         ``segment_ids`` restricts attention to keys of the query's own segment (packed
         documents). Positions and segments are set in :meth:`positions_and_segments`, where
         their contract is written."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
         cache = cache_argument(cache, past_key_values)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
@@ -108,12 +105,16 @@ class SWATModel(SWATPreTrainedModel):
             cache = None
         elif cache is None:
             cache = RollingCache(self.config)
+        past = 0 if cache is None else cache.get_seq_length()
+        self.check_inputs(input_ids, inputs_embeds, past)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         position_ids, segment_ids = self.positions_and_segments(
-            inputs_embeds, 0 if cache is None else cache.get_seq_length(), attention_mask, position_ids, segment_ids
+            inputs_embeds, past, attention_mask, position_ids, segment_ids
         )
         position_embeddings = None
         if self.config.use_rope:
@@ -135,6 +136,41 @@ class SWATModel(SWATPreTrainedModel):
             hidden_states=(*all_hidden_states, hidden_states) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
+
+    def check_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, past: int) -> None:
+        """Refuse inputs the layers would misread, with what to change: exactly one of
+        ``input_ids`` (integer ``[batch, seq]``, ids in ``0 .. vocab_size - 1``) and
+        ``inputs_embeds`` (``[batch, seq, hidden_size]``), at least one token.
+
+        The ids' range is read on the host, except in a decoding step (one token per row after
+        ``past > 0`` cached ones): those ids come from the model's own logits, and on an
+        accelerator reading them would make every step wait for the device."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is not None:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(f"inputs_embeds must be [batch, seq, hidden_size] = [batch, seq, "
+                                 f"{self.config.hidden_size}], got shape {tuple(inputs_embeds.shape)}")
+            tokens = inputs_embeds.shape[1]
+        else:
+            if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+                raise ValueError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}; "
+                                 "pass vectors as inputs_embeds")
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids must be 2-D [batch, seq], got shape {tuple(input_ids.shape)}"
+                                 + ("; add the batch dimension: input_ids[None]" if input_ids.dim() == 1 else ""))
+            tokens = input_ids.shape[1]
+            decoding = past > 0 and tokens == 1
+            if tokens and not decoding:
+                low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one read of the device
+                if low < 0 or high >= self.config.vocab_size:
+                    raise ValueError(
+                        f"input_ids must lie in 0 .. vocab_size - 1 = {self.config.vocab_size - 1}, got ids from "
+                        f"{low} to {high}: tokenize with the model's tokenizer, or build the model with a "
+                        "vocab_size that covers the tokenizer"
+                    )
+        if tokens == 0:
+            raise ValueError("the input has no tokens (seq = 0): pass at least one token per row")
 
     @staticmethod
     def positions_and_segments(
@@ -161,6 +197,9 @@ class SWATModel(SWATPreTrainedModel):
         batch, seq = inputs_embeds.shape[:2]
         if position_ids is None:
             position_ids = torch.arange(past, past + seq, device=inputs_embeds.device)[None]
+        elif position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch) or position_ids.shape[1] != seq:
+            raise ValueError(f"position_ids must be [batch or 1, seq] = [{batch} or 1, {seq}] (one per new token), "
+                             f"got shape {tuple(position_ids.shape)}; or leave them out to number from {past}")
         if attention_mask is not None:
             if segment_ids is not None:
                 raise ValueError("pass attention_mask (padding) or segment_ids (packed documents), not both")
@@ -171,7 +210,8 @@ class SWATModel(SWATPreTrainedModel):
         if segment_ids is not None and tuple(segment_ids.shape) != (batch, past + seq):
             name = "segment_ids" if attention_mask is None else "attention_mask"
             raise ValueError(f"{name} must cover the {past} cached tokens and the {seq} new ones: shape "
-                             f"[batch, past + seq] = [{batch}, {past + seq}], got {tuple(segment_ids.shape)}")
+                             f"[batch, past + seq] = [{batch}, {past + seq}], got {tuple(segment_ids.shape)}; pass "
+                             f"one entry per token so far, cached and new, as generate does")
         return position_ids, segment_ids
 
 
