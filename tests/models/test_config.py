@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -5,6 +6,8 @@ import torch
 from transformers import AutoConfig
 
 from swat import PRESETS, SWATConfig, SWATForCausalLM, alibi_slopes, preset_config
+from swat.models.configuration_swat import MAX_EMBEDDING_PARAMETERS
+from swat.models.hub import AUTO_MAP
 from tests.conftest import tiny_config
 
 
@@ -97,3 +100,36 @@ def test_preset_parameter_counts(name, low, high):
         model = SWATForCausalLM(preset_config(name))
     count = sum(p.numel() for p in model.parameters())
     assert low < count < high
+
+
+def test_keys_transformers_writes_or_passes_still_load(tmp_path):
+    """Unknown keys are refused, but not the ones transformers itself writes into config.json or
+    passes through ``from_pretrained``, nor the generation parameters older configs carried."""
+    tiny_config().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "torch_dtype": "float32", "_name_or_path": "somewhere",
+                                "_commit_hash": None, "max_length": 20, "do_sample": False,
+                                "architectures": ["SWATForCausalLM"], "auto_map": AUTO_MAP}))
+    config = AutoConfig.from_pretrained(tmp_path, output_attentions=True, attn_implementation="eager")
+    assert config.to_diff_dict()["sliding_window"] == 8 and config.output_attentions
+    SWATForCausalLM(tiny_config()).save_pretrained(tmp_path / "model")
+    model = SWATForCausalLM.from_pretrained(tmp_path / "model", dtype=torch.float64, output_hidden_states=True)
+    assert model.dtype == torch.float64 and model.config.output_hidden_states
+
+
+def test_a_saved_config_with_a_misspelt_key_names_the_field(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "sigmoid_bais": -2.0}))
+    with pytest.raises(ValueError, match=r"'sigmoid_bais' \(did you mean 'sigmoid_bias'\?\)"):
+        AutoConfig.from_pretrained(tmp_path)
+
+
+def test_the_embedding_bound_is_inclusive():
+    config = SWATConfig(vocab_size=2**21, hidden_size=2**10, intermediate_size=8, num_hidden_layers=1,
+                        num_attention_heads=2)
+    assert config.vocab_size * config.hidden_size == MAX_EMBEDDING_PARAMETERS
+    with pytest.raises(ValueError, match="above the 2,147,483,648"):
+        SWATConfig(vocab_size=2**21 + 1, hidden_size=2**10, intermediate_size=8, num_hidden_layers=1,
+                   num_attention_heads=2)

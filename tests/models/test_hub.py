@@ -111,6 +111,7 @@ def test_pipeline_generates_through_the_rolling_cache(model_dir):
 
 
 def test_transformers_trainer_fine_tunes_saves_and_reloads(model_dir, tmp_path):
+    pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate (an optional dependency)")
     got = _json_output(_run("""
         import json, torch
         from datasets import Dataset
@@ -143,6 +144,7 @@ def test_transformers_trainer_fine_tunes_saves_and_reloads(model_dir, tmp_path):
 
 
 def test_lm_eval_hf_model_scores_like_swat_eval_harness(model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval", reason="lm-eval is the optional swat-lm[eval] dependency")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["eval", "harness", "--model", str(model_dir), "--tasks", "swat_tiny_mc", "--include-path",
