@@ -56,6 +56,12 @@ class SWATConfig(PreTrainedConfig):
 
     The paper's baselines are switches of the same config, e.g. Transformer++ is
     ``attention_activation="softmax", alibi="none", sliding_window=None``.
+
+    Every field is checked when the config is made, from keywords or from a ``config.json``, and
+    again when a model is built from it (:meth:`check`): a ``ValueError`` names each field to
+    change. Sizes are ints >= 1, ``vocab_size * hidden_size`` at most
+    :data:`MAX_EMBEDDING_PARAMETERS`, special token ids inside the vocabulary, and a key that is
+    no field (nor one of :data:`TRANSFORMERS_KEYS`) is refused with the closest field's name.
     """
 
     model_type = "swat"

@@ -95,8 +95,8 @@ class SWATModel(SWATPreTrainedModel):
         """Hugging Face's decoder forward; ``cache`` and ``past_key_values`` are two names of the
         same argument (see :mod:`swat.models.compat`). Besides the usual arguments,
         ``segment_ids`` restricts attention to keys of the query's own segment (packed
-        documents). Positions and segments are set in :meth:`positions_and_segments`, where
-        their contract is written."""
+        documents). Inputs are checked in :meth:`check_inputs`; positions and segments are set
+        in :meth:`positions_and_segments`, where their contract is written."""
         cache = cache_argument(cache, past_key_values)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
