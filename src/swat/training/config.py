@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -255,6 +257,16 @@ def _check_model_section(value: dict[str, Any]) -> dict[str, Any]:
     return dict(value)
 
 
+def _device_problems(device: str) -> list[str]:
+    if device == "auto":
+        return []
+    try:
+        torch.device(device)
+    except RuntimeError:
+        return [f"train.device must be auto, cpu, cuda or cuda:N (a torch device), got {device!r}"]
+    return []
+
+
 def _check(config: TrainConfig) -> None:
     """Value checks that types cannot express; the model section must make a valid ``SWATConfig``."""
     from swat.training.sampler import micro_steps_per_process
@@ -273,6 +285,14 @@ def _check(config: TrainConfig) -> None:
             problems.append(str(error))
     if run.bf16 not in (True, False, "auto"):
         problems.append(f"train.bf16 must be true, false or auto, got {run.bf16!r}")
+    if run.seed < 0:
+        problems.append(f"train.seed must be >= 0, got {run.seed}")
+    problems += _device_problems(run.device)
+    numbers = {"optim.lr": optim.lr, "optim.min_lr": optim.min_lr, "optim.eps": optim.eps,
+               "optim.weight_decay": optim.weight_decay, "optim.grad_clip": optim.grad_clip,
+               **{f"optim.betas[{i}]": b for i, b in enumerate(optim.betas)}}
+    problems += [f"{key} must be a finite number, got {value}" for key, value in numbers.items()
+                 if value is not None and not math.isfinite(value)]
     if optim.lr <= 0 or not 0 <= optim.min_lr <= optim.lr:
         problems.append(f"need optim.lr > 0 and 0 <= optim.min_lr <= optim.lr, got {optim.lr} and {optim.min_lr}")
     if optim.warmup_steps < 0 or optim.weight_decay < 0 or (optim.grad_clip is not None and optim.grad_clip <= 0):
