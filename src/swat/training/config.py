@@ -164,7 +164,9 @@ def _read_source(source: str | Path | dict[str, Any]) -> list[DictConfig]:
     try:
         content = OmegaConf.load(path)
     except (OmegaConfBaseException, yaml.YAMLError) as error:
-        raise ValueError(f"{path} is not a readable YAML config: {_first_line(error)}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" near line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path} is not valid YAML ({_first_line(error)}{where}): fix the file there") from None
     if not isinstance(content, DictConfig):
         raise ValueError(f"{path}: a training config must be a YAML mapping, got a list")
     return [OmegaConf.create({"name": path.stem}), content]
