@@ -99,8 +99,6 @@ class RunDir:
 
     def lock(self) -> RunLock:
         """Take the run's lock (creating the directory); ``FileExistsError`` if another process holds it."""
-        if self.root.exists() and not self.root.is_dir():
-            raise FileExistsError(f"{self.root} is a file, not a run directory: choose another --out")
         self.root.mkdir(parents=True, exist_ok=True)
         return RunLock(self.lock_file)
 

@@ -372,6 +372,7 @@ class Trainer:
         if resume and overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: pass only one")
         run = self.run_dir
+        self._refuse_foreign(overwrite or resume)  # before the lock, which adds a file there
         failure = None
         if self.env.is_main:
             try:
@@ -409,8 +410,13 @@ class Trainer:
                     f"a run (last checkpoint {latest.name})" if latest is not None else "a run's files")
             raise FileExistsError(f"{run.root} already holds {what}: pass --resume to continue it, --overwrite to "
                                   "replace it, or another --out")
+
+    def _refuse_foreign(self, overwrite: bool) -> None:
+        run = self.run_dir
+        if run.root.exists() and not run.root.is_dir():
+            raise FileExistsError(f"{run.root} is a file, not a run directory: choose another --out")
         foreign = run.foreign_entries()
-        if foreign:
+        if foreign and not overwrite and not run.holds_run():
             raise FileExistsError(f"{run.root} is not empty and is not a run directory (it holds {foreign[:5]}): "
                                   "choose an empty or new --out, or pass --overwrite to train there anyway "
                                   "(other files are left alone)")
