@@ -85,7 +85,8 @@ def _heldout_keys(keys: Sequence[str], fraction: float) -> set[str]:
 
 def _check_fraction(fraction: float) -> None:
     if not 0 <= fraction < 1:
-        raise ValueError(f"the held-out fraction must be in [0, 1), got {fraction}")
+        raise ValueError(f"the held-out fraction must be in [0, 1), got {fraction}: pass e.g. "
+                         f"--heldout-fraction {DEFAULT_HELDOUT_FRACTION}")
 
 
 def expand_text_files(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:

@@ -168,7 +168,8 @@ def _read_source(source: str | Path | dict[str, Any]) -> list[DictConfig]:
         where = f" near line {mark.line + 1}" if mark is not None else ""
         raise ValueError(f"{path} is not valid YAML ({_first_line(error)}{where}): fix the file there") from None
     if not isinstance(content, DictConfig):
-        raise ValueError(f"{path}: a training config must be a YAML mapping, got a list")
+        raise ValueError(f"{path} holds a list: a training config is a YAML mapping of sections, e.g. "
+                         "'train: {steps: 100}'")
     return [OmegaConf.create({"name": path.stem}), content]
 
 
@@ -256,7 +257,27 @@ def _check_model_section(value: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(_unknown_message(key, ["preset", *SWATConfig.__annotations__], "model"))
     if value.get("preset", "tiny") not in PRESETS:
         raise ValueError(f"model.preset must be one of {sorted(PRESETS)}, got {value.get('preset')!r}")
+    hints = typing.get_type_hints(SWATConfig, localns={"torch": torch})  # PretrainedConfig's hints name torch
+    for key, item in value.items():
+        if key in hints and not _has_type(item, hints[key]):
+            raise ValueError(f"config key 'model.{key}' must be {_type_name(hints[key])}, got {item!r}"
+                             + (" (YAML spells them .nan, .inf and -.inf)" if str(item).lower().lstrip("+-") in
+                                ("nan", "inf", "infinity") else ""))
     return dict(value)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a ``SWATConfig`` field's annotation (ints count as floats)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_has_type(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    origin = typing.get_origin(hint) or hint
+    return isinstance(value, origin) if isinstance(origin, type) else True
 
 
 def _device_problems(device: str) -> list[str]:

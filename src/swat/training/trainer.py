@@ -292,7 +292,9 @@ class Trainer:
         manifest = self.train_tokens.manifest
         data: dict[str, Any] = {"directory": str(self.data_dir), "vocab_size": manifest["vocab_size"]}
         if self.tokenizer is not None:
-            data["tokenizer"] = f"{type(self.tokenizer).__name__} ({len(self.tokenizer)} entries)"
+            trained = "train_bpe" in manifest.get("source", {}).get("tokenizer", {})
+            data["tokenizer"] = (f"{manifest['tokenizer']}/ ({len(self.tokenizer)} entries"
+                                 + (", a byte-level BPE trained on the train split)" if trained else ")"))
         for split, info in manifest["splits"].items():
             data[f"{split} split"] = f"{info['documents']:,} documents, {info['tokens']:,} tokens"
         return model_card(self.model.config, parameters=sum(p.numel() for p in self.model.parameters()),
