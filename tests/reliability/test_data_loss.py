@@ -128,6 +128,16 @@ def test_a_torn_last_metrics_line_does_not_block_resume(data_dir, tmp_path):
     assert [r["step"] for r in read_metrics(run.root) if "loss" in r] == [1, 2, 3, 4]
 
 
+def test_resuming_a_run_killed_before_its_first_checkpoint_starts_over_cleanly(data_dir, tmp_path):
+    run = RunDir(tmp_path / "run")
+    Trainer(_config(data_dir), run.root).fit(until=1)
+    shutil.rmtree(run.checkpoints)  # as if killed before the first checkpoint: config and metrics only
+    with pytest.raises(FileExistsError, match="holds a run's files: pass --resume"):
+        train(_config(data_dir), run.root)
+    train(_config(data_dir), run.root, resume=True)
+    assert [r["step"] for r in read_metrics(run.root) if "loss" in r] == [1, 2]
+
+
 # ----------------------------------------------------------------------------- swat data prepare --out
 def _texts(directory):
     directory.mkdir()

@@ -123,7 +123,7 @@ class Trainer:
         self.metrics = MetricsLogger(
             self.run_dir, enabled=self.env.is_main, tensorboard=config.log.tensorboard, wandb=config.log.wandb,
             wandb_project=config.log.wandb_project, config=config.to_dict(),
-            resume_step=self.step if resume_from is not None else None,
+            resume_step=self.step if resume else None,
         )
         self.last_eval_loss = _last_eval_loss(self.run_dir) if resume_from is not None else None
 
@@ -396,6 +396,7 @@ class Trainer:
                                   "from: pass --overwrite to train a new one there, or choose another --out")
         elif self.env.is_main:
             print(f"--resume: no checkpoint in {run.checkpoints}, starting from step 0")
+        distributed.barrier(self.env)  # every process has checked the directory before it changes
         if self.env.is_main:
             if overwrite:
                 run.clear()
