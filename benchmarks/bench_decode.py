@@ -27,6 +27,11 @@ import sys
 import time
 
 import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+from swat import SWATConfig, SWATForCausalLM
+from swat.evaluation.options import token_counts
+from swat.inference import RollingCache
 
 MODELS = ("swat", "mistral", "llama")
 SIZE = dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
@@ -39,11 +44,7 @@ ASSUMED_BANDWIDTH = 3e9  # bytes/s a decode step streams through the cache on th
 def build(name: str) -> torch.nn.Module:
     """A randomly initialised model of the benchmark size."""
     if name == "swat":
-        from swat import SWATConfig, SWATForCausalLM
-
         return SWATForCausalLM(SWATConfig(**SIZE, sliding_window=WINDOW, max_position_embeddings=2**20))
-    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
-
     if name == "llama":
         return LlamaForCausalLM(LlamaConfig(**SIZE, max_position_embeddings=2**20))
     return MistralForCausalLM(MistralConfig(**SIZE, sliding_window=WINDOW, max_position_embeddings=2**20))
@@ -51,11 +52,7 @@ def build(name: str) -> torch.nn.Module:
 
 def new_cache(model):
     if hasattr(model.config, "attention_activation"):
-        from swat.inference import RollingCache
-
         return RollingCache(model.config)
-    from transformers import DynamicCache
-
     return DynamicCache(config=model.config)
 
 
@@ -132,14 +129,6 @@ def worker(job: dict) -> dict:
     return measure_memory(job["name"], job["position"])
 
 
-def parse_positions(spec: str) -> list[int]:
-    out = []
-    for part in spec.split(","):
-        part = part.strip().lower()
-        out.append(int(float(part[:-1]) * 1024) if part.endswith("k") else int(part))
-    return out
-
-
 def run_worker(job: dict) -> dict:
     """Runs ``job`` in a fresh interpreter (its own peak memory); ``{"error": ...}`` if it fails."""
     done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
@@ -209,7 +198,7 @@ def summary(results: list[dict]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--positions", default="1k,16k,64k", help="comma-separated, k = 1024 (default: 1k,16k,64k)")
+    parser.add_argument("--positions", type=token_counts, default="1k,16k,64k", help="comma-separated, k = 1024 (default: 1k,16k,64k)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     parser.add_argument("--steps", type=int, default=30, help="timed decode steps per measurement (default: 30)")
     parser.add_argument("--warmup", type=int, default=5)
@@ -223,14 +212,14 @@ def main() -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
     if args.quick:
-        args.positions, args.steps, args.warmup = "1k,4k", 10, 3
+        args.positions, args.steps, args.warmup = token_counts("1k,4k"), 10, 3
     names = [n.strip() for n in args.models.split(",")]
     unknown = set(names) - set(MODELS)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}: choose from {MODELS}")
     print(f"decode benchmark: {SIZE}, window {WINDOW}, fp32, {args.threads} threads, "
           f"median of {args.steps} steps after {args.warmup} warm-up", flush=True)
-    results = measure_all(names, parse_positions(args.positions), args)
+    results = measure_all(names, args.positions, args)
     print()
     print(table(results))
     print()

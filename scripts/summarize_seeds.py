@@ -15,7 +15,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from swat.evaluation.results import markdown_table
+from swat.experiments.reproduce import ablation_run
 from swat.ops import alibi_slopes
 
 
@@ -29,7 +32,7 @@ def collect(root: Path) -> tuple[dict[str, dict[int, dict]], dict[str, dict]]:
     for path in sorted(root.glob("*/reproduce.json")):
         result = json.loads(path.read_text())
         for row in result["summary"]:
-            config = json.loads((path.parent / "runs" / row["name"] / "final" / "config.json").read_text())
+            config = json.loads((ablation_run(path.parent, row["name"]).final / "config.json").read_text())
             label = describe(config)
             rows[label][result["settings"]["seed"]] = row
             configs[label] = config
@@ -60,11 +63,6 @@ def spread(values: list[float]) -> str:
 def plot(rows: dict[str, dict[int, dict]], configs: dict[str, dict], path: Path) -> None:
     """Held-out perplexity of balanced SWAT (b = -log w) against the retaining reward, one line per
     head count, mean and spread over seeds; one-sided ALiBi as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for heads in sorted({c["num_attention_heads"] for c in configs.values()}):
         points = sorted(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -52,6 +55,11 @@ def save_model(path, tokenizer, seed: int = 0, **overrides):
     tokenizer.save_pretrained(path)
     return path
 
+
+def read_outputs(out: Path, name: str) -> tuple[Any, str]:
+    """The data and the Markdown an evaluation wrote into ``out``, once its PNG is checked to be one."""
+    assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    return json.loads((out / f"{name}.json").read_text()), (out / f"{name}.md").read_text()
 
 
 @pytest.fixture(scope="session")

@@ -3,38 +3,11 @@ import json
 import pytest
 import torch
 
-import swat.layers.attention as attention_layer
-from swat import SWATForCausalLM, alibi_slopes, swat_attention
+from swat import SWATForCausalLM
 from swat.cli import main
-from swat.evaluation.attention import (
-    attention_weights,
-    diagnose_attention,
-    head_statistics,
-    recorded_attention_calls,
-)
+from swat.evaluation.attention import diagnose_attention, head_statistics
 
 from .conftest import tiny_config
-
-
-@pytest.mark.parametrize("activation, window, slopes, bias", [
-    ("sigmoid", 5, "balanced", -1.5),
-    ("sigmoid", None, "standard", 0.0),
-    ("softmax", 7, None, 0.0),
-    ("softmax", None, None, 0.0),
-])
-def test_weights_times_values_give_the_op_output(activation, window, slopes, bias):
-    torch.manual_seed(0)
-    q = torch.randn(2, 9, 4, 8, dtype=torch.float64)
-    k, v = torch.randn(2, 2, 12, 2, 8, dtype=torch.float64).unbind(1)
-    kwargs = dict(window=window, slopes=None if slopes is None else alibi_slopes(4, slopes),
-                  sigmoid_bias=bias, activation=activation)
-    weights = attention_weights(q, k, **kwargs)
-    assert weights.shape == (2, 4, 9, 12)
-    expected = swat_attention(q, k, v, backend="chunked" if activation == "sigmoid" else "auto", **kwargs)
-    torch.testing.assert_close(torch.einsum("bhij,bjhd->bihd", weights, v.repeat_interleave(2, dim=2)), expected)
-    delta = torch.arange(3, 12)[:, None] - torch.arange(12)[None, :]
-    outside = (delta < 0) | (delta >= (window or 99))
-    assert bool((weights[..., outside] == 0).all())
 
 
 def test_head_statistics_of_known_weights():
@@ -60,14 +33,15 @@ def test_head_statistics_of_known_weights():
         head_statistics(uniform, 2, sink_tokens=3)
 
 
-def test_recording_sees_every_layer_and_restores_the_op():
+def test_diagnostics_read_the_weights_the_model_returns():
     model = SWATForCausalLM(tiny_config(97, num_hidden_layers=3)).eval()
-    op = attention_layer.swat_attention
-    with recorded_attention_calls() as calls, torch.no_grad():
-        model(torch.randint(0, 97, (1, 20)), use_cache=False)
-    assert len(calls) == 3 and attention_layer.swat_attention is op
-    q, k, kwargs = calls[0]
-    assert q.shape == (1, 20, 4, 8) and kwargs["window"] == 16
+    ids = torch.randint(0, 97, (1, 20))
+    result = diagnose_attention(model, ids, sink_tokens=2)
+    with torch.no_grad():
+        weights = model(ids, output_attentions=True).attentions
+    assert len(result["layers"]) == 3
+    for layer, stats in zip(weights, result["layers"], strict=True):
+        assert stats["total_weight"] == pytest.approx(layer.double().sum(-1).mean((0, 2)).tolist())
 
 
 def test_softmax_weights_sum_to_one_and_sigmoid_ones_need_not():
@@ -78,7 +52,7 @@ def test_softmax_weights_sum_to_one_and_sigmoid_ones_need_not():
     soft, sig = diagnose_attention(softmax, ids), diagnose_attention(sigmoid, ids)
     assert len(soft["layers"]) == 2 and len(soft["layers"][0]["sink_share"]) == 4
     for layer in soft["layers"]:
-        assert layer["total_weight"] == pytest.approx([1.0] * 4, abs=1e-9)
+        assert layer["total_weight"] == pytest.approx([1.0] * 4, abs=1e-6)  # float32 weights
     assert all(abs(t - 1.0) > 0.05 for layer in sig["layers"] for t in layer["total_weight"])
 
 

@@ -1,5 +1,4 @@
 import functools
-import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from swat.cli import main
 from swat.evaluation.harness import SWATHarnessLM, harness_max_length
 from swat.inference import streaming_nll
 
-from .conftest import tiny_config
+from .conftest import read_outputs, tiny_config
 
 DATA = Path(__file__).parent / "data"
 
@@ -86,12 +85,11 @@ def test_cli_runs_a_local_multiple_choice_task_offline(tmp_path, swat_dir, offli
     code = main(["eval", "harness", "--model", str(swat_dir), "--tasks", "swat_tiny_mc",
                  "--include-path", str(DATA), "--limit", "6", "--out", str(out)])
     assert code == 0
-    result = json.loads((out / "harness.json").read_text())
+    result, markdown = read_outputs(out, "harness")
     metrics = result["results"]["swat_tiny_mc"]
     assert 0.0 <= metrics["acc,none"] <= 1.0 and result["n_samples"]["swat_tiny_mc"]["effective"] == 6
     assert result["max_length"] == 128
-    assert "acc_norm" in (out / "harness.md").read_text()
-    assert (out / "harness.png").read_bytes()[:4] == b"\x89PNG"
+    assert "acc_norm" in markdown
 
 
 def test_unknown_task_is_a_clear_error(swat_dir, offline, monkeypatch):

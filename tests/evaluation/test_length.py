@@ -1,4 +1,3 @@
-import json
 import math
 
 import pytest
@@ -8,7 +7,7 @@ from swat import SWATForCausalLM
 from swat.cli import main
 from swat.evaluation.length import evaluate_lengths, parse_lengths
 
-from .conftest import tiny_config
+from .conftest import read_outputs, tiny_config
 
 
 def test_parse_lengths():
@@ -50,9 +49,15 @@ def test_cli_writes_json_markdown_and_plot(tmp_path, swat_dir, softmax_dir, text
     code = main(["eval", "length", "--models", str(swat_dir), str(softmax_dir), "--text", str(text_file),
                  "--lengths", "32,64,128", "--max-tokens", "256", "--out", str(out)])
     assert code == 0
-    results = json.loads((out / "length.json").read_text())
+    results, markdown = read_outputs(out, "length")
     assert [r["model"] for r in results] == ["swat", "transformer"]
     assert [r["window"] for r in results] == [16, None]
     assert all(row["ppl"] > 1 for r in results for row in r["lengths"])
-    assert "ppl @ 128" in (out / "length.md").read_text()
-    assert (out / "length.png").read_bytes()[:4] == b"\x89PNG"
+    assert "ppl @ 128" in markdown
+
+
+def test_cli_rejects_a_malformed_length_list_with_a_usage_error(swat_dir, text_file, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "length", "--models", str(swat_dir), "--text", str(text_file), "--lengths", "256,2x"])
+    assert exit_info.value.code == 2
+    assert "cannot read the length '2x'" in capsys.readouterr().err

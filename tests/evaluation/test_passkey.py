@@ -1,4 +1,3 @@
-import json
 import math
 import random
 from types import SimpleNamespace
@@ -6,10 +5,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from swat import SWATForCausalLM
 from swat.cli import main
-from swat.evaluation.passkey import KEY_LINE, PasskeyPrompts, default_grid, evaluate_passkey
+from swat.evaluation.passkey import KEY_LINE, PasskeyPrompts, default_grid, evaluate_passkey, score_answer
 
-from .conftest import tiny_config
+from .conftest import read_outputs, tiny_config
 
 FILLER = " the king and queen walk to the castle where a fool sings of love and war."
 
@@ -28,9 +28,9 @@ class BigramRetriever(torch.nn.Module):
     def device(self):
         return self.dummy.device
 
-    def forward(self, input_ids, cache=None, logits_to_keep=0, **kwargs):
-        """The "cache" is the list of tokens seen so far."""
-        ids = (cache or []) + input_ids[0].tolist()
+    def forward(self, input_ids, cache=None, past_key_values=None, logits_to_keep=0, **kwargs):
+        """The "cache" is the list of tokens seen so far (under either of transformers' names)."""
+        ids = (cache or past_key_values or []) + input_ids[0].tolist()
         new = range(len(ids) - input_ids.shape[1], len(ids))
         logits = torch.zeros(1, len(new), self.vocab_size)
         for row, t in enumerate(new):
@@ -38,7 +38,7 @@ class BigramRetriever(torch.nn.Module):
                 if ids[s - 1:s + 1] == ids[t - 1:t + 1]:
                     logits[0, row, ids[s + 1]] = 20.0
                     break
-        return SimpleNamespace(logits=logits[:, -logits_to_keep:], cache=ids)
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:], cache=ids, past_key_values=ids)
 
 
 def test_prompt_layout(tokenizer):
@@ -66,6 +66,18 @@ def test_accuracy_follows_the_reach_of_an_ideal_retriever(tokenizer):
     assert nll[(400, 70)] < 0.01 < nll[(400, 150)]
 
 
+def test_answer_score_is_the_teacher_forced_loss_of_one_full_forward():
+    model = SWATForCausalLM(tiny_config(97)).double().eval()
+    ids = torch.randint(0, 97, (60,))
+    context, answer = ids[:55].tolist(), ids[55:].tolist()
+    with torch.no_grad():
+        logits = model(ids[None, :-1]).logits[0, 54:]
+    expected = torch.nn.functional.cross_entropy(logits, ids[55:]).item()
+    correct, nll = score_answer(model, context, answer, chunk_size=16)
+    assert nll == pytest.approx(expected, rel=1e-6)  # next_token_loss computes in float32
+    assert correct == bool((logits.argmax(-1) == ids[55:]).all())
+
+
 def test_default_grid_spans_window_receptive_field_and_beyond():
     lengths, distances = default_grid(tiny_config(97, sliding_window=16, num_hidden_layers=2))
     reach = 2 * 15 + 1
@@ -78,11 +90,10 @@ def test_cli(tmp_path, swat_dir, softmax_dir):
     code = main(["eval", "passkey", "--model", str(swat_dir), str(softmax_dir), "--lengths", "200,300",
                  "--distances", "70,150", "--trials", "2", "--out", str(out)])
     assert code == 0
-    results = json.loads((out / "passkey.json").read_text())
+    results, markdown = read_outputs(out, "passkey")
     assert len(results) == 2 and len(results[0]["cells"]) == 4
     assert all(0.0 <= c["accuracy"] <= 1.0 for r in results for c in r["cells"] if c["trials"])
-    assert "distance" in (out / "passkey.md").read_text()
-    assert (out / "passkey.png").read_bytes()[:4] == b"\x89PNG"
+    assert "distance" in markdown
 
 
 def test_keys_need_digits(tokenizer):

@@ -8,13 +8,13 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from swat import SWATForCausalLM
 from swat.cli import main
 from swat.inference import streaming_nll
+from swat.models.loading import load_model
 from tests.conftest import tiny_config
+from tests.evaluation.conftest import make_tokenizer
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -24,20 +24,10 @@ SENTENCES = [
 ] * 5
 
 
-def _tokenizer() -> PreTrainedTokenizerFast:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(SENTENCES, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("model")
-    tokenizer = _tokenizer()
+    tokenizer = make_tokenizer("\n".join(SENTENCES), vocab_size=300)
     config = tiny_config(vocab_size=len(tokenizer), eos_token_id=None, pad_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     SWATForCausalLM(config).save_pretrained(path)
@@ -45,14 +35,8 @@ def model_dir(tmp_path_factory):
     return path
 
 
-def _load(path):
-    from swat.evaluation.loading import load_model
-
-    return load_model(path)
-
-
 def test_generate_streams_the_greedy_continuation(model_dir, capsys):
-    model, tokenizer = _load(model_dir)
+    model, tokenizer = load_model(model_dir)
     prompt = "the lazy fox"
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     expected = model.generate(ids, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.eos_token_id)
@@ -82,18 +66,19 @@ def test_generate_rejects_bad_arguments_with_a_message(model_dir):
 
 
 def test_eval_ppl_equals_the_perplexity_of_one_full_forward(model_dir, tmp_path, capsys):
-    model, tokenizer = _load(model_dir)
+    model, tokenizer = load_model(model_dir)
     text = " ".join(SENTENCES)
     (tmp_path / "book.txt").write_text(text, encoding="utf-8")
     ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
     assert ids.numel() > 10 * model.config.sliding_window
     with torch.no_grad():
         expected = math.exp(model(ids[None], labels=ids[None]).loss.item())
-    assert main(["eval", "ppl", "--model", str(model_dir), "--text", str(tmp_path / "book.txt"),
-                 "--chunk-size", "7"]) == 0
-    printed = capsys.readouterr().out
-    assert float(re.search(r"perplexity: ([0-9.]+)", printed).group(1)) == pytest.approx(expected, rel=1e-5)
-    assert "tokens/s" in printed
+    for dtype in ("float32", "float64"):
+        assert main(["eval", "ppl", "--model", str(model_dir), "--text", str(tmp_path / "book.txt"),
+                     "--chunk-size", "7", "--dtype", dtype]) == 0
+        printed = capsys.readouterr().out
+        assert float(re.search(r"perplexity: ([0-9.]+)", printed).group(1)) == pytest.approx(expected, rel=1e-5)
+        assert "tokens/s" in printed
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 64])

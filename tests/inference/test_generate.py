@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from swat import SWATForCausalLM
-from swat.inference import PREFILL_CHUNK_SIZE, RollingCache
+from swat.inference import PREFILL_CHUNK_SIZE, RollingCache, prefill
+from swat.models.compat import CACHE_FIELD, output_cache
 from tests.conftest import tiny_config
 
 W = 8
@@ -60,7 +61,8 @@ def test_generate_uses_a_rolling_cache_and_prefills_long_prompts_in_chunks():
     prompt = torch.randint(1, 97, (2, 2 * PREFILL_CHUNK_SIZE + 5))
     out = model.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=PAD, return_dict_in_generate=True)
     assert lengths == [PREFILL_CHUNK_SIZE, PREFILL_CHUNK_SIZE, 5, 1, 1]
-    assert isinstance(out.cache, RollingCache) and out.cache.stored_lengths() == [W - 1]
+    cache = output_cache(out)
+    assert isinstance(cache, RollingCache) and cache.layers[0].keys.shape[-2] == W - 1
     single_chunk = _greedy(model, prompt, 3, prefill_chunk_size=10**9)
     assert torch.equal(out.sequences, single_chunk)
 
@@ -86,3 +88,31 @@ def test_sampled_generation_with_a_seed_is_reproducible_and_uses_the_rolling_cac
         torch.manual_seed(1)
         runs.append(model.generate(prompt, max_new_tokens=3 * W, do_sample=True, top_p=0.9, pad_token_id=PAD))
     assert torch.equal(runs[0], runs[1])
+
+
+@torch.no_grad()
+def test_prefill_of_a_left_padded_batch_gives_each_prompt_its_own_logits_and_cache():
+    model = _model()
+    prompts = [torch.randint(1, 97, (n,)) for n in (4, 3 * W + 1)]
+    batch = torch.full((2, 3 * W + 1), PAD)
+    mask = torch.zeros_like(batch)
+    for row, prompt in enumerate(prompts):
+        batch[row, batch.shape[1] - len(prompt):] = prompt
+        mask[row, batch.shape[1] - len(prompt):] = 1
+    logits, cache = prefill(model, batch, attention_mask=mask, chunk_size=5)
+    following = torch.randint(1, 97, (2, 3))
+    mask = torch.cat([mask, torch.ones_like(following)], dim=1)
+    after = model(following, attention_mask=mask, cache=cache).logits
+    for row, prompt in enumerate(prompts):
+        alone = model(torch.cat([prompt, following[row]])[None]).logits[0]
+        torch.testing.assert_close(logits[row], alone[len(prompt) - 1], rtol=0, atol=1e-10)
+        torch.testing.assert_close(after[row], alone[len(prompt):], rtol=0, atol=1e-10)
+
+
+@torch.no_grad()
+def test_generate_continues_from_a_prefilled_cache():
+    model = _model()
+    prompt = torch.randint(1, 97, (1, 3 * W))
+    _, cache = prefill(model, prompt[:, :2 * W])
+    continued = _greedy(model, prompt, W, **{CACHE_FIELD: cache})
+    assert torch.equal(continued, _greedy(model, prompt, W))

@@ -1,4 +1,4 @@
-"""Positions far into a stream: translation invariance (SPEC.md section 2) and exact RoPE angles."""
+"""Positions far into a stream: translation invariance (docs/spec.md section 2) and exact RoPE angles."""
 
 import torch
 

@@ -10,6 +10,8 @@ from transformers import (
 )
 
 from swat import SWATForCausalLM, SWATModel
+from swat.models import RollingCache
+from swat.models.compat import enable_activation_checkpointing, output_cache
 from tests.conftest import tiny_config
 
 
@@ -31,10 +33,69 @@ def test_save_and_auto_load_give_identical_logits(tmp_path):
 def test_loss_is_next_token_cross_entropy():
     model = _model()
     tokens = torch.randint(0, 97, (2, 30))
-    output = model(tokens, labels=tokens)
-    expected = torch.nn.functional.cross_entropy(output.logits[:, :-1].reshape(-1, 97), tokens[:, 1:].reshape(-1))
+    labels = tokens.clone()
+    labels[0, 20:] = -100
+    output = model(tokens, labels=labels)
+    expected = torch.nn.functional.cross_entropy(output.logits[:, :-1].reshape(-1, 97), labels[:, 1:].reshape(-1))
     # Hugging Face's loss upcasts the logits to float32.
     torch.testing.assert_close(output.loss, expected.float())
+    # gradient accumulation: the sum over the scored tokens, divided by the step's count of them
+    summed = model(tokens, labels=labels, num_items_in_batch=torch.tensor(100)).loss
+    torch.testing.assert_close(summed, expected.float() * (labels[:, 1:] != -100).sum() / 100)
+
+
+def test_model_takes_the_cache_under_both_names():
+    """transformers up to 5.17 calls it past_key_values, later releases cache."""
+    model = _model()
+    tokens = torch.randint(0, 97, (1, 20))
+    full = model(tokens).logits
+    cache = RollingCache(model.config)
+    first = model(tokens[:, :12], past_key_values=cache).logits
+    rest = model(tokens[:, 12:], cache=cache).logits
+    torch.testing.assert_close(torch.cat([first, rest], 1), full, rtol=0, atol=1e-10)
+    assert output_cache(model(tokens[:, :1], cache=cache)) is cache
+    with pytest.raises(ValueError, match="not both"):
+        model(tokens, cache=cache, past_key_values=cache)
+
+
+def test_return_dict_false_gives_a_tuple():
+    model = _model()
+    tokens = torch.randint(0, 97, (1, 10))
+    logits, _cache = model(tokens, return_dict=False)
+    torch.testing.assert_close(logits, model(tokens).logits)
+
+
+def test_masks_and_segments_must_cover_the_cached_tokens():
+    model = _model()
+    tokens = torch.randint(0, 97, (2, 12))
+    cache = RollingCache(model.config)
+    model(tokens, cache=cache)
+    with pytest.raises(ValueError, match=r"attention_mask must cover the 12 cached tokens and the 1 new ones.*\[2, 13\]"):
+        model(tokens[:, :1], cache=cache, attention_mask=torch.ones(2, 1))
+    with pytest.raises(ValueError, match="segment_ids must cover"):
+        model(tokens, segment_ids=torch.zeros(2, 11, dtype=torch.long), use_cache=False)
+    with pytest.raises(ValueError, match="not both"):
+        model(tokens, attention_mask=torch.ones(2, 12), segment_ids=torch.zeros(2, 12), use_cache=False)
+    with pytest.raises(ValueError, match="2-D"):
+        model(tokens, attention_mask=torch.ones(2, 1, 12, 12), use_cache=False)
+
+
+def test_a_decoding_step_never_reads_a_tensor_on_the_host(monkeypatch):
+    """No ``bool(tensor)``/``.item()`` in the model's forward: on a GPU each would wait for the device."""
+    model = _model()
+    tokens = torch.randint(1, 97, (2, 20))
+    mask = torch.ones(2, 21, dtype=torch.long)
+    mask[0, :3] = 0
+    cache = RollingCache(model.config)
+    with torch.no_grad():
+        model(tokens, attention_mask=mask[:, :20], cache=cache)
+
+        def host_read(*_):
+            raise AssertionError("a tensor value was read on the host")
+
+        for name in ("__bool__", "item", "tolist", "__int__", "__float__"):
+            monkeypatch.setattr(torch.Tensor, name, host_read)
+        model(tokens[:, :1], attention_mask=mask, cache=cache)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -43,7 +104,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(tokens, labels=tokens).loss.backward()
     plain = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    model.activation_checkpointing_enable()
+    enable_activation_checkpointing(model)
     calls = []
     model.model.layers[0].self_attn.register_forward_hook(lambda *_: calls.append(1))
     model(tokens, labels=tokens).loss.backward()

@@ -12,6 +12,9 @@ import time
 
 import torch
 
+from swat import SWATForCausalLM, preset_config
+from swat.inference import RollingCache
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
@@ -21,9 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swat import SWATForCausalLM, preset_config
-    from swat.inference import RollingCache
-
     torch.manual_seed(args.seed)
     config = preset_config(args.preset)
     model = SWATForCausalLM(config)

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_attention(args: argparse.Namespace) -> int:
     from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
-    from swat.evaluation.loading import load_model, model_label, read_tokens, sequences_of
+    from swat.evaluation.loading import model_label, read_tokens, sequences_of
+    from swat.models.loading import load_model
 
     results = []
     for path in args.model:

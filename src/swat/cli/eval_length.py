@@ -9,35 +9,35 @@ from __future__ import annotations
 
 import argparse
 
-from swat.evaluation.options import add_device_argument, add_text_argument
+from swat.evaluation.length import evaluate_lengths, length_markdown, write_length_outputs
+from swat.evaluation.loading import model_label, read_tokens, training_length
+from swat.evaluation.options import add_device_argument, add_text_argument, token_counts
+from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", required=True, metavar="DIR", help="saved model directories")
     add_text_argument(parser)
-    parser.add_argument("--lengths", default="256,512,1k,2k,4k",
+    parser.add_argument("--lengths", type=token_counts, default="256,512,1k,2k,4k",
                         help="evaluation lengths in tokens, k = 1024 (default: 256,512,1k,2k,4k)")
     parser.add_argument("--max-tokens", type=int, default=65536,
                         help="about this many tokens are scored per length (default: 65536)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--chunk-size", type=int, default=1024,
                         help="tokens per forward through the cache (default: 1024)")
-    parser.add_argument("--train-length", type=int, default=None, help="draw the training length on the plot (default: read from "
-                             "RUN_DIR/config.yaml of the first model, if it has one)")
+    parser.add_argument("--train-length", type=int, default=None,
+                        help="draw the training length on the plot (default: read from the run directory "
+                             "of the first model, if it comes from a training run)")
     parser.add_argument("--out", default="results/length", help="output directory (default: results/length)")
     add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from swat.evaluation.length import evaluate_lengths, length_markdown, parse_lengths, write_length_outputs
-    from swat.evaluation.loading import load_model, model_label, read_tokens, training_length
-
-    lengths = parse_lengths(args.lengths)
     results = []
     for path in args.models:
         model, tokenizer = load_model(path, device=args.device)
         tokens = read_tokens(args.text, tokenizer)
-        results.append(evaluate_lengths(model, tokens, lengths, max_tokens=args.max_tokens,
+        results.append(evaluate_lengths(model, tokens, args.lengths, max_tokens=args.max_tokens,
                                         batch_size=args.batch_size, chunk_size=args.chunk_size,
                                         label=model_label(path)))
     paths = write_length_outputs(results, args.out, args.train_length or training_length(args.models[0]))

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import argparse
 
-from swat.evaluation.options import add_device_argument
+from swat.evaluation.loading import model_label
+from swat.evaluation.options import add_device_argument, token_counts
+from swat.evaluation.passkey import default_grid, evaluate_passkey, passkey_markdown, write_passkey_outputs
+from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", nargs="+", required=True, metavar="DIR", help="saved model directory (or several)")
-    parser.add_argument("--lengths", default=None,
+    parser.add_argument("--lengths", type=token_counts, default=None,
                         help="context lengths in tokens, k = 1024 (default: from the first model's window "
                              "and depth: 1x, 2x, 4x its receptive field)")
-    parser.add_argument("--distances", default=None,
+    parser.add_argument("--distances", type=token_counts, default=None,
                         help="key distances in tokens (default: w-1, between w and the receptive field, "
                              "twice the receptive field)")
     parser.add_argument("--trials", type=int, default=5, help="random keys per cell (default: 5)")
@@ -27,22 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swat.evaluation.length import parse_lengths
-    from swat.evaluation.loading import load_model, model_label
-    from swat.evaluation.passkey import (
-        default_grid,
-        evaluate_passkey,
-        passkey_markdown,
-        write_passkey_outputs,
-    )
-
     results, grid = [], None
     for path in args.model:
         model, tokenizer = load_model(path, device=args.device)
         if grid is None:
             lengths, distances = default_grid(model.config)
-            grid = (parse_lengths(args.lengths) if args.lengths else lengths,
-                    parse_lengths(args.distances) if args.distances else distances)
+            grid = (args.lengths or lengths, args.distances or distances)
         results.append(evaluate_passkey(model, tokenizer, *grid, trials=args.trials, seed=args.seed,
                                         label=model_label(path)))
     paths = write_passkey_outputs(results, args.out)

@@ -13,9 +13,10 @@ import argparse
 import math
 import time
 
-import torch
-
-DTYPES = ("float32", "bfloat16", "float16", "float64")
+from swat.evaluation.loading import read_tokens
+from swat.evaluation.options import add_device_argument, add_dtype_argument
+from swat.inference import streaming_nll
+from swat.models.loading import DTYPES, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,17 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text file to score")
     parser.add_argument("--chunk-size", type=int, default=1024, help="tokens per forward (default: 1024)")
     parser.add_argument("--max-tokens", type=int, default=None, help="score only the first N tokens")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights and activations (default: float32)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_dtype_argument(parser)
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from swat.evaluation.loading import load_model, read_tokens
-    from swat.inference import streaming_nll
-
     if args.chunk_size < 1:
         raise SystemExit(f"--chunk-size must be >= 1, got {args.chunk_size}")
-    model, tokenizer = load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    model, tokenizer = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
     tokens = read_tokens(args.text, tokenizer)[: args.max_tokens]
     if tokens.numel() < 2:
         raise SystemExit(f"{args.text} has {tokens.numel()} token(s): perplexity needs at least 2")

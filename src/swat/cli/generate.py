@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import torch
+from transformers import TextStreamer
 
-DTYPES = ("float32", "bfloat16", "float16", "float64")
+from swat.evaluation.options import add_device_argument, add_dtype_argument
+from swat.models.loading import DTYPES, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,18 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default: 0.8)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default: 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: 0)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights and activations (default: float32)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_dtype_argument(parser)
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import TextStreamer
-
-    from swat.evaluation.loading import load_model
-
     _check_args(args)
     prompt = read_prompt(args.prompt, args.prompt_file)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    model, tokenizer = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
     if inputs["input_ids"].shape[1] == 0:
         if tokenizer.bos_token_id is None:

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
+from swat.experiments.reproduce import reproduce, summary_markdown
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=60.0,
@@ -36,10 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from swat.evaluation.reproduce import reproduce, summary_markdown
-
     if args.threads:
         torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.configs.split(",") if n.strip()] if args.configs else None

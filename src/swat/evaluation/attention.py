@@ -5,77 +5,43 @@ For every layer and head, over the queries of some held-out text:
 - **sink share**: the fraction of a query's total weight that lands on the first ``s`` tokens of
   the text (the "attention sink" softmax models develop), over the queries whose window contains
   them; ``sink ratio`` divides it by the share a uniform head would give them (``s / visible``);
-- **total weight** ``sum_j a_ij``: exactly 1 under softmax, free under sigmoid (SPEC.md
+- **total weight** ``sum_j a_ij``: exactly 1 under softmax, free under sigmoid (docs/spec.md
   section 1: no normalisation over keys, so nothing forces leftover mass onto a sink);
 - **weight variance**: the variance of ``a_ij`` over the keys query ``i`` sees.
 
-The weights are not re-derived here: the model runs normally while every call of
-:func:`swat.ops.swat_attention` made by its attention layers is recorded, and the weights of each
-call are then computed by :func:`swat.ops.reference.reference_attention` itself, applied to
-identity values (``v_j = e_j``, so ``o_i = sum_j a_ij e_j`` is the row of weights).
+The weights are the model's own: ``output_attentions=True`` returns each layer's dense weights
+(:func:`swat.layers.attention_weights`, the op's weights, through which that forward computes
+its outputs).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-import swat.layers.attention as attention_layer
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
-from swat.ops.reference import band_mask, reference_attention
 
 STATISTICS = {"sink_share": "sink share", "sink_ratio": "sink ratio (vs uniform)",
               "total_weight": "total weight per query", "weight_variance": "weight variance"}
 
 
-@contextlib.contextmanager
-def recorded_attention_calls() -> Iterator[list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]]:
-    """Within the block, every ``swat_attention(q, k, v, **kwargs)`` call of a
-    :class:`swat.layers.SWATAttention` layer is appended as ``(q, k, kwargs)`` (layer order)."""
-    calls: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]] = []
-    op = attention_layer.swat_attention
-
-    def recording_op(q, k, v, **kwargs):
-        calls.append((q.detach(), k.detach(), kwargs))
-        return op(q, k, v, **kwargs)
-
-    with mock.patch.object(attention_layer, "swat_attention", recording_op):
-        yield calls
-
-
-def attention_weights(q: torch.Tensor, k: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-    """``[batch, heads, q_len, kv_len]`` weights ``a_ij`` of one ``swat_attention`` call (same
-    keyword arguments), computed by the reference kernel on identity values."""
-    batch, kv_len, kv_heads, _ = k.shape
-    identity = torch.eye(kv_len, dtype=q.dtype, device=q.device)[None, :, None, :]
-    options = {name: kwargs.get(name) for name in ("window", "slopes", "segment_ids")}
-    rows = reference_attention(
-        q, k, identity.expand(batch, kv_len, kv_heads, kv_len),
-        sigmoid_bias=kwargs.get("sigmoid_bias", 0.0),
-        activation=kwargs.get("activation", "sigmoid"),
-        scale=kwargs.get("scale") or q.shape[-1] ** -0.5,
-        **options,
-    )
-    return rows.transpose(1, 2)
-
-
 def head_statistics(weights: torch.Tensor, window: int | None, sink_tokens: int) -> dict[str, torch.Tensor]:
     """Per-head statistics (each ``[heads]``) of full-sequence weights ``[batch, heads, n, n]``."""
     n = weights.shape[-1]
-    visible = band_mask(n, n, window, weights.device)  # [n, n]
+    positions = torch.arange(n, device=weights.device)
+    delta = positions[:, None] - positions[None, :]
+    visible = (delta >= 0) & (delta < (window or n))  # [n, n]: the band, docs/spec.md section 1
     count = visible.sum(-1).to(weights.dtype)  # keys each query sees
     total = weights.sum(-1)  # [batch, heads, n]
     mean = total / count
     variance = ((weights - mean[..., None]) ** 2 * visible).sum(-1) / count
-    queries = torch.arange(n, device=weights.device)
-    sees_sink = (queries >= sink_tokens) & visible[:, :sink_tokens].all(-1)
+    sees_sink = (positions >= sink_tokens) & visible[:, :sink_tokens].all(-1)
     if not bool(sees_sink.any()):
         raise ValueError(f"no query sees all of the first {sink_tokens} tokens and is not one of them: "
                          "use a longer text or fewer --sink-tokens")
@@ -92,15 +58,13 @@ def diagnose_attention(
 ) -> dict[str, Any]:
     """Statistics per layer and head over ``sequences [batch, n]`` (one full forward, no cache)."""
     config = model.config
-    with recorded_attention_calls() as calls:
-        model(sequences.to(model.device), use_cache=False)
-    if len(calls) != config.num_hidden_layers:
-        raise RuntimeError(f"recorded {len(calls)} attention calls for {config.num_hidden_layers} layers: "
-                           "the model must be a swat model whose layers call swat.ops.swat_attention")
+    attentions = model(sequences.to(model.device), use_cache=False, output_attentions=True).attentions
+    if attentions is None or len(attentions) != config.num_hidden_layers:
+        raise RuntimeError("the model returned no attention weights for output_attentions=True: "
+                           "diagnose a swat model (or another model that returns them)")
     layers = []
-    for q, k, kwargs in calls:
-        weights = attention_weights(q.double(), k.double(), **kwargs)
-        stats = head_statistics(weights, kwargs.get("window"), sink_tokens)
+    for weights in attentions:
+        stats = head_statistics(weights.double(), config.sliding_window, sink_tokens)
         layers.append({name: value.tolist() for name, value in stats.items()})
     return dict(model=label, window=config.sliding_window, activation=config.attention_activation,
                 alibi=config.alibi if isinstance(config.alibi, str) else list(config.alibi),
@@ -124,8 +88,6 @@ def attention_markdown(results: Sequence[dict[str, Any]]) -> str:
 def plot_attention(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """One row per model, one column per statistic: heat maps over (layer, head), one colour
     scale per statistic so that models compare at a glance."""
-    import matplotlib.pyplot as plt
-
     names = list(STATISTICS)
     fig, axes = plt.subplots(len(results), len(names), figsize=(3.3 * len(names), 2.2 * len(results) + 0.8),
                              squeeze=False, constrained_layout=True)

@@ -4,7 +4,7 @@ lm-eval's ``hf`` backend needs ``accelerate``; this class needs only the model, 
 window buys:
 
 - **context length**: with a window ``w`` and ``L`` layers a logit depends on the last
-  ``L*(w-1)+1`` tokens only (SPEC.md section 2), so truncating contexts to that receptive field
+  ``L*(w-1)+1`` tokens only (docs/spec.md section 2), so truncating contexts to that receptive field
   changes no score. ``max_length`` defaults to ``max(max_position_embeddings, L*(w-1)+1)``, which is
   lossless for windowed models; full-attention models keep ``max_position_embeddings``.
 - **rolling log-likelihood** (perplexity tasks): a windowed model streams the whole document
@@ -18,18 +18,22 @@ import math
 from pathlib import Path
 from typing import Any
 
+import lm_eval
+import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+from lm_eval.tasks import TaskManager
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from swat.evaluation.loading import load_model, receptive_field
+from swat.evaluation.loading import receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
+from swat.models.loading import load_model
+from swat.models.loss import next_token_loss
 
 
 def harness_max_length(config) -> int:
@@ -89,10 +93,10 @@ class SWATHarnessLM(TemplateLM):
         its last ``max_length`` tokens."""
         inputs = (context + continuation)[-(self.max_length + 1):][:-1]
         logits = self.model(torch.tensor([inputs], device=self.device), use_cache=False,
-                            logits_to_keep=len(continuation)).logits[0].float()
+                            logits_to_keep=len(continuation)).logits[0]
         targets = torch.tensor(continuation, device=self.device)
-        log_probs = F.log_softmax(logits, dim=-1)
-        return log_probs.gather(-1, targets[:, None]).sum().item(), bool((logits.argmax(-1) == targets).all())
+        log_likelihood = -next_token_loss(logits, targets, reduction="sum").item()
+        return log_likelihood, bool((logits.argmax(-1) == targets).all())
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         results = []
@@ -157,9 +161,6 @@ def run_harness(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run lm-eval tasks on a saved model; returns lm-eval's results plus our settings."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
     lm = SWATHarnessLM(model_dir, max_length=max_length, device=device)
     task_manager = None
     if include_path:  # indexing lm-eval's thousands of built-in YAMLs takes half a minute: skip when not needed
@@ -199,8 +200,6 @@ def harness_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_harness(result: dict[str, Any], path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
     rows = harness_rows(result)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.8))
     labels = [f"{task}\n{metric}" for task, metric, _, _ in rows]

@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from swat.evaluation.loading import sequences_of
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
 
@@ -45,10 +47,9 @@ def parse_lengths(spec: str | Sequence[int]) -> list[int]:
 
 def _score_sequences(model, tokens, length, max_tokens, batch_size, chunk_size, desc):
     """Next-token losses ``[num_sequences, length - 1]`` of consecutive ``length``-token sequences."""
-    count = min(len(tokens) // length, max(1, max_tokens // length))
-    sequences = tokens[: count * length].view(count, length)
+    sequences = sequences_of(tokens, length, max(1, max_tokens // length))
     losses = []
-    for start in tqdm(range(0, count, batch_size), desc=desc, leave=False, unit="batch"):
+    for start in tqdm(range(0, len(sequences), batch_size), desc=desc, leave=False, unit="batch"):
         losses.append(streaming_nll(model, sequences[start:start + batch_size], chunk_size).double())
     return torch.cat(losses)
 
@@ -114,8 +115,6 @@ def length_markdown(results: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_lengths(results: Sequence[dict[str, Any]], path: str | Path, train_length: int | None = None) -> Path:
-    import matplotlib.pyplot as plt
-
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in results:
         xs = [row["length"] for row in r["lengths"]]

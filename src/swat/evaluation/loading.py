@@ -1,59 +1,44 @@
-"""Loading what an evaluation needs: a saved model with its tokenizer, and token streams."""
+"""What an evaluation reads besides the model: held-out token streams, and facts about a model
+directory (a short label, the training length of its run, its receptive field).
+
+The model and its tokenizer are loaded by :func:`swat.models.loading.load_model`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+import yaml
+from transformers import PreTrainedTokenizerBase
 
-import swat  # noqa: F401  (registers the "swat" model type with the Auto classes)
+from swat.data.shards import TokenShards
+from swat.training.run_dir import RunDir
 
-
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A model directory written by ``save_pretrained`` (weights as safetensors) and its tokenizer,
-    the model in eval mode."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a model directory (no config.json): pass the directory a training run saved, "
-            "e.g. RUN_DIR/final"
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(
-            f"no tokenizer in {path}: save the tokenizer next to the model (tokenizer.save_pretrained)"
-        ) from error
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True).to(device)
-    model.eval()
-    return model, tokenizer
+__all__ = ["model_label", "read_tokens", "receptive_field", "sequences_of", "training_length"]
 
 
 def model_label(path: str | Path) -> str:
-    """A short name for tables and legends: the run directory for ``RUN/final``-style paths."""
+    """A short name for tables and legends: the run's name for its ``final/`` model, ``RUN/STEP``
+    for one of its checkpoints, the directory's name for a model outside a run."""
     path = Path(path).resolve()
-    if path.name in ("final", "best", "last") or path.name.startswith(("checkpoint", "step")):
-        return path.parent.name
-    return path.name
+    run = RunDir.of_model(path)
+    if run is None:
+        return path.name
+    return run.root.name if path == run.final.resolve() else f"{run.root.name}/{path.name}"
 
 
 def training_length(path: str | Path) -> int | None:
-    """``data.seq_len`` of the run that saved ``RUN_DIR/final`` (read from ``RUN_DIR/config.yaml``),
-    or None when the model does not come from a ``swat train`` run."""
-    import yaml
-
-    run_config = Path(path).resolve().parent / "config.yaml"
-    if not run_config.is_file():
+    """``data.seq_len`` of the run that saved the model directory ``path`` (read from the run's
+    config), or None when the model does not come from a ``swat train`` run."""
+    run = RunDir.of_model(path)
+    if run is None:
         return None
-    seq_len = (yaml.safe_load(run_config.read_text()) or {}).get("data", {}).get("seq_len")
+    seq_len = (yaml.safe_load(run.config.read_text()) or {}).get("data", {}).get("seq_len")
     return int(seq_len) if isinstance(seq_len, int) else None
 
 
 def receptive_field(config) -> int | None:
-    """Tokens the last logit can depend on: ``L*(w-1)+1`` with a window (SPEC.md section 2),
+    """Tokens the last logit can depend on: ``L*(w-1)+1`` with a window (docs/spec.md section 2),
     ``None`` (unbounded) for full attention."""
     window = getattr(config, "sliding_window", None)
     if window is None:
@@ -61,30 +46,23 @@ def receptive_field(config) -> int | None:
     return config.num_hidden_layers * (window - 1) + 1
 
 
-def tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
-    """The whole text as one 1-D stream of token ids (no special tokens added)."""
-    ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    return torch.tensor(ids, dtype=torch.long)
-
-
 def read_tokens(
     source: str | Path, tokenizer: PreTrainedTokenizerBase, split: str = "heldout", max_tokens: int | None = None
 ) -> torch.Tensor:
     """The token stream of held-out text: a UTF-8 text file (tokenised with the model's
-    tokenizer), or a prepared data directory (``swat data ...``), whose ``split`` is read as is;
-    at most ``max_tokens`` tokens."""
+    tokenizer, no special tokens added), or a prepared data directory (``swat data ...``), whose
+    ``split`` is read as is; at most ``max_tokens`` tokens."""
     source = Path(source)
     if source.is_dir():
         return _read_shards(source, tokenizer, split, max_tokens)
     if not source.is_file():
         raise FileNotFoundError(f"text not found: {source} (pass a UTF-8 text file or a prepared data directory)")
-    tokens = tokenize_text(source.read_text(encoding="utf-8"), tokenizer)
-    return tokens[:max_tokens] if max_tokens is not None else tokens
+    ids = tokenizer(source.read_text(encoding="utf-8"), add_special_tokens=False,
+                    return_attention_mask=False)["input_ids"]
+    return torch.tensor(ids[:max_tokens], dtype=torch.long)
 
 
 def _read_shards(data_dir: Path, tokenizer, split: str, max_tokens: int | None) -> torch.Tensor:
-    from swat.data import TokenShards
-
     shards = TokenShards(data_dir, split)
     if shards.vocab_size != len(tokenizer):
         raise ValueError(

@@ -23,15 +23,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.evaluation.loading import receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import PREFILL_CHUNK_SIZE, prefill
+from swat.models.loss import next_token_loss
 
 INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
                "I will quiz you about the important information there.")
@@ -96,9 +97,9 @@ def score_answer(model: PreTrainedModel, context: list[int], answer: list[int], 
         rest = model(input_ids=torch.tensor([answer[:-1]], device=device), cache=cache, use_cache=True).logits
         logits = torch.cat([logits, rest], dim=1)
     targets = torch.tensor(answer, device=device)
-    logits = logits[0].float()
+    logits = logits[0]
     correct = bool((logits.argmax(-1) == targets).all())
-    return correct, F.cross_entropy(logits, targets).item()
+    return correct, next_token_loss(logits, targets).item()
 
 
 def evaluate_passkey(
@@ -158,8 +159,6 @@ def passkey_markdown(results: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_passkey(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
     columns = min(4, len(results))
     rows = math.ceil(len(results) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.4 * rows + 0.6), squeeze=False,

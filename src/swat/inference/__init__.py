@@ -1,6 +1,8 @@
-"""Inference: the rolling KV cache, chunked prefill and streaming evaluation (SPEC.md section 4)."""
+"""Inference: chunked prefill and streaming evaluation through the rolling KV cache
+(docs/spec.md section 4). The cache itself lives beside the model, in :mod:`swat.models.cache`;
+it is re-exported here."""
 
-from swat.inference.cache import RollingCache, RollingWindowLayer
-from swat.inference.streaming import PREFILL_CHUNK_SIZE, prefill, streaming_nll
+from swat.inference.streaming import prefill, streaming_nll
+from swat.models.cache import PREFILL_CHUNK_SIZE, RollingCache, RollingWindowLayer
 
 __all__ = ["PREFILL_CHUNK_SIZE", "RollingCache", "RollingWindowLayer", "prefill", "streaming_nll"]

@@ -1,24 +1,28 @@
-"""Chunked prefill and streaming evaluation through the rolling cache (SPEC.md section 4).
+"""Chunked prefill and streaming evaluation through the model's cache (docs/spec.md section 4).
 
-A stream of ``n`` tokens goes through the model ``chunk_size`` tokens at a time. Each chunk's
-queries see the ``w - 1`` cached keys before it plus the chunk itself, through the same banded
-kernel as training, so the time is ``O(n * w)`` and the memory depends on ``chunk_size`` and
-``w``, never on ``n``. The logits equal those of one full forward over the whole stream.
+A stream of ``n`` tokens goes through the model ``chunk_size`` tokens at a time
+(:func:`swat.models.cache.forward_in_chunks`, the same loop ``generate`` prefills prompts with).
+Each chunk's queries see the ``w - 1`` cached keys before it plus the chunk itself, through the
+same banded kernel as training, so the time is ``O(n * w)`` and the memory depends on
+``chunk_size`` and ``w``, never on ``n``. The logits equal those of one full forward over the
+whole stream.
 """
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 
-PREFILL_CHUNK_SIZE = 2048
-"""Tokens per forward when a prompt is prefilled (``generate`` uses it for long prompts)."""
+from swat.models.cache import PREFILL_CHUNK_SIZE, forward_in_chunks
+from swat.models.compat import output_cache
+from swat.models.loss import next_token_loss
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the caller goes on decoding with the cache, in any mode
 def prefill(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -30,29 +34,16 @@ def prefill(
     """Feed ``input_ids [batch, n]`` through ``model`` in chunks, filling ``cache`` (a new one
     when ``None``). Returns the logits of the last position ``[batch, vocab]`` and the cache.
 
-    ``attention_mask [batch, past + n]`` (zeros = left padding) works as in ``generate``: positions
-    count only the real tokens and padding is never attended.
+    ``attention_mask [batch, past + n]`` (zeros = left padding) works as in ``generate``:
+    padding is never attended.
     """
     _check_chunk_size(chunk_size)
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must be [batch, n] with n >= 1, got shape {tuple(input_ids.shape)}")
-    past = cache.get_seq_length() if cache is not None else 0
-    position_ids = None
-    if attention_mask is not None:
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-    logits = None
-    for start in range(0, input_ids.shape[1], chunk_size):
-        end = min(start + chunk_size, input_ids.shape[1])
-        out = model(
-            input_ids=input_ids[:, start:end],
-            attention_mask=None if attention_mask is None else attention_mask[:, : past + end],
-            position_ids=None if position_ids is None else position_ids[:, start:end],
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache, logits = out.cache, out.logits[:, -1]
-    return logits, cache
+    chunks = forward_in_chunks(model, input_ids, chunk_size=chunk_size, cache=cache, attention_mask=attention_mask,
+                               logits_to_keep=1)
+    _, outputs = deque(chunks, maxlen=1).pop()  # run every chunk, keep the last one's outputs
+    return outputs.logits[:, -1], output_cache(outputs)
 
 
 @torch.inference_mode()
@@ -78,18 +69,12 @@ def streaming_nll(
     ids = ids.to(model.device)
     n = ids.shape[1]
     nll = torch.empty(ids.shape[0], n - 1, dtype=torch.float32, device=ids.device)
-    cache = None
     with tqdm(total=n, unit="tok", unit_scale=True, disable=not progress, desc="streaming") as bar:
-        for start in range(0, n, chunk_size):
-            end = min(start + chunk_size, n)
-            out = model(input_ids=ids[:, start:end], cache=cache, use_cache=True)
-            cache = out.cache
-            logits = out.logits[:, : min(end, n - 1) - start].float()
-            targets = ids[:, start + 1 : start + 1 + logits.shape[1]]
-            nll[:, start : start + logits.shape[1]] = F.cross_entropy(
-                logits.transpose(1, 2), targets, reduction="none"
-            )
-            bar.update(end - start)
+        for start, outputs in forward_in_chunks(model, ids, chunk_size=chunk_size):
+            scored = min(start + chunk_size, n - 1) - start  # the last token has no successor
+            nll[:, start:start + scored] = next_token_loss(outputs.logits[:, :scored],
+                                                           ids[:, start + 1:start + 1 + scored], reduction="none")
+            bar.update(outputs.logits.shape[1])
     return nll[0] if token_ids.dim() == 1 else nll
 
 

@@ -1,4 +1,4 @@
-"""Rotary position embedding (RoPE), Llama's rotate-half convention (SPEC.md section 2).
+"""Rotary position embedding (RoPE), Llama's rotate-half convention (docs/spec.md section 2).
 
 Angles ``position * theta^(-2k/d)`` are computed in float64 and only the resulting cos/sin are
 cast to the activations' dtype, so position 10^6 is as precise as position 10^3.

@@ -1,4 +1,4 @@
-"""SWATConfig: the model as data (SPEC.md section 6 fixes the SWAT field names)."""
+"""SWATConfig: the model as data (docs/spec.md section 6 fixes the SWAT field names)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from swat.models.compat import CACHE_FIELD
+from swat.ops import BACKEND_NAMES
 from swat.ops.alibi import alibi_slopes, bounded_retain_scale
-from swat.ops.attention import ACTIVATIONS, BACKENDS
+from swat.ops.attention import ACTIVATIONS
 
 
 @strict(accept_kwargs=True)
 class SWATConfig(PreTrainedConfig):
     """Configuration of a SWAT language model: Llama-style blocks whose attention is SWAT.
 
-    SWAT fields (SPEC.md):
+    SWAT fields (docs/spec.md):
         sliding_window: window ``w`` (keys a query sees, itself included); ``None`` = full attention.
         attention_activation: ``"sigmoid"`` (SWAT) or ``"softmax"`` (baselines).
         alibi: slopes ``m_h``: ``"balanced"``, ``"standard"``, ``"none"`` or a list of ``H`` floats.
@@ -37,7 +39,7 @@ class SWATConfig(PreTrainedConfig):
     """
 
     model_type = "swat"
-    keys_to_ignore_at_inference = ["cache"]
+    keys_to_ignore_at_inference = [CACHE_FIELD]  # the cache is not a prediction
     base_model_tp_plan = {
         "layers.*.self_attn.q_proj": "colwise",
         "layers.*.self_attn.k_proj": "colwise",
@@ -115,8 +117,8 @@ class SWATConfig(PreTrainedConfig):
                             "change hidden_size/num_attention_heads or set use_rope=False")
         if self.alibi_retain_scale < 0:
             problems.append(f"alibi_retain_scale is a magnitude and must be >= 0, got {self.alibi_retain_scale}")
-        if self.attention_backend != "auto" and self.attention_backend not in BACKENDS:
-            problems.append(f"attention_backend must be 'auto' or one of {sorted(BACKENDS)}")
+        if self.attention_backend not in BACKEND_NAMES:
+            problems.append(f"attention_backend must be one of {BACKEND_NAMES}, got {self.attention_backend!r}")
         if self.attention_backend == "sdpa" and self.attention_activation != "softmax":
             problems.append("attention_backend='sdpa' computes softmax only; use 'auto' or 'chunked' for sigmoid")
         if not problems:

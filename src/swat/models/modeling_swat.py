@@ -1,10 +1,15 @@
-"""SWATModel and SWATForCausalLM: Llama-style pre-norm decoder blocks with SWAT attention.
+"""The SWAT language model, top to bottom: token embeddings -> decoder layers (pre-norm SWAT
+attention and SwiGLU MLP, Llama's blocks) -> final RMSNorm -> LM head.
 
 Weight names follow Llama's, so Llama/Mistral checkpoints map one to one onto the softmax
-baseline configs (tests copy weights across and compare logits).
+baseline configs (tests copy weights across and compare logits). The KV cache and the chunked
+forward that fills it are in :mod:`swat.models.cache`; what differs between transformers
+releases is in :mod:`swat.models.compat`.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import torch
 from torch import nn
@@ -12,13 +17,14 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
-from swat.inference.cache import RollingCache
-from swat.inference.streaming import PREFILL_CHUNK_SIZE
 from swat.layers import GatedMLP, RMSNorm, SWATAttention, rope_cos_sin
+from swat.models.cache import PREFILL_CHUNK_SIZE, RollingCache, forward_in_chunks
+from swat.models.compat import CACHE_FIELD, cache_argument, model_output, output_cache
 from swat.models.configuration_swat import SWATConfig
 from swat.models.hub import AUTO_MAP, write_remote_code
+from swat.models.loss import IGNORE_INDEX, causal_lm_loss
 
 
 class SWATDecoderLayer(GradientCheckpointingLayer):
@@ -35,11 +41,12 @@ class SWATDecoderLayer(GradientCheckpointingLayer):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
         segment_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        hidden_states = hidden_states + self.self_attn(
-            self.input_layernorm(hidden_states), position_embeddings, cache=cache, segment_ids=segment_ids
-        )
-        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention, weights = self.self_attn(self.input_layernorm(hidden_states), position_embeddings, cache=cache,
+                                            segment_ids=segment_ids, output_attentions=output_attentions)
+        hidden_states = hidden_states + attention
+        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states)), weights
 
 
 class SWATPreTrainedModel(PreTrainedModel):
@@ -70,7 +77,7 @@ class SWATModel(SWATPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -80,39 +87,92 @@ class SWATModel(SWATPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         segment_ids: torch.Tensor | None = None,
-        **kwargs,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        past_key_values: Cache | None = None,
     ) -> BaseModelOutputWithPast:
-        """Besides Hugging Face's usual arguments, ``segment_ids [batch, past + seq]`` restricts
-        attention to keys of the same segment (packed documents). Without it, a 2-D
-        ``attention_mask`` with zeros (padding) is used as segments: padding is never attended."""
+        """Hugging Face's decoder forward; ``cache`` and ``past_key_values`` are two names of the
+        same argument (see :mod:`swat.models.compat`). Besides the usual arguments,
+        ``segment_ids`` restricts attention to keys of the query's own segment (packed
+        documents). Positions and segments are set in :meth:`positions_and_segments`, where
+        their contract is written."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
+        cache = cache_argument(cache, past_key_values)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
             use_cache = False
-        if use_cache and cache is None:
-            cache = RollingCache(self.config)
         if not use_cache:
             cache = None
-        if position_ids is None:
-            past = cache.get_seq_length() if cache is not None else 0
-            position_ids = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)
-            position_ids = position_ids.unsqueeze(0).expand(inputs_embeds.shape[0], -1)
-        padded = attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all())
-        if segment_ids is None and padded:
-            segment_ids = attention_mask.to(torch.long)
-
+        elif cache is None:
+            cache = RollingCache(self.config)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        position_ids, segment_ids = self.positions_and_segments(
+            inputs_embeds, 0 if cache is None else cache.get_seq_length(), attention_mask, position_ids, segment_ids
+        )
         position_embeddings = None
         if self.config.use_rope:
-            position_embeddings = rope_cos_sin(
-                position_ids, self.config.head_dim, self.config.rope_theta, inputs_embeds.dtype
-            )
+            position_embeddings = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta,
+                                               inputs_embeds.dtype)
+
         hidden_states = inputs_embeds
+        all_hidden_states, all_attentions = [], []  # each layer's input, each layer's weights
         for layer in self.layers:
-            hidden_states = layer(hidden_states, position_embeddings, cache=cache, segment_ids=segment_ids)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+            all_hidden_states.append(hidden_states)
+            hidden_states, weights = layer(hidden_states, position_embeddings, cache=cache, segment_ids=segment_ids,
+                                           output_attentions=output_attentions)
+            all_attentions.append(weights)
+        hidden_states = self.norm(hidden_states)
+        return model_output(
+            BaseModelOutputWithPast,
+            cache,
+            last_hidden_state=hidden_states,
+            hidden_states=(*all_hidden_states, hidden_states) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
+        )
+
+    @staticmethod
+    def positions_and_segments(
+        inputs_embeds: torch.Tensor,
+        past: int,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        segment_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The position ids ``[batch or 1, seq]`` of the new tokens and the segment ids
+        ``[batch, past + seq]`` of the whole history (``None``: one segment), for a forward of
+        ``seq`` new tokens after ``past`` tokens already in the cache.
+
+        - ``position_ids``: as given, else ``past .. past + seq - 1``. RoPE and ALiBi see only
+          differences of positions (docs/spec.md section 2), so left padding need not be skipped.
+        - ``attention_mask [batch, past + seq]``: 1 for tokens, 0 for padding, over the cached
+          tokens and the new ones (as ``generate`` passes it). It becomes the segment ids, so
+          padding is never attended and a token never attends to padding.
+        - ``segment_ids [batch, past + seq]``: a query sees only keys of its own segment.
+
+        Only shapes are checked (no value is read on the host, so a decoding step never waits
+        for the device). Each layer's keys are the most recent ones, so it takes the last entries.
+        """
+        batch, seq = inputs_embeds.shape[:2]
+        if position_ids is None:
+            position_ids = torch.arange(past, past + seq, device=inputs_embeds.device)[None]
+        if attention_mask is not None:
+            if segment_ids is not None:
+                raise ValueError("pass attention_mask (padding) or segment_ids (packed documents), not both")
+            if attention_mask.dim() != 2:
+                raise ValueError(f"attention_mask must be 2-D [batch, past + seq] of 1 (token) and 0 (padding), "
+                                 f"got shape {tuple(attention_mask.shape)}; pass segment_ids for other patterns")
+            segment_ids = attention_mask.long()
+        if segment_ids is not None and tuple(segment_ids.shape) != (batch, past + seq):
+            name = "segment_ids" if attention_mask is None else "attention_mask"
+            raise ValueError(f"{name} must cover the {past} cached tokens and the {seq} new ones: shape "
+                             f"[batch, past + seq] = [{batch}, {past + seq}], got {tuple(segment_ids.shape)}")
+        return position_ids, segment_ids
 
 
 class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
@@ -125,7 +185,7 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -137,18 +197,30 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         segment_ids: torch.Tensor | None = None,
-        **kwargs,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        past_key_values: Cache | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        **unused,
     ) -> CausalLMOutputWithPast:
-        """Causal LM forward. With ``labels`` (``-100`` = ignored), returns the next-token
-        cross-entropy (labels are shifted inside, as in every Hugging Face causal LM)."""
+        """Causal LM forward (arguments as :meth:`SWATModel.forward`). ``logits_to_keep``: logits
+        of the last ``n`` positions only (0 = all), or of the positions a tensor lists. With
+        ``labels`` (the input ids, ``-100`` where no loss is wanted) the loss is
+        :func:`swat.models.loss.causal_lm_loss` (labels shifted inside, ``num_items_in_batch``
+        as in transformers' gradient accumulation).
+
+        ``unused``: what ``generate`` hands every model besides its inputs (e.g. the
+        ``tokenizer`` of ``stop_strings``); nothing in it changes the result."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
+            cache=cache_argument(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             segment_ids=segment_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
         )
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
@@ -158,19 +230,54 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+            loss = self.loss_function(logits, labels, num_items_in_batch=num_items_in_batch)
+        return model_output(CausalLMOutputWithPast, output_cache(outputs), loss=loss, logits=logits,
+                            hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+    def loss_function(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor | None,
+        *,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        shift_labels: torch.Tensor | None = None,
+        **unused,
+    ) -> torch.Tensor:
+        """Hugging Face's ``loss_function`` hook (transformers' trainer may call it with
+        ``vocab_size`` among ``unused``): :func:`swat.models.loss.causal_lm_loss`."""
+        return causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch, ignore_index=ignore_index,
+                              shift_labels=shift_labels)
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs) -> None:
-        """``generate``'s cache hook, where a stream gets what SPEC.md section 4 asks: a
-        :class:`RollingCache` (unless the caller passed a cache or chose a ``cache_implementation``)
-        and, unless ``prefill_chunk_size`` is set, prompts prefilled ``PREFILL_CHUNK_SIZE`` tokens at
-        a time, so a long prompt never needs memory proportional to its length."""
-        given = model_kwargs.get("cache")
+        """``generate``'s cache hook: a :class:`RollingCache` unless the caller passed a cache or
+        chose a ``cache_implementation``."""
+        given = model_kwargs.get(CACHE_FIELD)
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
         default = generation_config.cache_implementation in (None, "dynamic")
-        if given is None and default and type(model_kwargs.get("cache")) is DynamicCache:
-            model_kwargs["cache"] = RollingCache(self.config)
-        chunkable = model_kwargs.get("cache") is not None and model_kwargs.get("inputs_embeds") is None
-        if generation_config.prefill_chunk_size is None and chunkable:
-            generation_config.prefill_chunk_size = PREFILL_CHUNK_SIZE
+        if given is None and default and type(model_kwargs.get(CACHE_FIELD)) is DynamicCache:
+            model_kwargs[CACHE_FIELD] = RollingCache(self.config)
+
+    def _prefill(self, input_ids, generation_config, model_kwargs: dict, is_first_iteration: bool = True, **kwargs):
+        """``generate``'s prompt pass: a new prompt goes through :func:`swat.models.cache.forward_in_chunks`
+        in chunks of ``prefill_chunk_size`` tokens (``PREFILL_CHUNK_SIZE`` unless the generation
+        config sets it), so a long prompt never needs memory proportional to its length
+        (docs/spec.md section 4). Prompts given as embeddings, and generation that continues a
+        filled cache, take transformers' own path."""
+        cache = model_kwargs.get(CACHE_FIELD)
+        if (cache is None or cache.get_seq_length() > 0 or not is_first_iteration
+                or model_kwargs.get("inputs_embeds") is not None):
+            return super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration, **kwargs)
+        passed = {name: value for name, value in model_kwargs.items()
+                  if name not in ("attention_mask", "position_ids", "use_cache", CACHE_FIELD)}
+
+        def forward(**chunk):
+            inputs = self.prepare_inputs_for_generation(**chunk, **passed, is_first_iteration=True)
+            return self(**inputs, return_dict=True)
+
+        chunks = forward_in_chunks(
+            forward, input_ids, chunk_size=generation_config.prefill_chunk_size or PREFILL_CHUNK_SIZE, cache=cache,
+            attention_mask=model_kwargs.get("attention_mask"), position_ids=model_kwargs.get("position_ids"),
+        )
+        _, outputs = deque(chunks, maxlen=1).pop()  # run every chunk, keep the last one's outputs
+        return outputs

@@ -1,4 +1,4 @@
-"""The rolling KV cache (SPEC.md section 4): at most ``w`` keys per layer, stored after RoPE.
+"""The rolling KV cache (docs/spec.md section 4): at most ``w`` keys per layer, stored after RoPE.
 
 A query at position ``i`` sees keys ``i-w+1 .. i``: the ``w-1`` previous ones, which the cache
 keeps, and its own, which arrives with it. So each layer stores the last ``w-1`` keys and values,
@@ -18,14 +18,25 @@ its front, one copy every ``SLACK`` tokens. It also fixes two details of transfo
   fresh buffer, so the chunk's memory is freed at once instead of being pinned by a view.
 
 Memory per layer is ``w - 1 + SLACK`` entries, whatever the length of the stream.
+
+:func:`forward_in_chunks` is how a long input enters a cache: ``generate``'s prompt,
+:func:`swat.inference.prefill` and :func:`swat.inference.streaming_nll` all go through it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+from transformers.utils import ModelOutput
+
+from swat.models.compat import CACHE_FIELD, output_cache
 
 SLACK = 64  # free slots after the kept window: a decoding step appends there, without copying
+
+PREFILL_CHUNK_SIZE = 2048
+"""Tokens per forward when a long input is fed through a cache (``generate``'s prompt, prefill)."""
 
 
 class RollingWindowLayer(DynamicSlidingWindowLayer):
@@ -107,6 +118,37 @@ class RollingCache(DynamicCache):
         ]
         Cache.__init__(self, layers=layers)  # DynamicCache.__init__ would pick transformers' layer classes
 
-    def stored_lengths(self) -> list[int]:
-        """Key entries kept by each layer (at most ``w - 1`` between steps with a window)."""
-        return [layer.keys.shape[-2] if layer.is_initialized else 0 for layer in self.layers]
+
+def forward_in_chunks(
+    model: Callable[..., ModelOutput],
+    input_ids: torch.Tensor,
+    *,
+    chunk_size: int,
+    cache: Cache | None = None,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    **forward_kwargs,
+) -> Iterator[tuple[int, ModelOutput]]:
+    """Run ``model`` over ``input_ids [batch, n]`` ``chunk_size`` tokens at a time, all through one
+    cache (``None``: the model's first forward creates it), and yield ``(start, outputs)`` for each
+    chunk ``input_ids[:, start:start + chunk_size]``.
+
+    Each chunk's queries see the keys the cache kept from before it plus the chunk itself, so the
+    outputs are those of one forward over the whole input (docs/spec.md section 4), while memory
+    depends on ``chunk_size`` and ``w`` only. ``attention_mask [batch, past + n]`` covers the
+    tokens already in the cache too, as in ``generate``: each chunk gets it up to its own end.
+    ``position_ids [..., n]`` are cut like the input; without them the model numbers positions.
+    """
+    past = cache.get_seq_length() if cache is not None else 0
+    for start in range(0, input_ids.shape[1], chunk_size):
+        end = min(start + chunk_size, input_ids.shape[1])
+        outputs = model(
+            input_ids=input_ids[:, start:end],
+            attention_mask=None if attention_mask is None else attention_mask[:, : past + end],
+            position_ids=None if position_ids is None else position_ids[..., start:end],
+            use_cache=True,
+            **{CACHE_FIELD: cache},
+            **forward_kwargs,
+        )
+        cache = output_cache(outputs)
+        yield start, outputs

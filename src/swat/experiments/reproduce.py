@@ -1,19 +1,22 @@
 """``swat reproduce``: the paper's comparisons, trained and evaluated on the embedded corpus.
 
-Eight configs of the ``tiny`` training preset differ only in their attention (SPEC.md section 5);
+Eight configs of one training preset differ only in their attention (docs/spec.md section 5);
 all share the seed, the data and the token budget (``steps x batch x seq_len``). Each is trained
-with :func:`swat.training.train`, then all are evaluated on the held-out split:
+with :func:`swat.training.train` in ``OUT/runs/NAME`` (:func:`ablation_run`), then all are evaluated on the held-out split:
 
-- perplexity at 1x, 2x, 4x, 8x and 16x the training length, and loss by position (:mod:`.length`);
-- passkey retrieval inside the window, between the window and the receptive field, beyond (:mod:`.passkey`);
-- the attention sink, total weight and weight variance per head (:mod:`.attention`).
+- perplexity at 1x, 2x, 4x, 8x and 16x the training length, and loss by position
+  (:mod:`swat.evaluation.length`);
+- passkey retrieval inside the window, between the window and the receptive field, and beyond
+  (:mod:`swat.evaluation.passkey`);
+- the attention sink, total weight and weight variance per head (:mod:`swat.evaluation.attention`).
 
-``RESULTS/summary.md`` holds the table and the paper's claims checked against these numbers;
-``reproduce.json`` everything, with the settings and wall times.
+``OUT/summary.md`` holds the table and the paper's claims checked against these numbers
+(:mod:`swat.experiments.claims`); ``OUT/reproduce.json`` everything, with the settings and wall times.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -22,17 +25,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
+from swat.data.corpus import default_data_dir, shakespeare_corpus
+from swat.data.prepare import prepare_data
+from swat.data.shards import MANIFEST_NAME, read_manifest
 from swat.evaluation.attention import diagnose_attention, write_attention_outputs
 from swat.evaluation.length import evaluate_lengths, write_length_outputs
-from swat.evaluation.loading import load_model, read_tokens, receptive_field, sequences_of
+from swat.evaluation.loading import read_tokens, receptive_field, sequences_of
 from swat.evaluation.passkey import default_grid, evaluate_passkey, write_passkey_outputs
 from swat.evaluation.results import markdown_table, write_json, write_text
+from swat.experiments.claims import check_claims
+from swat.models import SWATConfig, SWATForCausalLM
+from swat.models.loading import load_model
+from swat.training import TrainConfig, load_config, train
+from swat.training.run_dir import RunDir
 
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
 TRAIN_SHARE = 0.8  # of --minutes spent training; the rest evaluates
-SINK_RATIO = 2.0  # a head "has a sink" when the first tokens get at least this multiple of a uniform share
+ATTENTION_SEQUENCES = 4  # held-out sequences of the training length for the attention statistics
 
 
 @dataclass(frozen=True)
@@ -43,10 +55,15 @@ class Ablation:
     train_short: bool = False  # seq_len = window, batch scaled up to keep the tokens per step
 
 
+def ablation_run(out: str | Path, name: str) -> RunDir:
+    """Where ``swat reproduce --out OUT`` trains the config ``name``."""
+    return RunDir(Path(out) / "runs" / name)
+
+
 def ablations(window: int) -> list[Ablation]:
-    """The issue's eight configs, as overrides of the training preset's model section. The sigmoid
-    configs keep ``SWATConfig``'s default ``sigmoid_bias = -log(w)``, so the issue's eighth config
-    (SWAT with ``b = -log(w)``) is ``swat`` itself and the eighth row is SWAT with ``b = 0``."""
+    """The paper's baselines and SWAT (docs/spec.md section 5) as overrides of the training
+    preset's model section, and SWAT with ``b = 0``. The sigmoid configs keep ``SWATConfig``'s
+    default ``sigmoid_bias = -log(w)``; ``swat-no-bias`` measures what that default buys."""
     return [
         Ablation("transformer++", "softmax, full attention, RoPE",
                  dict(attention_activation="softmax", alibi="none", sliding_window=None)),
@@ -63,8 +80,8 @@ def ablations(window: int) -> list[Ablation]:
 
 def extra_ablations(window: int) -> list[Ablation]:
     """Configs run only when named (``--configs``): the magnitude of the retaining half of the
-    balanced slopes (SPEC.md section 2 leaves it to this evidence; 1 is the paper's, the default
-    is ``SWATConfig.alibi_retain_scale``)."""
+    balanced slopes (docs/spec.md section 2 leaves it to this evidence; 1 is the paper's, the
+    default is ``SWATConfig.alibi_retain_scale``)."""
     return [
         Ablation(f"swat-retain-{scale:g}", f"SWAT, retaining slopes scaled by {scale:g}",
                  dict(alibi="balanced", alibi_retain_scale=scale))
@@ -72,32 +89,37 @@ def extra_ablations(window: int) -> list[Ablation]:
     ]
 
 
-def ablation_config(base, ablation: Ablation, steps: int):
-    """The training config of one ablation: ``base`` (a ``TrainConfig``) with its model overrides,
-    ``steps`` optimiser steps, evaluation and checkpoints only at the end."""
-    from swat.training.config import config_from_dict
+def choose_ablations(window: int, names: Sequence[str] | None) -> list[Ablation]:
+    """The eight configs, or those named (in the order of the known configs)."""
+    chosen = ablations(window)
+    if not names:
+        return chosen
+    known = chosen + extra_ablations(window)
+    unknown = sorted(set(names) - {a.name for a in known})
+    if unknown:
+        raise ValueError(f"unknown configs {unknown}: choose from {[a.name for a in known]}")
+    return [a for a in known if a.name in names]
 
-    raw = base.to_dict()
-    raw["name"] = ablation.name
-    raw["model"] = {**raw["model"], **ablation.model}
-    raw["train"]["steps"] = steps
-    raw["optim"]["warmup_steps"] = min(raw["optim"]["warmup_steps"], max(1, steps // 10))
-    raw["eval"]["every"] = 0
-    raw["checkpoint"]["every"] = 0
-    raw["checkpoint"]["keep_last"] = 1
+
+def ablation_config(preset: str, overrides: Sequence[str], ablation: Ablation, steps: int) -> TrainConfig:
+    """The training config of one ablation: the ``preset`` with the user's ``overrides``, then the
+    ablation's model fields, ``steps`` optimiser steps, evaluation and checkpoints only at the end
+    (and for ``train_short`` sequences of one window, the batch scaled to keep the tokens per step)."""
+    base = load_config(preset, overrides)
+    own = [f"name={ablation.name}", f"train.steps={steps}",
+           f"optim.warmup_steps={min(base.optim.warmup_steps, max(1, steps // 10))}",
+           "eval.every=0", "checkpoint.every=0", "checkpoint.keep_last=1"]
+    own += [f"model.{key}={json.dumps(value)}" for key, value in ablation.model.items()]
     if ablation.train_short:
-        window = raw["model"].get("sliding_window") or base.model_config().sliding_window
-        factor = max(1, raw["data"]["seq_len"] // window)
-        raw["data"]["seq_len"] = window
-        raw["train"]["batch_size"] *= factor
-        raw["train"]["micro_batch_size"] *= factor
-    return config_from_dict(raw)
+        window = ablation.model.get("sliding_window", base.model_config().sliding_window)
+        factor = max(1, base.data.seq_len // window)
+        own += [f"data.seq_len={window}", f"train.batch_size={base.train.batch_size * factor}",
+                f"train.micro_batch_size={base.train.micro_batch_size * factor}"]
+    return load_config(preset, [*overrides, *own])
 
 
-def seconds_per_step(config, vocab_size: int, repeats: int = 2) -> float:
+def seconds_per_step(config: TrainConfig, vocab_size: int, repeats: int = 2) -> float:
     """Wall time of one optimiser step of ``config`` (forward, backward, AdamW), measured here."""
-    from swat import SWATForCausalLM
-
     torch.manual_seed(0)
     model = SWATForCausalLM(config.model_config(vocab_size=vocab_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -115,18 +137,22 @@ def seconds_per_step(config, vocab_size: int, repeats: int = 2) -> float:
     return min(times[1:])
 
 
+def steps_within(minutes: float, config: TrainConfig, vocab_size: int, configs: int) -> int:
+    """Optimiser steps per config (at least 10) that train ``configs`` configs like ``config`` in
+    ``TRAIN_SHARE`` of ``minutes`` on this machine."""
+    step_seconds = seconds_per_step(config, vocab_size)
+    steps = max(10, int(minutes * 60 * TRAIN_SHARE / configs / step_seconds))
+    print(f"--minutes {minutes:g}: one step takes {step_seconds:.2f} s here, so {steps} steps per config")
+    return steps
+
+
 def ensure_data(data_dir: str | Path | None) -> Path:
     """The prepared data directory; the embedded Shakespeare corpus is prepared if missing."""
-    from swat.data.corpus import default_data_dir
-
     path = Path(data_dir) if data_dir is not None else Path(default_data_dir())
-    if (path / "manifest.json").is_file():
+    if (path / MANIFEST_NAME).is_file():
         return path
     if data_dir is not None:
         raise FileNotFoundError(f"{path} is not a prepared data directory: make one with `swat data prepare`")
-    from swat.data.corpus import shakespeare_corpus
-    from swat.data.prepare import prepare_data
-
     print(f"preparing the embedded Shakespeare corpus in {path} (once)")
     corpus = shakespeare_corpus()
     prepare_data(corpus.train, path, heldout_files=corpus.heldout)
@@ -149,28 +175,18 @@ def reproduce(
     ``reproduce.json`` holds. With ``steps=None`` the step count comes from ``minutes``; the
     held-out tokens per evaluation length (``eval_tokens``) default to 16k per hour of budget, at
     least one sequence of the longest length."""
-    from swat.data import TokenShards
-    from swat.training import load_config, train
-
     started = time.perf_counter()
     out = Path(out)
     data_dir = ensure_data(data_dir)
-    base = load_config(preset, [f"data.dir={data_dir}", *overrides])
+    base_overrides = [f"data.dir={data_dir}", *overrides]
+    base = load_config(preset, base_overrides)
     window = base.model_config().sliding_window
     if window is None:
         raise ValueError("the base config must have a sliding_window (the SWAT window of the ablations)")
-    chosen = ablations(window)
-    if names:
-        known = chosen + extra_ablations(window)
-        unknown = sorted(set(names) - {a.name for a in known})
-        if unknown:
-            raise ValueError(f"unknown configs {unknown}: choose from {[a.name for a in known]}")
-        chosen = [a for a in known if a.name in names]
-    vocab_size = TokenShards(data_dir, base.data.train_split).vocab_size
+    chosen = choose_ablations(window, names)
     if steps is None:
-        step_seconds = seconds_per_step(ablation_config(base, chosen[0], 1), vocab_size)
-        steps = max(10, int(minutes * 60 * TRAIN_SHARE / len(chosen) / step_seconds))
-        print(f"--minutes {minutes:g}: one step takes {step_seconds:.2f} s here, so {steps} steps per config")
+        steps = steps_within(minutes, ablation_config(preset, base_overrides, chosen[0], 1),
+                             read_manifest(data_dir)["vocab_size"], len(chosen))
     tokens = steps * base.train.batch_size * base.data.seq_len
     if eval_tokens is None:
         eval_tokens = max(LENGTH_MULTIPLES[-1] * base.data.seq_len, int(16384 * minutes / 60))
@@ -179,20 +195,12 @@ def reproduce(
 
     runs, train_seconds = {}, {}
     for ablation in chosen:
-        run_dir = out / "runs" / ablation.name
-        config = ablation_config(base, ablation, steps)
-        runs[ablation.name] = run_dir / "final"
-        if (run_dir / "final" / "config.json").is_file():
-            _check_reusable(run_dir, config)
-            print(f"{ablation.name}: reusing {run_dir / 'final'}")
-            train_seconds[ablation.name] = None  # trained by an earlier invocation
-            continue
-        start = time.perf_counter()
-        train(config, run_dir, resume=(run_dir / "checkpoints").is_dir())  # continue an interrupted run
-        train_seconds[ablation.name] = time.perf_counter() - start
-
+        runs[ablation.name] = ablation_run(out, ablation.name)
+        config = ablation_config(preset, base_overrides, ablation, steps)
+        train_seconds[ablation.name] = train_or_reuse(runs[ablation.name], config)
     eval_start = time.perf_counter()
-    evaluation = evaluate_runs(runs, data_dir, base, out, eval_tokens=eval_tokens, passkey_trials=passkey_trials)
+    evaluation = evaluate_runs({name: run.final for name, run in runs.items()}, data_dir, base, out,
+                               eval_tokens=eval_tokens, passkey_trials=passkey_trials)
     result = dict(
         settings=dict(preset=preset, overrides=list(overrides), data=str(data_dir), steps=steps,
                       batch_size=base.train.batch_size, seq_len=base.data.seq_len, tokens_per_config=tokens,
@@ -204,37 +212,45 @@ def reproduce(
         **evaluation,
     )
     result["summary"] = summary_rows(result)
-    result["claims"] = check_claims(result)
+    result["claims"] = check_claims(result["summary"], LENGTH_MULTIPLES[-1])
     write_json(out / "reproduce.json", result)
     write_text(out / "summary.md", summary_markdown(result))
     return result
 
 
-def _check_reusable(run_dir: Path, config) -> None:
+def train_or_reuse(run: RunDir, config: TrainConfig) -> float | None:
+    """Train one config into ``run`` (continuing an interrupted run from its checkpoints) and
+    return the seconds it took, or reuse a finished run trained with this config (None)."""
+    if run.is_finished():
+        check_reusable(run, config)
+        print(f"{config.name}: reusing {run.final}")
+        return None
+    start = time.perf_counter()
+    train(config, run.root, resume=run.checkpoints.is_dir())
+    return time.perf_counter() - start
+
+
+def check_reusable(run: RunDir, config: TrainConfig) -> None:
     """A finished run is reused only if it was trained with exactly this config, including the
     model fields its config resolved from defaults then (``sigmoid_bias``, ``alibi_retain_scale``)."""
-    import yaml
-
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved = yaml.safe_load(run.config.read_text())
     if saved != config.to_dict():
-        raise ValueError(f"{run_dir} holds a run trained with another config (e.g. another step count): pass "
+        raise ValueError(f"{run.root} holds a run trained with another config (e.g. another step count): pass "
                          f"--steps {saved.get('train', {}).get('steps')} to reuse it, or another --out")
-    from swat import SWATConfig
-
-    trained = SWATConfig.from_pretrained(run_dir / "final")
+    trained = SWATConfig.from_pretrained(run.final)
     wanted = config.model_config(vocab_size=trained.vocab_size)
     if _bias_and_slopes(trained) != _bias_and_slopes(wanted):
-        raise ValueError(f"{run_dir} was trained with other defaults of sigmoid_bias or alibi_retain_scale "
+        raise ValueError(f"{run.root} was trained with other defaults of sigmoid_bias or alibi_retain_scale "
                          "than now: delete it to train it again, or use another --out")
 
 
-def _bias_and_slopes(model_config) -> tuple[float, list[float] | None]:
+def _bias_and_slopes(model_config: SWATConfig) -> tuple[float, list[float] | None]:
     """What a model's attention adds to its scores: ``b`` and the slopes ``m_h`` (None without ALiBi)."""
     slopes = model_config.slopes()
     return model_config.sigmoid_bias, None if slopes is None else slopes.tolist()
 
 
-def evaluate_runs(runs: dict[str, Path], data_dir: Path, base, out: Path, *, eval_tokens: int,
+def evaluate_runs(models: dict[str, Path], data_dir: Path, base: TrainConfig, out: Path, *, eval_tokens: int,
                   passkey_trials: int) -> dict[str, Any]:
     """Length, passkey and attention evaluations of every trained model, outputs into ``out``."""
     train_length = base.data.seq_len
@@ -242,13 +258,14 @@ def evaluate_runs(runs: dict[str, Path], data_dir: Path, base, out: Path, *, eva
     swat_config = base.model_config()
     passkey_lengths, distances = default_grid(swat_config)
     length_results, passkey_results, attention_results = [], [], []
-    for name, path in tqdm(runs.items(), desc="evaluating", unit="model"):
+    for name, path in tqdm(models.items(), desc="evaluating", unit="model"):
         model, tokenizer = load_model(path)
         tokens = read_tokens(data_dir, tokenizer, max_tokens=max(lengths[-1], eval_tokens))
         length_results.append(evaluate_lengths(model, tokens, lengths, max_tokens=eval_tokens, label=name))
         passkey_results.append(evaluate_passkey(model, tokenizer, passkey_lengths, distances,
                                                 trials=passkey_trials, label=name))
-        attention_results.append(diagnose_attention(model, sequences_of(tokens, train_length, 4), label=name))
+        attention_results.append(diagnose_attention(model, sequences_of(tokens, train_length, ATTENTION_SEQUENCES),
+                                                    label=name))
     write_length_outputs(length_results, out, train_length)
     write_passkey_outputs(passkey_results, out)
     write_attention_outputs(attention_results, out)
@@ -270,6 +287,8 @@ def _passkey_regimes(passkey: dict[str, Any], window: int, reach: int) -> dict[s
 
 
 def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per config: perplexity at every multiple of the training length, passkey accuracy
+    per regime and the mean attention statistics."""
     rows = []
     for info, length, passkey, attention in zip(result["ablations"], result["length"], result["passkey"],
                                                 result["attention"], strict=True):
@@ -280,53 +299,6 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                          sink_share=attention["mean"]["sink_share"], sink_ratio=attention["mean"]["sink_ratio"],
                          total_weight=attention["mean"]["total_weight"]))
     return rows
-
-
-def check_claims(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The paper's claims, each checked against our numbers (only where the configs it compares ran)."""
-    rows = {row["name"]: row for row in result["summary"]}
-    last = f"ppl@{LENGTH_MULTIPLES[-1]}x"
-    claims = []
-
-    def ratio(name):
-        return rows[name][last] / rows[name]["ppl@1x"]
-
-    if {"swat", "transformer++"} <= rows.keys():
-        swat, full = ratio("swat"), ratio("transformer++")
-        claims.append(dict(
-            claim="SWAT stays stable far beyond the training length where full attention degrades",
-            evidence=f"ppl at {LENGTH_MULTIPLES[-1]}x / 1x the training length: SWAT {swat:.3f}, "
-                     f"Transformer++ {full:.3f}",
-            holds=bool(swat <= 1.05 and swat < full)))
-    softmax = [n for n in ("transformer++", "softmax-swa") if n in rows]
-    sigmoid = [n for n in ("swat", "sigmoid-swa-rope", "sigmoid-swa-alibi") if n in rows]
-    if softmax and sigmoid:
-        soft = max(rows[n]["sink_ratio"] for n in softmax)
-        sig = max(rows[n]["sink_ratio"] for n in sigmoid)
-        claims.append(dict(
-            claim="sigmoid removes the attention sink",
-            evidence=f"weight share on the first tokens relative to a uniform head: softmax models up to "
-                     f"{soft:.2f}, sigmoid models up to {sig:.2f}"
-                     + ("" if soft >= SINK_RATIO else f" (no softmax model formed a sink, ratio < {SINK_RATIO})"),
-            holds=bool(sig < soft) if soft >= SINK_RATIO else None))
-    if {"swat", "sigmoid-swa-alibi"} <= rows.keys():
-        claims.append(_lower_perplexity("balanced ALiBi slopes beat one-sided ones",
-                                        rows["swat"], "balanced", rows["sigmoid-swa-alibi"], "one-sided", last))
-    if {"swat", "swat-no-bias"} <= rows.keys():
-        claims.append(_lower_perplexity(
-            "our default sigmoid_bias = -log(w) beats b = 0 (a choice of this library, not a paper claim)",
-            rows["swat"], "b = -log(w)", rows["swat-no-bias"], "b = 0", last))
-    return claims
-
-
-def _lower_perplexity(claim: str, ours: dict, our_label: str, theirs: dict, their_label: str,
-                      last: str) -> dict[str, Any]:
-    """The claim that ``ours`` has lower perplexity than ``theirs`` at 1x and at ``last``."""
-    return dict(
-        claim=claim,
-        evidence=f"ppl@1x {our_label} {ours['ppl@1x']:.3f} vs {their_label} {theirs['ppl@1x']:.3f}; "
-                 f"{last} {ours[last]:.3f} vs {theirs[last]:.3f}",
-        holds=bool(ours["ppl@1x"] < theirs["ppl@1x"] and ours[last] < theirs[last]))
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
@@ -343,7 +315,7 @@ def summary_markdown(result: dict[str, Any]) -> str:
                            [[r["name"], r["description"]] + [r[c] for c in columns] for r in rows])
     text += ("\nppl@Nx: held-out perplexity on sequences N times the training length. passkey: accuracy by "
              f"where the key lies (window {result['window']}, receptive field {result['receptive_field']}). "
-             "sink_share: attention on the first 4 tokens as a share of each query's total; sink_ratio: that "
+             f"sink_share: attention on the first {result['attention'][0]['sink_tokens']} tokens as a share of each query's total; sink_ratio: that "
              "share over a uniform head's; total_weight: sum of a query's weights (1 for softmax).\n\n## Claims\n\n")
     text += markdown_table(["claim", "our evidence", "holds here"],
                            [[c["claim"], c["evidence"], {True: "yes", False: "no", None: "inconclusive"}[c["holds"]]]

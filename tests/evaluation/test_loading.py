@@ -1,0 +1,70 @@
+import pytest
+import torch
+import yaml
+
+from swat.data.shards import write_split
+from swat.evaluation.loading import model_label, read_tokens, receptive_field, sequences_of, training_length
+from swat.models.loading import load_model
+from swat.training.run_dir import RunDir
+
+from .conftest import save_model, tiny_config
+
+
+@pytest.fixture
+def run(tmp_path, tokenizer):
+    """A run directory as ``swat train`` leaves it: its config, a checkpoint and the final model."""
+    run = RunDir(tmp_path / "my-run")
+    save_model(run.final, tokenizer)
+    save_model(run.checkpoints / "step_00000010", tokenizer)
+    run.config.write_text(yaml.safe_dump({"name": "my-run", "data": {"seq_len": 48}}))
+    return run
+
+
+def test_a_model_of_a_run_is_labelled_and_knows_its_training_length(run, swat_dir):
+    assert model_label(run.final) == "my-run" and training_length(run.final) == 48
+    checkpoint = run.checkpoints / "step_00000010"
+    assert model_label(checkpoint) == "my-run/step_00000010" and training_length(checkpoint) == 48
+    assert model_label(swat_dir) == "swat" and training_length(swat_dir) is None
+
+
+def test_load_model_reads_a_saved_model_and_its_tokenizer(swat_dir, tokenizer):
+    model, loaded = load_model(swat_dir, dtype=torch.float64)
+    assert not model.training and model.dtype == torch.float64 and len(loaded) == len(tokenizer)
+    ids = torch.tensor([tokenizer("the king and queen")["input_ids"]])
+    torch.manual_seed(0)  # save_model's seed: the same weights
+    expected = type(model)(tiny_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id)).double().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, expected(ids).logits, rtol=0, atol=1e-12)
+
+
+def test_load_model_explains_what_is_missing(tmp_path, swat_dir):
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        load_model(tmp_path)
+    model_only = tmp_path / "model-only"
+    model, _ = load_model(swat_dir)
+    model.save_pretrained(model_only)
+    with pytest.raises(FileNotFoundError, match="no tokenizer"):
+        load_model(model_only)
+
+
+def test_read_tokens_from_a_text_file_or_a_data_dir(tmp_path, tokenizer, text_file):
+    ids = tokenizer(text_file.read_text(), add_special_tokens=False)["input_ids"]
+    assert read_tokens(text_file, tokenizer, max_tokens=50).tolist() == ids[:50]
+    write_split(tmp_path, "heldout", [ids[:30], ids[30:70]], vocab_size=len(tokenizer),
+                eos_token_id=tokenizer.eos_token_id)
+    assert read_tokens(tmp_path, tokenizer).tolist() == ids[:30] + [tokenizer.eos_token_id] + ids[30:70] + [
+        tokenizer.eos_token_id]
+    with pytest.raises(FileNotFoundError, match="text not found"):
+        read_tokens(tmp_path / "missing.txt", tokenizer)
+
+
+def test_sequences_of_a_stream():
+    tokens = torch.arange(10)
+    assert sequences_of(tokens, 4, 5).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    with pytest.raises(ValueError, match="fewer than one sequence of 11"):
+        sequences_of(tokens, 11, 1)
+
+
+def test_receptive_field():
+    assert receptive_field(tiny_config(97, sliding_window=16, num_hidden_layers=3)) == 3 * 15 + 1
+    assert receptive_field(tiny_config(97, sliding_window=None)) is None

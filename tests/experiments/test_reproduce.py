@@ -1,0 +1,100 @@
+import json
+import math
+
+import pytest
+
+import swat.experiments.reproduce as experiment
+from swat.cli import main
+from swat.evaluation.loading import training_length
+from swat.experiments.reproduce import ablation_config, ablations, choose_ablations, extra_ablations
+from swat.models import configuration_swat
+from swat.training.run_dir import RunDir
+
+from .conftest import SMALL
+
+
+def test_the_eight_configs_share_everything_but_attention(data_dir):
+    overrides = [f"data.dir={data_dir}"]
+    configs = {a.name: ablation_config("tiny", overrides, a, steps=50) for a in ablations(64)}
+    assert len(configs) == 8
+    tokens = {n: c.train.steps * c.train.batch_size * c.data.seq_len for n, c in configs.items()}
+    assert len(set(tokens.values())) == 1
+    assert {c.train.seed for c in configs.values()} == {0}
+    assert {c.data.dir for c in configs.values()} == {str(data_dir)}
+    assert configs["swat-train-short"].data.seq_len == 64 and configs["swat"].data.seq_len == 256
+    assert configs["swat"].name == "swat" and configs["swat"].eval.every == 0
+    models = {n: c.model_config(vocab_size=300) for n, c in configs.items()}
+    assert models["transformer++"].sliding_window is None and models["transformer++"].attention_activation == "softmax"
+    assert models["softmax-swa"].sliding_window == 64
+    assert models["swat"].alibi == "balanced" and models["swat"].use_rope
+    assert not models["swat-no-rope"].use_rope
+    assert models["sigmoid-swa-alibi"].alibi == "standard" and models["sigmoid-swa-rope"].alibi == "none"
+    assert models["swat"].sigmoid_bias == pytest.approx(-math.log(64))  # SWATConfig's default
+    assert models["sigmoid-swa-alibi"].sigmoid_bias == pytest.approx(-math.log(64))
+    assert models["swat-no-bias"].sigmoid_bias == 0.0 and models["softmax-swa"].sigmoid_bias == 0.0
+    extras = {a.name: ablation_config("tiny", overrides, a, steps=50).model_config(vocab_size=300)
+              for a in extra_ablations(64)}
+    assert extras["swat-retain-0.5"].slopes()[2:].tolist() == pytest.approx((-0.5 * models["swat"].slopes()[:2]).tolist())
+
+
+def test_the_ablation_wins_over_the_users_overrides(data_dir):
+    (transformer,) = choose_ablations(64, ["transformer++"])
+    config = ablation_config("tiny", [f"data.dir={data_dir}", "model.sliding_window=32", "optim.lr=1e-3"],
+                             transformer, steps=5)
+    assert config.model_config().sliding_window is None and config.optim.lr == 1e-3
+
+
+def test_unknown_config_names_are_a_clear_error():
+    assert [a.name for a in choose_ablations(64, ["swat-retain-0.5", "swat"])] == ["swat", "swat-retain-0.5"]
+    with pytest.raises(ValueError, match=r"unknown configs \['swat-typo'\]: choose from"):
+        choose_ablations(64, ["swat", "swat-typo"])
+
+
+def test_cli_trains_evaluates_and_reuses_two_configs(tmp_path, data_dir, monkeypatch):
+    out = tmp_path / "results"
+    args = ["reproduce", "--steps", "3", "--out", str(out), "--data", str(data_dir), "--configs",
+            "transformer++,swat", "--eval-tokens", "512", "--passkey-trials", "1"]
+    for item in SMALL:
+        args += ["--set", item]
+    assert main(args) == 0
+    result = json.loads((out / "reproduce.json").read_text())
+    assert [row["name"] for row in result["summary"]] == ["transformer++", "swat"]
+    assert [row["length"] for row in result["length"][0]["lengths"]] == [32, 64, 128, 256, 512]
+    assert all(row["ppl@16x"] > 1 for row in result["summary"])
+    assert result["settings"]["tokens_per_config"] == 3 * 4 * 32
+    assert len(result["claims"]) == 2
+    summary = (out / "summary.md").read_text()
+    assert "ppl@16x" in summary and "## Claims" in summary
+    for name in ("length", "passkey", "attention"):
+        assert (out / f"{name}.png").is_file() and (out / f"{name}.md").is_file()
+    run = RunDir(out / "runs" / "swat")
+    assert run.is_finished() and training_length(run.final) == 32
+
+    assert main(args) == 0  # a second run reuses the trained models
+    assert json.loads((out / "reproduce.json").read_text())["wall_seconds"]["train"] == {"transformer++": None,
+                                                                                         "swat": None}
+    monkeypatch.setattr(configuration_swat, "bounded_retain_scale", lambda heads, window: 0.5)
+    with pytest.raises(ValueError, match="other defaults"):  # but not once the defaults changed
+        main(args)
+    with pytest.raises(ValueError, match="--steps 3 to reuse it"):
+        main([a if a != "3" else "4" for a in args])
+
+    assert main(["eval", "length", "--models", str(run.final), "--text", str(data_dir), "--lengths", "32,64",
+                 "--out", str(tmp_path / "length")]) == 0
+    length = json.loads((tmp_path / "length" / "length.json").read_text())
+    assert length[0]["model"] == "swat" and length[0]["lengths"][1]["sequences"] > 1
+
+
+def test_a_data_dir_that_is_not_prepared_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a prepared data directory"):
+        main(["reproduce", "--steps", "1", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def test_the_time_budget_sets_the_step_count(data_dir, monkeypatch):
+    (swat,) = choose_ablations(64, ["swat"])
+    config = ablation_config("tiny", [f"data.dir={data_dir}", *SMALL], swat, steps=1)
+    monkeypatch.setattr(experiment, "seconds_per_step", lambda config, vocab_size: 0.5)
+    assert experiment.steps_within(10, config, 300, configs=4) == int(10 * 60 * experiment.TRAIN_SHARE / 4 / 0.5)
+    assert experiment.steps_within(0.01, config, 300, configs=4) == 10
+    monkeypatch.undo()
+    assert experiment.seconds_per_step(config, 300, repeats=1) > 0
