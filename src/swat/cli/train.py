@@ -3,12 +3,14 @@
     swat train --config tiny                                  # minutes on a CPU (Shakespeare)
     swat train --config tiny --set model.sliding_window=128 optim.lr=1e-3 --out runs/w128
     swat train --config my.yaml --out runs/mine --resume      # continue from the last checkpoint
+    swat train --config my.yaml --out runs/mine --overwrite   # replace the run in runs/mine
     torchrun --nproc_per_node=4 -m swat.cli.train --config 340m --set data.dir=DATA
 
 Presets: tiny, small, 340m, 760m (the model in swat.models.presets, its training recipe in
 src/swat/training/presets/NAME.yaml). The run directory (swat.training.run_dir.RunDir) holds
-config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face model dir with its tokenizer) and
-final/ (the trained model).
+config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face model dir with its tokenizer and
+model card) and final/ (the trained model); --out refuses a directory that holds another run or
+other files unless --resume or --overwrite says what to do with it.
 """
 
 from __future__ import annotations
