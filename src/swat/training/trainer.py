@@ -265,8 +265,8 @@ class Trainer:
         """A resumable checkpoint of the current step (rank 0 writes; every process takes part)."""
         model_state, optimizer_state = self._full_states()
         path = None
+        self._check_finite(model_state)
         if self.env.is_main:
-            self._check_finite(model_state)
             state = {"step": self.step, "skipped_steps": self.skipped_steps, "optimizer": optimizer_state,
                      "scheduler": self.scheduler.state_dict(), "rng": _rng_state(),
                      "data_fingerprint": self.data_fingerprint, "world_size": self.env.world_size}
@@ -279,8 +279,8 @@ class Trainer:
     def save_final(self) -> Path:
         """The trained model as ``RUN_DIR/final``: a Hugging Face model dir with its tokenizer."""
         model_state, _ = self._full_states(optimizer=False)
+        self._check_finite(model_state)
         if self.env.is_main:
-            self._check_finite(model_state)
             ckpt.save_final(self.run_dir.final, self.model, model_state, self.tokenizer, self.config.to_yaml(),
                             self.model_card())
             tqdm.write(f"final model: {self.run_dir.final}")
@@ -302,12 +302,17 @@ class Trainer:
                           step=self.step, eval_loss=self.last_eval_loss, command=self.command)
 
     def _check_finite(self, model_state: dict[str, torch.Tensor]) -> None:
-        """Refuse to save non-finite weights over the last good state."""
+        """Refuse to save non-finite weights over the last good state (every process raises;
+        ``model_state`` is the full state on the main process, empty on the others)."""
         bad = [name for name, tensor in model_state.items()
                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
-        if bad:
+        if self._any_process(bool(bad)):
             raise NonFiniteLossError(f"step {self.step}: the weights are not finite ({len(bad)} tensors, e.g. "
-                                     f"{bad[0]}); nothing was saved. {self._non_finite_advice()}")
+                                     f"{bad[:1]}); nothing was saved. {self._non_finite_advice()}")
+
+    def _any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any process (so that all of them take the same branch)."""
+        return bool(distributed.all_reduce_sum(torch.tensor(float(flag), device=self.env.device), self.env).item())
 
     def _full_states(self, optimizer: bool = True):
         """Unsharded model (and optimiser) state dicts on the CPU, keyed by parameter names."""
@@ -383,7 +388,7 @@ class Trainer:
                 ckpt.recover_checkpoints(run.checkpoints)
             except OSError as error:
                 failure = error
-        if distributed.all_reduce_sum(torch.tensor(float(failure is not None)), self.env).item():
+        if self._any_process(failure is not None):
             raise failure or FileExistsError(f"{run.root}: the main process could not take the run directory")
         latest = ckpt.latest_checkpoint(run.checkpoints)
         if not resume:
