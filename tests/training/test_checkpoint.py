@@ -20,10 +20,10 @@ class BrokenTokenizer:
 
 
 def _save(root, model, step, keep_last=2, tokenizer=None):
-    state = {"step": step, "optimizer": {"state": {"w": torch.arange(3.0)}, "param_groups": [{"lr": 0.1}]},
+    state = {"step": step, "skipped_steps": 0, "optimizer": {"state": {"w": torch.arange(3.0)}, "param_groups": [{"lr": 0.1}]},
              "rng": {"torch": torch.get_rng_state()}}
     weights = {name: tensor + step for name, tensor in model.state_dict().items()}
-    return ckpt.save_checkpoint(root, step, model, weights, tokenizer, state, "name: x\n", keep_last)
+    return ckpt.save_checkpoint(root, step, model, weights, tokenizer, state, "name: x\n", "# card\n", keep_last)
 
 
 def test_keeps_the_last_k_and_points_latest_at_the_newest(tmp_path, model):
@@ -58,7 +58,7 @@ def test_rewriting_a_step_and_the_final_model_replace_them(tmp_path, model):
     final = tmp_path / "final"
     for offset in (1, 2):
         weights = {name: tensor + offset for name, tensor in model.state_dict().items()}
-        ckpt.save_final(final, model, weights, None, "name: y\n")
+        ckpt.save_final(final, model, weights, None, "name: y\n", "# card\n")
     assert torch.equal(load_file(final / "model.safetensors")["model.norm.weight"], model.model.norm.weight + 2)
     assert (final / ckpt.CONFIG_FILE).read_text() == "name: y\n" and not (final / ckpt.STATE_FILE).exists()
 

@@ -75,7 +75,7 @@ def test_bad_config_files_say_what_is_wrong(tmp_path):
         load_config("no-such-preset")
     listed = tmp_path / "list.yaml"
     listed.write_text("- a\n- b\n")
-    with pytest.raises(ValueError, match="must be a YAML mapping"):
+    with pytest.raises(ValueError, match="holds a list: a training config is a YAML mapping"):
         load_config(listed)
     typo = tmp_path / "typo.yaml"
     typo.write_text("optim: {lr: 1.0e-3, warmup: 3}\n")

@@ -43,6 +43,17 @@ def test_cli_training_learns_and_saves_a_loadable_model(data_dir, tmp_path):
     assert torch.equal(reloaded(**prompt).logits, model(**prompt).logits)  # the last checkpoint is the final model
     assert AutoTokenizer.from_pretrained(checkpoint).eos_token_id == model.config.eos_token_id
 
+    card = (out / "final" / "README.md").read_text()  # the model card of every model directory
+    params = sum(p.numel() for p in model.parameters())
+    assert f"# SWAT language model ({params / 1e6:.2f}M parameters)" in card
+    assert "- steps: 30, tokens: 3,840" in card  # 30 steps x 4 windows x 32 tokens
+    assert f"- final held-out loss: {last:.4f} (perplexity {math.exp(last):.2f})" in card
+    assert f"- command: `swat train --config {config} --set train.steps=30 optim.warmup_steps=3 --out {out}`" in card
+    assert f"| directory | `{data_dir}` |" in card and "| train split | `60 documents, " in card
+    assert "| tokenizer | `tokenizer/ (286 entries)` |" in card
+    assert "| `sliding_window` | `8` |" in card
+    assert "- steps: 30," in (checkpoint / "README.md").read_text()
+
 
 def test_resume_continues_exactly(data_dir, tmp_path):
     """6 steps in one go == 3 steps, stop, resume, 3 more: identical losses, evals and weights."""
@@ -174,3 +185,22 @@ def test_a_checkpoint_without_schedule_state_is_refused_clearly(data_dir, tmp_pa
     torch.save(state, latest / ckpt.STATE_FILE)
     with pytest.raises(ValueError, match="no learning-rate schedule state"):
         Trainer(config, tmp_path / "run", resume=True)
+
+
+def test_non_finite_weights_are_never_saved(data_dir, tmp_path):
+    trainer = Trainer(load_config(run_config(data_dir, train={"steps": 2})), tmp_path / "run")
+    trainer.fit(until=1)
+    with torch.no_grad():
+        trainer.model.model.norm.weight[0] = math.nan
+    with pytest.raises(NonFiniteLossError, match="weights are not finite .*nothing was saved. Lower optim.lr"):
+        trainer.save_final()
+    with pytest.raises(NonFiniteLossError, match="weights are not finite"):
+        trainer.save_checkpoint()
+    assert not (tmp_path / "run" / "final").exists()
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["latest", "step_00000001"]
+
+
+def test_a_model_config_that_breaks_training_is_named(data_dir, tmp_path):
+    config = load_config(run_config(data_dir, model={"rope_theta": -1.0}, train={"steps": 4}))
+    with pytest.raises(NonFiniteLossError, match="likely culprit: model.rope_theta=-1.0"):
+        Trainer(config, tmp_path / "run").fit()

@@ -11,6 +11,7 @@ Re-running a command with the same inputs and settings does nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -62,6 +63,9 @@ def _add_common(parser: argparse.ArgumentParser, heldout_fraction: bool = True) 
     tok.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
                      help=f"size of the byte-level BPE trained on the training text (default: {DEFAULT_VOCAB_SIZE})")
     parser.add_argument("--num-proc", type=int, help="tokenizing processes (default: min(2, cpu count))")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="prepare into --out although it holds other files (only the files a preparation "
+                             "writes are replaced)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -69,7 +73,13 @@ def run(args: argparse.Namespace) -> int:
     if args.data_command is None:
         print(__doc__)
         return 0
-    return {"prepare": _prepare, "shakespeare": _shakespeare, "info": _info}[args.data_command](args)
+    try:
+        return {"prepare": _prepare, "shakespeare": _shakespeare, "info": _info}[args.data_command](args)
+    except (ValueError, OSError) as error:
+        if os.environ.get("SWAT_DEBUG") == "1":
+            raise
+        print(f"swat data {args.data_command}: {error}", file=sys.stderr)
+        return 2
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -88,7 +98,7 @@ def _prepare(args: argparse.Namespace) -> int:
                                    heldout_fraction=args.heldout_fraction)
     prepare_data(inputs, args.out, heldout_files=args.heldout_files, heldout_fraction=args.heldout_fraction,
                  tokenizer=args.tokenizer, vocab_size=args.vocab_size, num_proc=args.num_proc,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, overwrite=args.overwrite)
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -103,7 +113,8 @@ def _shakespeare(args: argparse.Namespace) -> int:
     print(f"Shakespeare: {len(corpus.train) + len(corpus.heldout)} works in {corpus.root}; held out: "
           f"{', '.join(p.stem for p in corpus.heldout)}")
     prepare_data(corpus.train, out, heldout_files=corpus.heldout, tokenizer=args.tokenizer,
-                 vocab_size=args.vocab_size, num_proc=args.num_proc, progress=not args.no_progress)
+                 vocab_size=args.vocab_size, num_proc=args.num_proc, progress=not args.no_progress,
+                 overwrite=args.overwrite)
     _info(argparse.Namespace(data_dir=out))
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0

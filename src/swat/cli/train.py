@@ -3,18 +3,21 @@
     swat train --config tiny                                  # minutes on a CPU (Shakespeare)
     swat train --config tiny --set model.sliding_window=128 optim.lr=1e-3 --out runs/w128
     swat train --config my.yaml --out runs/mine --resume      # continue from the last checkpoint
+    swat train --config my.yaml --out runs/mine --overwrite   # replace the run in runs/mine
     torchrun --nproc_per_node=4 -m swat.cli.train --config 340m --set data.dir=DATA
 
 Presets: tiny, small, 340m, 760m (the model in swat.models.presets, its training recipe in
 src/swat/training/presets/NAME.yaml). The run directory (swat.training.run_dir.RunDir) holds
-config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face model dir with its tokenizer) and
-final/ (the trained model).
+config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face model dir with its tokenizer and
+model card) and final/ (the trained model); --out refuses a directory that holds another run or
+other files unless --resume or --overwrite says what to do with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 
@@ -22,8 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="a preset name (tiny, small, 340m, 760m) or a YAML file")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override config keys, e.g. model.sliding_window=128 optim.lr=1e-3 train.steps=50")
-    parser.add_argument("--out", default=None, help="run directory (default: runs/NAME)")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/NAME); a directory that holds "
+                                                    "another run or other files is refused")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --out (its config, metrics, checkpoints and final model)")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="with --resume: continue although the data directory was prepared again since")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -33,21 +41,33 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"swat train: {error}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        print(config.to_yaml(), end="")
-        return 0
-    try:
-        run_dir = train(config, args.out, resume=args.resume)
-    except (FileExistsError, FileNotFoundError, ValueError, NonFiniteLossError) as error:
+        if args.print_config:
+            print(config.to_yaml(), end="")
+            return 0
+        run_dir = train(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                        accept_data_change=args.accept_data_change, command=_command(args))
+    except NonFiniteLossError as error:
         print(f"swat train: {error}", file=sys.stderr)
         return 1
+    except (ValueError, OSError) as error:
+        if os.environ.get("SWAT_DEBUG") == "1":
+            raise
+        print(f"swat train: {error}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         run = RunDir(run_dir)
         print(f"run directory: {run.root} ({run.metrics.name}, {run.checkpoints.name}/, {run.final.name}/)")
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that started the run, for its model card."""
+    words = ["swat", "train", "--config", args.config]
+    words += ["--set", *args.overrides] if args.overrides else []
+    words += ["--out", args.out] if args.out else []
+    words += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                    ("--accept-data-change", args.accept_data_change)) if on]
+    return shlex.join(words)
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node=K -m swat.cli.train --config ...

@@ -37,6 +37,7 @@ from swat.data.tokenizer import encode_documents, load_tokenizer, train_bpe_toke
 
 SPLITS = ("train", "heldout")
 TOKENIZER_DIR = "tokenizer"
+PREPARING = ".swat-preparing"  # present while a preparation is under way or was interrupted
 DEFAULT_VOCAB_SIZE = 4096
 _ROWS_PER_BATCH = 64
 
@@ -49,7 +50,7 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
                  heldout_files: Sequence[str | os.PathLike] = (), heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
                  tokenizer: Any = None, vocab_size: int = DEFAULT_VOCAB_SIZE, tokenizer_train_chars: int = 1 << 30,
                  num_proc: int | None = None, shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Tokenize ``inputs`` into ``out_dir`` (token shards of the ``train`` and ``heldout`` splits,
     the tokenizer, the manifest) and return the manifest. ``inputs``: text files and directories
     (held out: ``heldout_files``, else a ``heldout_fraction``; see ``sources.file_documents``),
@@ -60,6 +61,9 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
     ``num_proc`` tokenizing processes (default ``min(2, cpu count)``; a streamed dataset is
     tokenized in this process, by the tokenizer's own threads). Re-running with the same inputs
     and settings is a no-op.
+
+    ``out_dir`` must be new, empty or an earlier output of ``prepare_data`` (``overwrite``:
+    any directory); only the files a preparation writes are ever replaced or deleted there.
     """
     if isinstance(inputs, Documents):
         if heldout_files:
@@ -80,6 +84,9 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
         loaded = tokenizer if hasattr(tokenizer, "get_vocab") else load_tokenizer(tokenizer)
         if loaded.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token, which separates documents; set one first")
+        if not 0 <= loaded.eos_token_id < len(loaded):
+            raise ValueError(f"the tokenizer's eos_token_id {loaded.eos_token_id} is outside its vocabulary of "
+                             f"{len(loaded)} entries: give a tokenizer whose eos_token is one of its tokens")
         tokenizer_source = {"given": _tokenizer_fingerprint(loaded)}
     source = {"format": FORMAT_VERSION, "inputs": docs.fingerprint, "tokenizer": tokenizer_source,
               "shard_tokens": shard_tokens}
@@ -87,7 +94,7 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
         print(f"{out_dir} is up to date (same inputs and settings): nothing to do")
         return read_manifest(out_dir)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_out_dir(out_dir, overwrite)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new manifest is written
     if loaded is None:
         loaded = _train_tokenizer(docs, vocab_size, tokenizer_train_chars, progress)
@@ -96,7 +103,8 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
                             source=source)
     manifest["splits"] = _write_splits(out_dir, docs, loaded, manifest, num_proc, shard_tokens, progress)
     write_manifest(out_dir, manifest)
-    _remove_stale_shards(out_dir, manifest)
+    (out_dir / PREPARING).unlink()
+    _remove_stale_files(out_dir, manifest)
     for name, info in manifest["splits"].items():
         print(f"{name}: {info['documents']} documents, {info['tokens']:,} tokens in {len(info['shards'])} shard(s)")
     print(f"wrote {out_dir} (vocab {manifest['vocab_size']}, {manifest['dtype']})")
@@ -176,8 +184,12 @@ def _write_splits(out_dir: Path, docs: Documents, tokenizer, manifest: dict[str,
     if docs.names:
         for name in SPLITS:
             splits[name]["names"] = names[name]
-    if splits["train"]["documents"] == 0:
+    train = splits["train"]
+    if train["documents"] == 0:
         raise ValueError("no training documents: every document went to the held-out split")
+    if train["tokens"] == train["documents"]:  # nothing but the EOS after each document
+        raise ValueError(f"the {train['documents']} training document(s) hold no text (empty files or rows): "
+                         "give non-empty text")
     return splits
 
 
@@ -207,17 +219,48 @@ def _is_up_to_date(out_dir: Path, source: dict[str, Any]) -> bool:
         return False
 
 
-def _remove_stale_shards(out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Delete shard files of an earlier preparation that the new manifest no longer names, and
-    temporary files left by an interrupted one."""
-    keep = {name for info in manifest["splits"].values() for name in info["shards"]}
-    for path in out_dir.glob("*-[0-9][0-9][0-9][0-9][0-9].bin"):
-        if path.name not in keep and path.name.split("-")[0] in SPLITS:
-            path.unlink()
-    for path in out_dir.glob(".*.tmp"):
+def _own_files(out_dir: Path) -> list[Path]:
+    """What a preparation writes in ``out_dir``: the manifest, the tokenizer, the shards of its
+    splits, and its temporaries."""
+    patterns = [MANIFEST_NAME, TOKENIZER_DIR, PREPARING, f".{MANIFEST_NAME}.*.tmp", f".{TOKENIZER_DIR}.*",
+                ".tokenized.*.tmp"]
+    patterns += [p for split in SPLITS for p in (f"{split}-[0-9][0-9][0-9][0-9][0-9].bin",
+                                                 f".{split}-[0-9][0-9][0-9][0-9][0-9].bin.*.tmp")]
+    return sorted({path for pattern in patterns for path in out_dir.glob(pattern)})
+
+
+def _claim_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``out_dir`` that holds files but is not an output of ``prepare_data`` (unless
+    ``overwrite``), then mark it as being prepared (``PREPARING``, removed with the manifest's
+    completion), so an interrupted preparation is recognised as ours."""
+    if out_dir.is_dir() and not overwrite and not _is_own_output(out_dir):
+        found = sorted(p.name for p in out_dir.iterdir())
+        if found:
+            raise FileExistsError(f"{out_dir} is not empty and holds no prepared data (it holds {found[:5]}): "
+                                  "choose an empty or new --out, or pass --overwrite to prepare there (only the "
+                                  "files a preparation writes are replaced; others are kept)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / PREPARING).write_text(f"{os.getpid()}\n")
+
+
+def _is_own_output(out_dir: Path) -> bool:
+    if (out_dir / PREPARING).is_file():
+        return True
+    try:
+        read_manifest(out_dir)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _remove_stale_files(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Delete the files of an earlier preparation that the new manifest no longer names, and
+    the temporaries of an interrupted one; nothing else."""
+    keep = {MANIFEST_NAME, TOKENIZER_DIR, *(name for info in manifest["splits"].values() for name in info["shards"])}
+    for path in _own_files(out_dir):
+        if path.name in keep:
+            continue
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink()
-    for path in out_dir.glob(f".{TOKENIZER_DIR}.*"):
-        shutil.rmtree(path, ignore_errors=True)

@@ -78,7 +78,8 @@ def new_manifest(*, vocab_size: int, eos_token_id: int, tokenizer: str | None = 
     """A manifest without splits. ``tokenizer`` is the tokenizer directory relative to the data
     directory, or None for synthetic token data that has no tokenizer."""
     if not 0 <= eos_token_id < vocab_size:
-        raise ValueError(f"eos_token_id {eos_token_id} is outside the vocabulary [0, {vocab_size})")
+        raise ValueError(f"eos_token_id {eos_token_id} is outside the vocabulary [0, {vocab_size}): use an EOS id "
+                         "that is one of the vocabulary's tokens")
     return {"format": FORMAT_VERSION, "tokenizer": tokenizer, "vocab_size": int(vocab_size),
             "eos_token_id": int(eos_token_id), "dtype": token_dtype(vocab_size), "splits": {},
             "source": source or {}}

@@ -13,6 +13,7 @@ read when it is tokenized), plus the fingerprint of the inputs for the no-op re-
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
@@ -44,11 +45,28 @@ def document_texts(batch: dict[str, list]) -> list[str]:
     return batch["text"]
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def _sha256_file(path: Path, text: bool = False) -> str:
+    """The SHA-256 of a file; with ``text``, checked on the way to be UTF-8 text (not binary)."""
+    digest, decoder, offset = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")(), 0
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+            if not text:
+                continue
+            if b"\0" in block:
+                raise ValueError(f"{path} is binary, not text (a NUL byte at offset {offset + block.index(0)}): "
+                                 "remove it from the inputs, or extract its text first")
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} is not UTF-8 text (near byte {offset + e.start}); convert it, e.g. "
+                                 "`iconv -t UTF-8`, or remove it from the inputs") from None
+            offset += len(block)
+    try:
+        decoder.decode(b"", final=text)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text (it ends inside a character); convert it, e.g. "
+                         "`iconv -t UTF-8`") from None
     return digest.hexdigest()
 
 
@@ -67,7 +85,8 @@ def _heldout_keys(keys: Sequence[str], fraction: float) -> set[str]:
 
 def _check_fraction(fraction: float) -> None:
     if not 0 <= fraction < 1:
-        raise ValueError(f"the held-out fraction must be in [0, 1), got {fraction}")
+        raise ValueError(f"the held-out fraction must be in [0, 1), got {fraction}: pass e.g. "
+                         f"--heldout-fraction {DEFAULT_HELDOUT_FRACTION}")
 
 
 def expand_text_files(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:
@@ -122,8 +141,8 @@ def file_documents(paths: Sequence[str | os.PathLike], *, heldout_files: Sequenc
     train = [(name, p) for name, p in expand_text_files(paths) if p.resolve() not in held_paths]
     if not train:
         raise ValueError("no training text files: every input file is also a held-out file")
-    fingerprint = {"files": [[name, os.path.getsize(p), _sha256_file(p)] for name, p in train],
-                   "heldout_files": [[name, os.path.getsize(p), _sha256_file(p)] for name, p in held]}
+    fingerprint = {"files": [[name, os.path.getsize(p), _sha256_file(p, text=True)] for name, p in train],
+                   "heldout_files": [[name, os.path.getsize(p), _sha256_file(p, text=True)] for name, p in held]}
     if held:
         rows = _file_rows([p for _, p in train + held], [False] * len(train) + [True] * len(held))
         return Documents(rows, fingerprint, [name for name, _ in train + held])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -162,9 +164,12 @@ def _read_source(source: str | Path | dict[str, Any]) -> list[DictConfig]:
     try:
         content = OmegaConf.load(path)
     except (OmegaConfBaseException, yaml.YAMLError) as error:
-        raise ValueError(f"{path} is not a readable YAML config: {_first_line(error)}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" near line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path} is not valid YAML ({_first_line(error)}{where}): fix the file there") from None
     if not isinstance(content, DictConfig):
-        raise ValueError(f"{path}: a training config must be a YAML mapping, got a list")
+        raise ValueError(f"{path} holds a list: a training config is a YAML mapping of sections, e.g. "
+                         "'train: {steps: 100}'")
     return [OmegaConf.create({"name": path.stem}), content]
 
 
@@ -252,7 +257,37 @@ def _check_model_section(value: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(_unknown_message(key, ["preset", *SWATConfig.__annotations__], "model"))
     if value.get("preset", "tiny") not in PRESETS:
         raise ValueError(f"model.preset must be one of {sorted(PRESETS)}, got {value.get('preset')!r}")
+    hints = typing.get_type_hints(SWATConfig, localns={"torch": torch})  # PretrainedConfig's hints name torch
+    for key, item in value.items():
+        if key in hints and not _has_type(item, hints[key]):
+            raise ValueError(f"config key 'model.{key}' must be {_type_name(hints[key])}, got {item!r}"
+                             + (" (YAML spells them .nan, .inf and -.inf)" if str(item).lower().lstrip("+-") in
+                                ("nan", "inf", "infinity") else ""))
     return dict(value)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a ``SWATConfig`` field's annotation (ints count as floats)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_has_type(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    origin = typing.get_origin(hint) or hint
+    return isinstance(value, origin) if isinstance(origin, type) else True
+
+
+def _device_problems(device: str) -> list[str]:
+    if device == "auto":
+        return []
+    try:
+        torch.device(device)
+    except RuntimeError:
+        return [f"train.device must be auto, cpu, cuda or cuda:N (a torch device), got {device!r}"]
+    return []
 
 
 def _check(config: TrainConfig) -> None:
@@ -273,6 +308,14 @@ def _check(config: TrainConfig) -> None:
             problems.append(str(error))
     if run.bf16 not in (True, False, "auto"):
         problems.append(f"train.bf16 must be true, false or auto, got {run.bf16!r}")
+    if run.seed < 0:
+        problems.append(f"train.seed must be >= 0, got {run.seed}")
+    problems += _device_problems(run.device)
+    numbers = {"optim.lr": optim.lr, "optim.min_lr": optim.min_lr, "optim.eps": optim.eps,
+               "optim.weight_decay": optim.weight_decay, "optim.grad_clip": optim.grad_clip,
+               **{f"optim.betas[{i}]": b for i, b in enumerate(optim.betas)}}
+    problems += [f"{key} must be a finite number, got {value}" for key, value in numbers.items()
+                 if value is not None and not math.isfinite(value)]
     if optim.lr <= 0 or not 0 <= optim.min_lr <= optim.lr:
         problems.append(f"need optim.lr > 0 and 0 <= optim.min_lr <= optim.lr, got {optim.lr} and {optim.min_lr}")
     if optim.warmup_steps < 0 or optim.weight_decay < 0 or (optim.grad_clip is not None and optim.grad_clip <= 0):

@@ -50,11 +50,23 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file (a run dir or the file itself)."""
+    """The records of a ``metrics.jsonl`` file (a run dir or the file itself). A torn last line
+    (the process was killed while appending it) is dropped; a damaged earlier line is an error."""
     path = Path(path)
     if path.is_dir():
         path = RunDir(path).metrics
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif number < len(lines):
+            raise ValueError(f"{path} line {number} is not a JSON record ({line[:60]!r}): delete or fix that line")
+    return records
 
 
 def truncate_metrics(path: Path, step: int) -> None:

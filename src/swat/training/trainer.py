@@ -8,7 +8,10 @@ Training and held-out evaluation compute it through one function, ``window_loss`
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,8 @@ from swat.ops.device import fast_low_precision_matmul
 from swat.training import checkpoint as ckpt
 from swat.training import distributed
 from swat.training.config import TrainConfig
-from swat.training.metrics import MetricsLogger
+from swat.training.metrics import MetricsLogger, read_metrics
+from swat.training.model_card import model_card
 from swat.training.optim import build_optimizer, build_scheduler
 from swat.training.run_dir import RunDir
 from swat.training.sampler import (
@@ -42,6 +46,9 @@ from swat.utils.io import atomic_write_bytes
 # step is the same for any number of processes and micro-batches); the rest must match.
 RESUMABLE_CHANGES = ("name", "train.steps", "train.device", "train.max_bad_steps", "train.micro_batch_size",
                      "train.fsdp", "train.gradient_checkpointing", "train.bf16", "eval", "checkpoint", "log")
+# Of those, the ones that change the arithmetic (summation order, precision, kernels): a resumed
+# run continues correctly, but not bit-identical to an uninterrupted one.
+NOT_BIT_EXACT_CHANGES = ("train.micro_batch_size", "train.device", "train.bf16", "train.fsdp")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,24 +74,35 @@ class Trainer:
     >>> run_dir = Trainer(load_config("tiny"), "runs/tiny").fit()
     """
 
-    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False, *, overwrite: bool = False,
+                 accept_data_change: bool = False, command: str | None = None) -> None:
         self.config = config
         self.run_dir = RunDir(out_dir)
+        self.command = command if command is not None else " ".join(sys.argv)
         self.env = distributed.setup(config.train.device)
         self.data_dir = resolve_data_dir(config.data.dir)
         self.train_tokens = TokenShards(self.data_dir, config.data.train_split)
         self.eos_token_id = self.train_tokens.eos_token_id
+        self.data_fingerprint = data_fingerprint(self.train_tokens.manifest)
         self.tokenizer = self._load_tokenizer()
-        resume_from = self._prepare_run_dir(resume)
+        self._lock = None
+        try:
+            self._build(resume, overwrite, accept_data_change)
+        except BaseException:
+            self.close()
+            raise
 
+    def _build(self, resume: bool, overwrite: bool, accept_data_change: bool) -> None:
+        config = self.config
+        resume_from = self._prepare_run_dir(resume, overwrite)
         torch.manual_seed(config.train.seed)
         state = None
         if resume_from is None:
             self.model = SWATForCausalLM(self._model_config())
         else:
             state = ckpt.load_state(resume_from)
-            with ckpt.quiet_transformers_progress():
-                self.model = SWATForCausalLM.from_pretrained(resume_from)
+            self._check_resumed_state(state, resume_from, accept_data_change)
+            self.model = _load_model(resume_from)
         self.step = int(state["step"]) if state is not None else 0
         if config.train.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -105,8 +123,15 @@ class Trainer:
         self.metrics = MetricsLogger(
             self.run_dir, enabled=self.env.is_main, tensorboard=config.log.tensorboard, wandb=config.log.wandb,
             wandb_project=config.log.wandb_project, config=config.to_dict(),
-            resume_step=self.step if resume_from is not None else None,
+            resume_step=self.step if resume else None,
         )
+        self.last_eval_loss = _last_eval_loss(self.run_dir) if resume_from is not None else None
+
+    def close(self) -> None:
+        """Release the run directory (``fit`` does it when it ends)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ----------------------------------------------------------------------------- the loop
     def fit(self, until: int | None = None) -> Path:
@@ -115,6 +140,13 @@ class Trainer:
         run = self.config.train
         until = run.steps if until is None else min(until, run.steps)
         tokens_per_step = run.batch_size * self.config.data.seq_len
+        if self.step == run.steps and self._final_step() == run.steps:
+            if self.env.is_main:
+                print(f"{self.run_dir.root} is already trained to train.steps={run.steps}, its final model is in "
+                      f"{self.run_dir.final}: nothing to do (raise train.steps to train further)")
+            self.close()
+            distributed.teardown(self.env)
+            return self.run_dir.root
         if self.env.is_main:
             self._print_summary(tokens_per_step)
         bar = tqdm(total=run.steps, initial=self.step, disable=not self.env.is_main, unit="step",
@@ -143,6 +175,7 @@ class Trainer:
         finally:
             bar.close()
             self.metrics.close()
+            self.close()
             distributed.teardown(self.env)
         return self.run_dir.root
 
@@ -184,11 +217,17 @@ class Trainer:
         if self.env.is_main:
             tqdm.write(message)
         if self.bad_steps >= self.config.train.max_bad_steps:
-            raise NonFiniteLossError(
-                f"{message}: stopping after {self.bad_steps} non-finite steps in a row. Lower optim.lr, "
-                "set optim.grad_clip (e.g. 1.0), set train.bf16=false, or check the data; resume from the "
-                "last checkpoint with --resume."
-            )
+            raise NonFiniteLossError(f"{message}: stopping after {self.bad_steps} non-finite steps in a row. "
+                                     f"{self._non_finite_advice()}")
+
+    def _non_finite_advice(self) -> str:
+        """What to change when training goes non-finite: suspicious model config values first."""
+        suspects = non_finite_suspects(self.model.config)
+        if suspects:
+            return (f"The model config is the likely culprit: {', '.join(suspects)}; set finite values "
+                    "(rope_theta and rms_norm_eps > 0) and start a new run with --overwrite.")
+        return ("Lower optim.lr, set optim.grad_clip (e.g. 1.0), set train.bf16=false, or check the data; resume "
+                "from the last checkpoint with --resume.")
 
     def _loss(self, model: torch.nn.Module, windows: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """``window_loss`` with this run's document switch and precision."""
@@ -216,6 +255,7 @@ class Trainer:
 
     def _log_eval(self) -> None:
         loss = self.evaluate()
+        self.last_eval_loss = loss
         self.metrics.log({"step": self.step, "eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))})
         if self.env.is_main:
             tqdm.write(f"step {self.step}: held-out loss {loss:.4f} (perplexity {math.exp(min(loss, 50.0)):.2f})")
@@ -225,22 +265,54 @@ class Trainer:
         """A resumable checkpoint of the current step (rank 0 writes; every process takes part)."""
         model_state, optimizer_state = self._full_states()
         path = None
+        self._check_finite(model_state)
         if self.env.is_main:
             state = {"step": self.step, "skipped_steps": self.skipped_steps, "optimizer": optimizer_state,
-                     "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
+                     "scheduler": self.scheduler.state_dict(), "rng": _rng_state(),
+                     "data_fingerprint": self.data_fingerprint, "world_size": self.env.world_size}
             path = ckpt.save_checkpoint(self.run_dir.checkpoints, self.step, self.model, model_state, self.tokenizer,
-                                        state, self.config.to_yaml(), self.config.checkpoint.keep_last)
+                                        state, self.config.to_yaml(), self.model_card(),
+                                        self.config.checkpoint.keep_last)
         distributed.barrier(self.env)
         return path
 
     def save_final(self) -> Path:
         """The trained model as ``RUN_DIR/final``: a Hugging Face model dir with its tokenizer."""
         model_state, _ = self._full_states(optimizer=False)
+        self._check_finite(model_state)
         if self.env.is_main:
-            ckpt.save_final(self.run_dir.final, self.model, model_state, self.tokenizer, self.config.to_yaml())
+            ckpt.save_final(self.run_dir.final, self.model, model_state, self.tokenizer, self.config.to_yaml(),
+                            self.model_card())
             tqdm.write(f"final model: {self.run_dir.final}")
         distributed.barrier(self.env)
         return self.run_dir.final
+
+    def model_card(self) -> str:
+        """The ``README.md`` of a model directory written now (``swat.training.model_card``)."""
+        manifest = self.train_tokens.manifest
+        data: dict[str, Any] = {"directory": str(self.data_dir), "vocab_size": manifest["vocab_size"]}
+        if self.tokenizer is not None:
+            trained = "train_bpe" in manifest.get("source", {}).get("tokenizer", {})
+            data["tokenizer"] = (f"{manifest['tokenizer']}/ ({len(self.tokenizer)} entries"
+                                 + (", a byte-level BPE trained on the train split)" if trained else ")"))
+        for split, info in manifest["splits"].items():
+            data[f"{split} split"] = f"{info['documents']:,} documents, {info['tokens']:,} tokens"
+        return model_card(self.model.config, parameters=sum(p.numel() for p in self.model.parameters()),
+                          data=data, tokens=self.step * self.config.train.batch_size * self.config.data.seq_len,
+                          step=self.step, eval_loss=self.last_eval_loss, command=self.command)
+
+    def _check_finite(self, model_state: dict[str, torch.Tensor]) -> None:
+        """Refuse to save non-finite weights over the last good state (every process raises;
+        ``model_state`` is the full state on the main process, empty on the others)."""
+        bad = [name for name, tensor in model_state.items()
+               if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if self._any_process(bool(bad)):
+            raise NonFiniteLossError(f"step {self.step}: the weights are not finite ({len(bad)} tensors, e.g. "
+                                     f"{bad[:1]}); nothing was saved. {self._non_finite_advice()}")
+
+    def _any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any process (so that all of them take the same branch)."""
+        return bool(distributed.all_reduce_sum(torch.tensor(float(flag), device=self.env.device), self.env).item())
 
     def _full_states(self, optimizer: bool = True):
         """Unsharded model (and optimiser) state dicts on the CPU, keyed by parameter names."""
@@ -300,22 +372,91 @@ class Trainer:
                              "data.eval_split=null")
         return tokens
 
-    def _prepare_run_dir(self, resume: bool) -> Path | None:
-        """The checkpoint to resume from (None: a fresh run); checks the run dir and writes the config."""
-        checkpoints = self.run_dir.checkpoints
-        latest = ckpt.latest_checkpoint(checkpoints)
-        if latest is not None and not resume:
-            raise FileExistsError(f"{self.run_dir.root} already holds a run (last checkpoint {latest.name}): pass "
-                                  "--resume to continue it, or --out to start a new run elsewhere")
-        if latest is not None:
-            _check_resumable(self.config, yaml.safe_load((latest / ckpt.CONFIG_FILE).read_text()), latest)
-        elif resume and self.env.is_main:
-            print(f"--resume: no checkpoint in {checkpoints}, starting from step 0")
+    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> Path | None:
+        """Lock the run directory, repair what an interrupted run left, refuse to replace a run
+        unless told (``overwrite``) and write the config. Returns the checkpoint to resume from
+        (None: a fresh run)."""
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite replaces it: pass only one")
+        run = self.run_dir
+        self._refuse_foreign(overwrite or resume)  # before the lock, which adds a file there
+        failure = None
         if self.env.is_main:
-            self.run_dir.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.run_dir.config, self.config.to_yaml().encode())
+            try:
+                self._lock = run.lock()
+                ckpt.recover_interrupted_writes(run.root, [run.final.name, run.config.name, run.metrics.name])
+                ckpt.recover_checkpoints(run.checkpoints)
+            except OSError as error:
+                failure = error
+        if self._any_process(failure is not None):
+            raise failure or FileExistsError(f"{run.root}: the main process could not take the run directory")
+        latest = ckpt.latest_checkpoint(run.checkpoints)
+        if not resume:
+            self._refuse_to_replace(latest, overwrite)
+            latest = None
+        elif latest is not None:
+            _check_resumable(self.config, yaml.safe_load((latest / ckpt.CONFIG_FILE).read_text()), latest)
+        elif run.is_finished():
+            raise FileExistsError(f"{run.root} holds a finished model ({run.final.name}/) but no checkpoint to resume "
+                                  "from: pass --overwrite to train a new one there, or choose another --out")
+        elif self.env.is_main:
+            print(f"--resume: no checkpoint in {run.checkpoints}, starting from step 0")
+        distributed.barrier(self.env)  # every process has checked the directory before it changes
+        if self.env.is_main:
+            if overwrite:
+                run.clear()
+            atomic_write_bytes(run.config, self.config.to_yaml().encode())
         distributed.barrier(self.env)
         return latest
+
+    def _refuse_to_replace(self, latest: Path | None, overwrite: bool) -> None:
+        run = self.run_dir
+        if overwrite:
+            return
+        if run.holds_run():
+            what = ("a finished run" if run.is_finished() else
+                    f"a run (last checkpoint {latest.name})" if latest is not None else "a run's files")
+            raise FileExistsError(f"{run.root} already holds {what}: pass --resume to continue it, --overwrite to "
+                                  "replace it, or another --out")
+
+    def _refuse_foreign(self, overwrite: bool) -> None:
+        run = self.run_dir
+        if run.root.exists() and not run.root.is_dir():
+            raise FileExistsError(f"{run.root} is a file, not a run directory: choose another --out")
+        foreign = run.foreign_entries()
+        if foreign and not overwrite and not run.holds_run():
+            raise FileExistsError(f"{run.root} is not empty and is not a run directory (it holds {foreign[:5]}): "
+                                  "choose an empty or new --out, or pass --overwrite to train there anyway "
+                                  "(other files are left alone)")
+
+    def _check_resumed_state(self, state: dict[str, Any], checkpoint: Path, accept_data_change: bool) -> None:
+        step, steps = int(state["step"]), self.config.train.steps
+        if step > steps:
+            raise ValueError(f"the last checkpoint ({checkpoint.name}) is at step {step}, beyond train.steps={steps}: "
+                             f"set train.steps above {step} to train further, or use the run as it is")
+        saved = state.get("data_fingerprint")
+        if saved is not None and saved != self.data_fingerprint and not accept_data_change:
+            raise ValueError(f"the data in {self.data_dir} changed since {checkpoint.name} was written (it was "
+                             "prepared again, from other inputs or settings): resume with the data the run was "
+                             "trained on, or pass --accept-data-change to continue on the new data")
+        saved_config = _flatten(yaml.safe_load((checkpoint / ckpt.CONFIG_FILE).read_text()))
+        now = _flatten(self.config.to_dict())
+        changed = [f"{k}: {saved_config.get(k)!r} -> {now.get(k)!r}" for k in NOT_BIT_EXACT_CHANGES
+                   if saved_config.get(k) != now.get(k)]
+        if state.get("world_size", self.env.world_size) != self.env.world_size:
+            changed.append(f"processes: {state['world_size']} -> {self.env.world_size}")
+        if changed and self.env.is_main:
+            print(f"note: resuming with {', '.join(changed)}: the run continues correctly, but its numbers will "
+                  "differ slightly from an uninterrupted run (not bit-identical)")
+
+    def _final_step(self) -> int | None:
+        """The step of the run's ``final/`` model (its config's ``train.steps``), None if none."""
+        if not self.run_dir.is_finished():
+            return None
+        try:
+            return int(yaml.safe_load((self.run_dir.final / ckpt.CONFIG_FILE).read_text())["train"]["steps"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+            return None
 
     def _print_summary(self, tokens_per_step: int) -> None:
         config, model = self.config, self.model.config
@@ -331,11 +472,34 @@ class Trainer:
 
 
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
-          until: int | None = None) -> Path:
+          until: int | None = None, *, overwrite: bool = False, accept_data_change: bool = False,
+          command: str | None = None) -> Path:
     """Train ``config`` into ``out_dir`` (default ``runs/NAME``) and return the run directory;
-    the model ends in ``RUN_DIR/final``. ``until`` stops early at that step (with a checkpoint)."""
+    the model ends in ``RUN_DIR/final``. ``until`` stops early at that step (with a checkpoint).
+    ``resume`` continues the run in ``out_dir``; ``overwrite`` replaces it; ``accept_data_change``
+    resumes even though the data directory was prepared again since the checkpoint."""
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
-    return Trainer(config, out_dir, resume=resume).fit(until=until)
+    trainer = Trainer(config, out_dir, resume=resume, overwrite=overwrite, accept_data_change=accept_data_change,
+                      command=command)
+    return trainer.fit(until=until)
+
+
+def data_fingerprint(manifest: dict[str, Any]) -> str:
+    """A digest of what a prepared data directory holds (its inputs, tokenizer and splits)."""
+    described = {key: manifest.get(key) for key in ("source", "vocab_size", "eos_token_id", "splits")}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def non_finite_suspects(model_config) -> list[str]:
+    """Model config values that make training non-finite: non-finite numbers, and a
+    ``rope_theta`` or ``rms_norm_eps`` that is not positive."""
+    suspects = []
+    for key, value in model_config.to_dict().items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value) or (key in ("rope_theta", "rms_norm_eps") and value <= 0):
+            suspects.append(f"model.{key}={value}")
+    return suspects
 
 
 def resolve_data_dir(data_dir: str | None) -> Path:
@@ -360,6 +524,22 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any], checkpoint: Pat
         details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise ValueError(f"cannot resume {checkpoint}: the config differs in {details}. Use the run's own config "
                          f"({RunDir(checkpoint.parent.parent).config}) or start a new run with --out")
+
+
+def _load_model(checkpoint: Path) -> SWATForCausalLM:
+    try:
+        with ckpt.quiet_transformers_progress():
+            return SWATForCausalLM.from_pretrained(checkpoint)
+    except Exception as error:  # any failure to read the weights means the checkpoint is damaged
+        raise ValueError(f"cannot load the model of {checkpoint} ({str(error).splitlines()[0][:200]}): resume from "
+                         f"an earlier checkpoint by writing its name into {checkpoint.parent / ckpt.LATEST}, or "
+                         "start anew with --overwrite") from None
+
+
+def _last_eval_loss(run_dir: RunDir) -> float | None:
+    losses = [r["eval_loss"] for r in read_metrics(run_dir.metrics) if "eval_loss" in r] \
+        if run_dir.metrics.is_file() else []
+    return losses[-1] if losses else None
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

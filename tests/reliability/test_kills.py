@@ -1,0 +1,117 @@
+"""kill -9 a training process at every step of the checkpoint protocol (docs in
+``swat.training.checkpoint``): resuming must work, end bit-identical to an uninterrupted run,
+and leave no temporary file or directory behind.
+
+The process kills itself at a named step (``SWAT_CRASH_AT=POINT@NAME``, ``crash_point``); it is
+a fork of the test process, so each kill costs a few training steps, not an interpreter start.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from swat.training import checkpoint as ckpt
+from swat.training import load_config, train
+from swat.training.metrics import read_metrics
+from swat.training.run_dir import RunDir
+from tests.training.conftest import make_data_dir, run_config
+
+# steps 6, a checkpoint every 2 keeping the last 2: checkpoints 2, 4, 6 (dropping 2), then final/
+SINGLE_KILLS = [
+    *(f"{point}@step_00000004" for point in ("model-written", "tokenizer-written", "config-written",
+                                             "card-written", "state-written", "new-in-place", "latest-written")),
+    "old-checkpoint-trashed@step_00000002",
+    *(f"{point}@final" for point in ("model-written", "tokenizer-written", "card-written", "new-in-place")),
+]
+# A kill after step_4 is in place but before ``latest`` names it: the resumed run starts again at
+# step 2 and rewrites step_4 over the existing one, through the swap's rename steps.
+SWAP_KILLS = [("new-in-place@step_00000004", "old-moved-aside@step_00000004"),
+              ("new-in-place@step_00000004", "new-in-place@step_00000004")]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    data_dir = make_data_dir(tmp_path_factory.mktemp("data"))
+    return load_config(run_config(data_dir, train={"steps": 6}, eval={"every": 3},
+                                  checkpoint={"every": 2, "keep_last": 2}))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(config, tmp_path_factory):
+    return train(config, tmp_path_factory.mktemp("whole") / "run")
+
+
+def _crash_in_child(crash_at, function, *args):
+    """Run ``function(*args)`` in a forked child with ``SWAT_CRASH_AT=crash_at``; it must be killed."""
+    def child_main():
+        os.environ[ckpt.CRASH_ENV] = crash_at
+        function(*args)
+        os._exit(0)
+
+    child = multiprocessing.get_context("fork").Process(target=child_main)
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL, f"the child was not killed at {crash_at} (exit {child.exitcode})"
+
+
+def _killed_run(config, out_dir, crash_at, resume=False):
+    _crash_in_child(crash_at, train, config, out_dir, resume)
+
+
+def _assert_same_run(run_dir, reference):
+    ours, theirs = load_file(RunDir(run_dir).final / "model.safetensors"), load_file(
+        RunDir(reference).final / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    def history(path):
+        return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in read_metrics(path)]
+
+    assert history(run_dir) == history(reference)
+    leftovers = [str(p.relative_to(run_dir)) for p in run_dir.rglob(".*") if p.name != ".lock"]
+    assert leftovers == []
+    assert [p.name for p in ckpt.list_checkpoints(RunDir(run_dir).checkpoints)] == ["step_00000004",
+                                                                                   "step_00000006"]
+
+
+@pytest.mark.parametrize("crash_at", SINGLE_KILLS)
+def test_a_kill_at_any_step_of_a_checkpoint_write_resumes_exactly(config, uninterrupted, tmp_path, crash_at):
+    _killed_run(config, tmp_path / "run", crash_at)
+    train(config, tmp_path / "run", resume=True)
+    _assert_same_run(tmp_path / "run", uninterrupted)
+
+
+@pytest.mark.parametrize("first, second", SWAP_KILLS)
+def test_a_kill_while_swapping_an_existing_checkpoint_resumes_exactly(config, uninterrupted, tmp_path, first,
+                                                                      second):
+    _killed_run(config, tmp_path / "run", first)
+    _killed_run(config, tmp_path / "run", second, resume=True)
+    train(config, tmp_path / "run", resume=True)
+    _assert_same_run(tmp_path / "run", uninterrupted)
+
+
+def test_every_crash_point_is_exercised():
+    used = {spec.split("@")[0] for spec in SINGLE_KILLS} | {spec.split("@")[0] for pair in SWAP_KILLS for spec in pair}
+    assert used == set(ckpt.CRASH_POINTS)
+
+
+@pytest.mark.parametrize("crash_at", ["old-moved-aside@final", "new-in-place@final", "during-fill"])
+def test_a_killed_directory_swap_never_loses_the_last_good_state(tmp_path, crash_at):
+    target = tmp_path / "final"
+    ckpt.write_dir_atomically(target, lambda d: (d / "version").write_text("old"))
+
+    def fill(directory):
+        (directory / "version").write_text("new")
+        if crash_at == "during-fill":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    _crash_in_child(crash_at, ckpt.write_dir_atomically, target, fill)
+    assert sorted(p.name for p in tmp_path.iterdir()) != ["final"]  # the kill left something to repair
+    ckpt.recover_interrupted_writes(tmp_path, ["final"])
+    assert (target / "version").read_text() == ("new" if crash_at.startswith("new-in-place") else "old")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
