@@ -35,6 +35,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from swat.models.configuration_swat import SWATConfig
+from swat.models.presets import PRESETS, preset_config
+from swat.training.sampler import micro_steps_per_process
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
@@ -120,8 +124,6 @@ class TrainConfig:
 
     def model_config(self, **extra: Any):
         """The ``SWATConfig`` of the ``model`` section (preset + overrides + ``extra``)."""
-        from swat.models.presets import preset_config
-
         fields = dict(self.model)
         return preset_config(fields.pop("preset", "tiny"), **{**fields, **extra})
 
@@ -248,8 +250,6 @@ def _unknown_message(key: str, valid: list[str], where: str) -> str:
 
 
 def _check_model_section(value: dict[str, Any]) -> dict[str, Any]:
-    from swat.models.configuration_swat import SWATConfig
-    from swat.models.presets import PRESETS
 
     valid = {"preset", *(f.name for f in dataclasses.fields(SWATConfig))}
     for key in value:
@@ -292,8 +292,6 @@ def _device_problems(device: str) -> list[str]:
 
 def _check(config: TrainConfig) -> None:
     """Value checks that types cannot express; the model section must make a valid ``SWATConfig``."""
-    from swat.training.sampler import micro_steps_per_process
-
     problems = []
     run, data, optim = config.train, config.data, config.optim
     positive = {"data.seq_len": data.seq_len, "train.steps": run.steps, "train.batch_size": run.batch_size,
@@ -326,4 +324,15 @@ def _check(config: TrainConfig) -> None:
         problems.append("eval.every and checkpoint.every must be >= 0 (0: only at the end)")
     if problems:
         raise ValueError("invalid training config: " + "; ".join(problems))
-    config.model_config()
+    try:
+        config.model_config()
+    except ValueError as error:
+        raise ValueError(_in_model_section(str(error))) from None
+
+
+def _in_model_section(message: str) -> str:
+    """``SWATConfig``'s message with its field names as the ``model.`` keys a config file uses."""
+    fields = {f.name for f in dataclasses.fields(SWATConfig)}
+    problems = message.removeprefix("invalid SWATConfig: ").split("; ")
+    keyed = [f"model.{p}" if p.split(" ", 1)[0] in fields else p for p in problems]
+    return "invalid model section: " + "; ".join(keyed)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from swat.data.shards import TokenShards
 from swat.data.tokenizer import load_tokenizer
 from swat.models import SWATForCausalLM
+from swat.models.compat import enable_activation_checkpointing
 from swat.models.loss import next_token_loss
 from swat.ops.device import fast_low_precision_matmul
 from swat.training import checkpoint as ckpt
@@ -49,6 +50,9 @@ RESUMABLE_CHANGES = ("name", "train.steps", "train.device", "train.max_bad_steps
 # Of those, the ones that change the arithmetic (summation order, precision, kernels): a resumed
 # run continues correctly, but not bit-identical to an uninterrupted one.
 NOT_BIT_EXACT_CHANGES = ("train.micro_batch_size", "train.device", "train.bf16", "train.fsdp")
+# What to change when training goes non-finite (the model config's values are checked up front).
+NON_FINITE_ADVICE = ("Lower optim.lr, set optim.grad_clip (e.g. 1.0), set train.bf16=false, or check the data; "
+                     "resume from the last checkpoint with --resume.")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -105,7 +109,7 @@ class Trainer:
             self.model = _load_model(resume_from)
         self.step = int(state["step"]) if state is not None else 0
         if config.train.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(self.model)
         self.model.to(self.env.device)
         self.engine = distributed.wrap(self.model, self.env, config.train.fsdp)
         self.optimizer = build_optimizer(self.model, config.optim)
@@ -218,16 +222,7 @@ class Trainer:
             tqdm.write(message)
         if self.bad_steps >= self.config.train.max_bad_steps:
             raise NonFiniteLossError(f"{message}: stopping after {self.bad_steps} non-finite steps in a row. "
-                                     f"{self._non_finite_advice()}")
-
-    def _non_finite_advice(self) -> str:
-        """What to change when training goes non-finite: suspicious model config values first."""
-        suspects = non_finite_suspects(self.model.config)
-        if suspects:
-            return (f"The model config is the likely culprit: {', '.join(suspects)}; set finite values "
-                    "(rope_theta and rms_norm_eps > 0) and start a new run with --overwrite.")
-        return ("Lower optim.lr, set optim.grad_clip (e.g. 1.0), set train.bf16=false, or check the data; resume "
-                "from the last checkpoint with --resume.")
+                                     + NON_FINITE_ADVICE)
 
     def _loss(self, model: torch.nn.Module, windows: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """``window_loss`` with this run's document switch and precision."""
@@ -308,7 +303,7 @@ class Trainer:
                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
         if self._any_process(bool(bad)):
             raise NonFiniteLossError(f"step {self.step}: the weights are not finite ({len(bad)} tensors, e.g. "
-                                     f"{bad[:1]}); nothing was saved. {self._non_finite_advice()}")
+                                     f"{bad[:1]}); nothing was saved. " + NON_FINITE_ADVICE)
 
     def _any_process(self, flag: bool) -> bool:
         """Whether ``flag`` is true on any process (so that all of them take the same branch)."""
@@ -488,18 +483,6 @@ def data_fingerprint(manifest: dict[str, Any]) -> str:
     """A digest of what a prepared data directory holds (its inputs, tokenizer and splits)."""
     described = {key: manifest.get(key) for key in ("source", "vocab_size", "eos_token_id", "splits")}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def non_finite_suspects(model_config) -> list[str]:
-    """Model config values that make training non-finite: non-finite numbers, and a
-    ``rope_theta`` or ``rms_norm_eps`` that is not positive."""
-    suspects = []
-    for key, value in model_config.to_dict().items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if not math.isfinite(value) or (key in ("rope_theta", "rms_norm_eps") and value <= 0):
-            suspects.append(f"model.{key}={value}")
-    return suspects
 
 
 def resolve_data_dir(data_dir: str | None) -> Path:
