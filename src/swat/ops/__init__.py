@@ -2,5 +2,6 @@
 
 from swat.ops.alibi import ALIBI_MODES, alibi_slopes
 from swat.ops.attention import BACKENDS, swat_attention
+from swat.ops.spec import BACKEND_NAMES, AttentionSpec
 
-__all__ = ["ALIBI_MODES", "BACKENDS", "alibi_slopes", "swat_attention"]
+__all__ = ["ALIBI_MODES", "BACKENDS", "BACKEND_NAMES", "AttentionSpec", "alibi_slopes", "swat_attention"]

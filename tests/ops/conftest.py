@@ -1,0 +1,26 @@
+"""Op tests: without a CUDA device the Triton kernels run under Triton's CPU interpreter.
+
+Triton decides when a function is decorated with ``@triton.jit`` whether it will be interpreted.
+The kernels of :mod:`swat.ops.triton_kernels` are decorated on first use, after this file has set
+``TRITON_INTERPRET=1``; but ``import torch`` may already have imported Triton, whose own library
+functions (``tl.zeros``, ``tl.sum``, ``tl.max``, ...) were then decorated as compiled kernels, which
+the interpreter cannot call. Their module is then re-executed, now interpreted. On a CUDA machine
+nothing changes: the same tests run the compiled kernels on the GPU.
+"""
+
+import importlib
+import os
+import sys
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    if "triton.language" in sys.modules and os.environ["TRITON_INTERPRET"] == "1":
+        from triton.runtime.interpreter import InterpretedFunction
+
+        import triton.language
+
+        if not isinstance(triton.language.standard.zeros, InterpretedFunction):
+            importlib.reload(triton.language.standard)
+            importlib.reload(triton.language)
