@@ -17,9 +17,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
     if "triton.language" in sys.modules and os.environ["TRITON_INTERPRET"] == "1":
-        from triton.runtime.interpreter import InterpretedFunction
-
         import triton.language
+        from triton.runtime.interpreter import InterpretedFunction
 
         if not isinstance(triton.language.standard.zeros, InterpretedFunction):
             importlib.reload(triton.language.standard)

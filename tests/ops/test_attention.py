@@ -325,7 +325,7 @@ def test_auto_choices_on_a_gpu():
 
 
 def test_backend_names_are_the_backends():
-    assert BACKEND_NAMES == ("auto", *attention_module.BACKENDS)
+    assert ("auto", *attention_module.BACKENDS) == BACKEND_NAMES
 
 
 # --- errors --------------------------------------------------------------------------------------

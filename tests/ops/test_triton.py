@@ -240,3 +240,43 @@ def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
     q, k, v = make_qkv(batch=1, q_len=4, heads=2, kv_heads=1, dtype=torch.float32)
     with pytest.raises(ValueError, match="CUDA tensors.*TRITON_INTERPRET=1"):
         swat_attention(q, k, v, window=3, backend="triton")
+
+
+# --- through auto and the model --------------------------------------------------------------------
+
+def test_auto_takes_triton_exactly_for_cuda_tensors(monkeypatch):
+    """On CUDA ``auto`` runs the Triton kernels; CPU tensors never go there, interpreter or not."""
+    calls = []
+    backends = dict(attention_module.BACKENDS)
+    backends["triton"] = lambda *args: calls.append(1) or triton_attention(*args)
+    monkeypatch.setattr(attention_module, "BACKENDS", backends)
+    q, k, v = _on_device(make_qkv(batch=1, q_len=9, kv_len=30, heads=2, kv_heads=1, head_dim=16), torch.float32)
+    swat_attention(q, k, v, window=8, slopes=alibi_slopes(2), backend="auto")
+    assert calls == ([1] if DEVICE.type == "cuda" else [])
+
+
+def test_model_on_the_triton_backend():
+    """A tiny SWAT model with ``attention_backend="triton"``: the loss, its gradients and greedy
+    generation with the rolling cache (chunked prefill, then one query per step) agree with the
+    reference backend."""
+    from swat import SWATForCausalLM
+    from tests.conftest import tiny_config
+
+    models = {}
+    for backend in ("triton", "reference"):
+        torch.manual_seed(0)
+        config = tiny_config(attention_backend=backend, pad_token_id=0, eos_token_id=None, bos_token_id=None)
+        models[backend] = SWATForCausalLM(config).to(DEVICE)
+    tokens = torch.randint(1, 97, (2, 21), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    losses, grads = {}, {}
+    for backend, model in models.items():
+        losses[backend] = model(tokens, labels=tokens, use_cache=False).loss
+        losses[backend].backward()
+        grads[backend] = model.model.layers[0].self_attn.q_proj.weight.grad
+    torch.testing.assert_close(losses["triton"], losses["reference"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads["triton"], grads["reference"], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        generated = {backend: model.eval().generate(tokens[:1, :13], max_new_tokens=6, do_sample=False,
+                                                    pad_token_id=0)
+                     for backend, model in models.items()}
+    assert torch.equal(generated["triton"], generated["reference"])

@@ -53,8 +53,8 @@ Precision
     ``dK``/``dV`` accumulators are float32; on CPUs without fast low-precision matmuls (AVX2) the
     whole op runs in float32 and the result is cast back, which is both faster and more accurate.
 
-Only ``torch`` ops are used, so the same code runs on CUDA (where a fused kernel would be faster;
-this one is correct and O(q_len * w) there too).
+Only ``torch`` ops are used, so the same code runs on any device; on CUDA the fused kernels of the
+``triton`` backend (``swat.ops.triton_attention``) compute the same and are what ``auto`` picks.
 """
 
 from __future__ import annotations

@@ -30,7 +30,9 @@ Backward
     one program per row block its ``dQ``; no output is written by two programs, so no atomics.
 
 Matmuls run in the input dtype with float32 accumulation (``input_precision="ieee"``: no TF32 for
-float32 inputs); scores, weights and accumulators are float32. Only long-stable ``tl`` APIs are
+float32 inputs); scores, weights and accumulators are float32, and the weights (score gradients)
+are cast to the input dtype only as matmul operands. ``UPCAST`` (set under the interpreter for
+16-bit inputs) turns the loaded tiles into float32 instead. Only long-stable ``tl`` APIs are
 used (loads and stores with masks, ``dot``, ``exp``, ``where``), so the kernels run on Triton 3.6
 and later, and under Triton's CPU interpreter (``TRITON_INTERPRET=1``).
 """
@@ -82,8 +84,8 @@ def attention_forward_kernel(
     """Grid ``(row blocks, batch * kv_heads, splits)``. Without ``PARTIAL``: the output (and,
     for softmax, the log-sum-exp). With ``PARTIAL`` (decoding, the band split over programs):
     split ``s`` covers keys ``[lo + s * keys_per_split, lo + (s + 1) * keys_per_split)`` of the
-    block's band ``[lo, hi)`` and writes its
-    float32 partial sum (softmax: unnormalised, with its running max and normaliser) at ``s``."""
+    block's band ``[lo, hi)`` and writes its float32 partial sum at ``s`` (softmax: unnormalised,
+    with its running max and normaliser as the (max, sum) pairs of ``Lse``)."""
     row0 = tl.program_id(0) * BLOCK_M
     b = (tl.program_id(1) // (num_heads // group)).to(tl.int64)  # int64 offsets: no overflow on big tensors
     kv_head = tl.program_id(1) % (num_heads // group)
@@ -151,7 +153,7 @@ def attention_forward_kernel(
         tl.store(out_rows, acc, mask=row_ok[:, None] & d_ok[None, :])
         if SOFTMAX:
             tl.store(lse_rows, run_max, mask=row_ok)
-            tl.store(lse_rows + 1, run_sum, mask=row_ok)  # Lse holds (max, sum) pairs here
+            tl.store(lse_rows + 1, run_sum, mask=row_ok)
     else:
         if SOFTMAX:
             safe_sum = tl.where(run_sum > 0, run_sum, 1.0)
