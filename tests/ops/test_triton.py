@@ -10,6 +10,9 @@ Shapes are small, and tiles of 16 make them span several blocks of rows and keys
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -280,3 +283,23 @@ def test_model_on_the_triton_backend():
                                                     pad_token_id=0)
                      for backend, model in models.items()}
     assert torch.equal(generated["triton"], generated["reference"])
+
+
+def test_swat_ops_works_without_triton():
+    """Where Triton cannot be imported, ``import swat.ops`` and ``auto`` still work, and asking for
+    the triton backend says what to install."""
+    code = """
+import sys
+sys.modules["triton"] = None  # import triton raises ImportError
+import pytest, torch
+from swat.ops import BACKEND_NAMES, swat_attention
+from swat.ops.triton_attention import triton_available
+q = torch.randn(1, 6, 2, 8)
+assert swat_attention(q, q, q, window=3, backend="auto").shape == q.shape
+assert not triton_available() and "triton" in BACKEND_NAMES
+with pytest.raises(RuntimeError, match="needs the triton package"):
+    swat_attention(q, q, q, window=3, backend="triton")
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

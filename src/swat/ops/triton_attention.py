@@ -19,6 +19,7 @@ import functools
 import os
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from swat.ops.spec import AttentionSpec
 
@@ -71,16 +72,17 @@ def _block_d(head_dim: int) -> int:
 
 
 def _blocks(head_dim: int, dtype: torch.dtype, backward: bool) -> tuple[int, int]:
-    """``(BLOCK_M, BLOCK_N)``: 64 x 64 tiles where the q, k, v (and gradient) tiles fit the shared
-    memory of common GPUs comfortably, smaller ones for wide heads and float32 (unmeasured)."""
-    tile_bytes = _block_d(head_dim) * (4 if dtype == torch.float32 else 2)
-    if backward:
-        tile_bytes *= 2
-    if tile_bytes <= 128:
+    """``(BLOCK_M, BLOCK_N)``: 64 x 64 tiles for narrow rows, smaller ones as a row of q, k, v (and,
+    backward, of the gradients) grows, so the pipelined tiles fit in the shared memory of common
+    GPUs (a rule of thumb, not tuned)."""
+    row_bytes = _block_d(head_dim) * (4 if dtype == torch.float32 else 2) * (2 if backward else 1)
+    if row_bytes <= 128:
         return 64, 64
-    if tile_bytes <= 256:
+    if row_bytes <= 256:
         return 64, 32
-    return 32, 32
+    if row_bytes <= 512:
+        return 32, 32
+    return 16, 16
 
 
 def _launch_options() -> dict[str, int]:
@@ -195,6 +197,7 @@ class _TritonAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         grads = _backward(q, k, v, out, lse, grad_out.contiguous(), ctx.spec, *ctx.blocks[1])
