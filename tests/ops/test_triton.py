@@ -194,6 +194,18 @@ def test_strided_inputs():
     torch.testing.assert_close(got.cpu().double(), want, **FP32_TOLERANCE)
 
 
+def test_keys_and_values_in_different_layouts():
+    """k contiguous, v a transposed view of a ``[batch, kv_heads, n, d]`` tensor (a cache's layout):
+    each input's strides are its own, and so are the gradients'."""
+    q, k, v = make_qkv(batch=2, q_len=7, kv_len=20, heads=4, kv_heads=2, head_dim=16)
+    v_heads_first = v.detach().transpose(1, 2).contiguous().to(DEVICE, torch.float32).requires_grad_()
+    inputs = [*_on_device((q, k), torch.float32), v_heads_first.transpose(1, 2)]
+    got, got_grads = run(*inputs, window=6, slopes=alibi_slopes(4), backend="triton")
+    want, want_grads = run(*_exact(inputs), window=6, slopes=alibi_slopes(4), backend="reference")
+    for g, w in zip((got, *got_grads), (want, *want_grads), strict=True):
+        torch.testing.assert_close(g.detach().cpu().double(), w, **FP32_TOLERANCE)
+
+
 # --- decoding: the split band -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("q_len,kv_len,window", [(1, 1, 4), (1, 30, 13), (1, 30, None), (3, 30, 9)])

@@ -171,8 +171,8 @@ def _backward(q, k, v, out, lse, grad_out, spec: AttentionSpec, block_m: int, bl
     else:
         lse = row_dot = q.new_zeros(1, 1, 1, dtype=torch.float32)
     dq = torch.empty_like(q)
-    dk = torch.empty_like(k)
-    dv = torch.empty_like(v)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)  # contiguous: one set of strides for both
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     shared = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_block_d(head_dim), **_flags(spec, q.dtype),
                   **_launch_options())
     sizes = (q_len, kv_len, heads, group, head_dim, window, float(spec.scale), float(spec.sigmoid_bias))
