@@ -16,12 +16,14 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
 
 import swat.ops.attention as attention_module
 import swat.ops.triton_attention as triton_backend
 from swat.ops import alibi_slopes, swat_attention
 from swat.ops.triton_attention import triton_attention
 from tests.ops.helpers import left_padding, make_qkv, packed_segments, run
+from tests.ops.test_property import problems
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 FP32_TOLERANCE = dict(atol=2e-5, rtol=1e-4)
@@ -315,3 +317,26 @@ with pytest.raises(RuntimeError, match="needs the triton package"):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@settings(max_examples=20, deadline=None, database=None)
+@given(problem=problems())
+def test_random_problems_match_reference(problem):
+    """Random shapes (head_dim 1 to 8, padded to 16 lanes), windows, GQA, slopes, bias and segments
+    (the property test's problems), on the default and on 16 x 16 tiles."""
+    p = problem
+    qkv = make_qkv(p["batch"], p["q_len"], p["kv_len"], p["heads"], p["kv_heads"], p["head_dim"], seed=p["seed"])
+    gen = torch.Generator().manual_seed(p["seed"])
+    if p["mode"] == "random":
+        slopes = torch.randn(p["heads"], generator=gen) * 0.5
+    else:
+        slopes = None if p["mode"] is None else alibi_slopes(p["heads"], p["mode"])
+    segment_ids = None
+    if p["segments"]:
+        segment_ids = (torch.rand(p["batch"], p["kv_len"], generator=gen) < 0.25).long().cumsum(1)
+    with pytest.MonkeyPatch.context() as patch:
+        backends = dict(attention_module.BACKENDS)
+        backends["triton_b16"] = lambda q, k, v, spec: triton_attention(q, k, v, spec, blocks=(16, 16))
+        patch.setattr(attention_module, "BACKENDS", backends)
+        check(qkv, backend="triton_b16" if p["block"] % 2 else "triton", window=p["window"], slopes=slopes,
+              sigmoid_bias=p["sigmoid_bias"], activation=p["activation"], segment_ids=segment_ids)
