@@ -145,7 +145,8 @@ def _flex(problem: Problem, sigmoid: bool) -> Callable:
     def run(q, k, v):
         n = q.shape[1]
         if (n, window) not in _FLEX_MASKS:
-            _FLEX_MASKS[(n, window)] = create_block_mask(band, None, None, n, n, device=q.device)
+            # compiled: the mask is evaluated block by block, never as an n x n tensor
+            _FLEX_MASKS[(n, window)] = create_block_mask(band, None, None, n, n, device=q.device, _compile=True)
         mask = _FLEX_MASKS[(n, window)]
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
         if not sigmoid:
