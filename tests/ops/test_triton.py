@@ -299,6 +299,18 @@ def test_model_on_the_triton_backend():
     assert torch.equal(generated["triton"], generated["reference"])
 
 
+def test_kernels_compile_for_a_gpu():
+    """Without a GPU: Triton's compiler (to PTX and cubin, sm_90, bf16) accepts every kernel, which
+    the interpreter does not check (see tests/ops/compile_kernels.py)."""
+    if DEVICE.type == "cuda":
+        pytest.skip("on a GPU every other test in this file compiles and runs the kernels")
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    result = subprocess.run([sys.executable, "-m", "tests.ops.compile_kernels", "--quick"], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
 def test_swat_ops_works_without_triton():
     """Where Triton cannot be imported, ``import swat.ops`` and ``auto`` still work, and asking for
     the triton backend says what to install."""

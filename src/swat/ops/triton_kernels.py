@@ -66,7 +66,9 @@ def _scores(q, k_tile, pos_i, pos_j, row_ok, col_ok, slope, seg_i, seg_j, scale,
     return s, keep
 
 
-@triton.jit
+# Lengths and the window change from call to call (a decoding cache grows by one key per step): they
+# are not specialised on (Triton would compile a variant per divisibility class of each).
+@triton.jit(do_not_specialize=["q_len", "kv_len", "window", "keys_per_split"])
 def attention_forward_kernel(
     Q, K, V, Out, Lse, Slopes, Segments,
     sq_b, sq_n, sq_h, sq_d,
@@ -180,7 +182,7 @@ def _weights_and_score_grads(q, k_tile, v_tile, do, pos_i, pos_j, row_ok, col_ok
     return p, ds
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["q_len", "kv_len", "window"])
 def attention_backward_dkdv_kernel(
     Q, K, V, dO, Lse, RowDot, dK, dV, Slopes, Segments,
     sq_b, sq_n, sq_h, sq_d,
@@ -258,7 +260,7 @@ def attention_backward_dkdv_kernel(
     tl.store(dV + out_offsets, dv.to(dV.dtype.element_ty), mask=out_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["q_len", "kv_len", "window"])
 def attention_backward_dq_kernel(
     Q, K, V, dO, Lse, RowDot, dQ, Slopes, Segments,
     sq_b, sq_n, sq_h, sq_d,
