@@ -64,7 +64,7 @@ run_tests() {
     for ((i = 0; i < shards; i++)); do
         mapfile -t selected < <(awk -v n="$shards" -v i="$i" 'NR % n == i' "$ids")
         [ ${#selected[@]} -eq 0 ] && continue
-        timeout "${TEST_TIMEOUT:-420}" "$python" -m pytest -q -p no:cacheprovider -rfE "${selected[@]}" \
+        timeout "${TEST_TIMEOUT:-420}" "$python" -m pytest -o addopts="" -q -p no:cacheprovider -rfE "${selected[@]}" \
             > "$out_dir/tests.shard$i.log" 2>&1 &
         pids+=($!)
     done
