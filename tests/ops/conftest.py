@@ -6,6 +6,9 @@ The kernels of :mod:`swat.ops.triton_kernels` are decorated on first use, after 
 functions (``tl.zeros``, ``tl.sum``, ``tl.max``, ...) were then decorated as compiled kernels, which
 the interpreter cannot call. Their module is then re-executed, now interpreted. On a CUDA machine
 nothing changes: the same tests run the compiled kernels on the GPU.
+
+The interpreter of Triton 3.9 runs them; that of Triton 3.6 cannot with NumPy 2.4 (it converts
+loop bounds, 1-element arrays, with ``int()``, which NumPy 2.4 refuses). Compiled, 3.6 is fine.
 """
 
 import importlib

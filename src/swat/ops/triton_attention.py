@@ -74,7 +74,7 @@ def _block_d(head_dim: int) -> int:
 def _blocks(head_dim: int, dtype: torch.dtype, backward: bool) -> tuple[int, int]:
     """``(BLOCK_M, BLOCK_N)``: 64 x 64 tiles for narrow rows, smaller ones as a row of q, k, v (and,
     backward, of the gradients) grows. A rule of thumb, not tuned; compiled for sm_90 every choice
-    needs at most 80 KB of shared memory (bf16 head_dim 128: forward 64 x 64, backward 64 x 32)."""
+    needs under 85 KB of shared memory (bf16 head_dim 128: forward 64 x 64, backward 64 x 32)."""
     row_bytes = _block_d(head_dim) * (4 if dtype == torch.float32 else 2) * (2 if backward else 1)
     if row_bytes <= 256:
         return 64, 64
