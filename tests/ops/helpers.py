@@ -24,7 +24,7 @@ def run(q, k, v, grad_out=None, **kwargs):
     out = swat_attention(q, k, v, **kwargs)
     if grad_out is None:
         gen = torch.Generator().manual_seed(1)
-        grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
+        grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device, out.dtype)
     grads = torch.autograd.grad(out, (q, k, v), grad_out)
     return out, grads
 

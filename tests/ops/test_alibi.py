@@ -1,4 +1,4 @@
-"""``alibi_slopes``: the slope modes of SPEC.md section 2."""
+"""``alibi_slopes``: the slope modes of docs/spec.md section 2."""
 
 from __future__ import annotations
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import swat.ops.attention as attention_module
 import swat.ops.device as device_module
-from swat.ops import alibi_slopes, swat_attention
+import swat.ops.triton_attention as triton_backend
+from swat.ops import BACKEND_NAMES, AttentionSpec, alibi_slopes, swat_attention
 from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
 from swat.ops.reference import band_mask
 from tests.ops.helpers import assert_matches_reference, left_padding, make_qkv, packed_segments, run
@@ -27,8 +29,8 @@ def slopes_for(mode, heads: int):
 
 def chunked_with_block(block: int):
     """A backend function: the chunked kernel with a given tile size."""
-    def backend(q, k, v, **kwargs):
-        return chunked_attention(q, k, v, block=block, **kwargs)
+    def backend(q, k, v, spec):
+        return chunked_attention(q, k, v, spec, block=block)
     return backend
 
 
@@ -192,9 +194,11 @@ def test_gradcheck_chunked(activation, case):
     q, k, v = make_qkv(batch=2, q_len=case["q_len"], kv_len=case["kv_len"], heads=4, kv_heads=2, head_dim=3)
     segment_ids = packed_segments(2, case["kv_len"], seed=3) if segments else None
 
+    spec = AttentionSpec(window=case["window"], slopes=alibi_slopes(4), sigmoid_bias=-0.3, activation=activation,
+                         scale=0.6, segment_ids=segment_ids)
+
     def f(q, k, v):
-        return chunked_attention(q, k, v, window=case["window"], slopes=alibi_slopes(4), sigmoid_bias=-0.3,
-                                 activation=activation, scale=0.6, segment_ids=segment_ids, block=block)
+        return chunked_attention(q, k, v, spec, block=block)
 
     assert torch.autograd.gradcheck(f, (q, k, v))
 
@@ -277,25 +281,51 @@ def test_auto_is_correct(grad, q_len, kv_len, window, activation):
                                        swat_attention(q, k, v, backend="reference", **kwargs))
 
 
-def test_auto_choices():
+def _pick(q_len, kv_len, window, activation, *, segment_ids=None, grad=False, device="cpu",
+          dtype=torch.float32, head_dim=64):
+    """``auto``'s choice for queries ``[1, q_len, 8, head_dim]`` and keys ``[1, kv_len, 8, head_dim]``.
+    Only shapes, dtype, device and ``requires_grad`` matter, so stand-ins describe CUDA tensors on
+    any machine."""
+    def tensor(length):
+        return SimpleNamespace(shape=(1, length, 8, head_dim), dtype=dtype, device=torch.device(device),
+                               requires_grad=grad)
+
+    spec = AttentionSpec(window=window, slopes=None, sigmoid_bias=0.0, activation=activation, scale=0.125,
+                         segment_ids=segment_ids)
+    return attention_module._pick_backend(tensor(q_len), tensor(kv_len), spec)
+
+
+def test_auto_choices_on_the_cpu():
     """Measured crossovers (see the thresholds in swat/ops/attention.py)."""
-    pick = attention_module._pick_backend
-
-    def qk(q_len, kv_len, grad=False):
-        return (torch.zeros(1, q_len, 8, 64, requires_grad=grad), torch.zeros(1, kv_len, 8, 64, requires_grad=grad))
-
     # sigmoid never goes to SDPA (softmax only); long or windowed problems go to the banded kernel
-    assert pick(*qk(4096, 4096), 512, None, "sigmoid", None) == "chunked"
-    assert pick(*qk(4096, 4096), None, None, "sigmoid", None) == "chunked"
-    assert pick(*qk(1, 512), 512, None, "sigmoid", None) == "decode"  # a decoding step
-    assert pick(*qk(16, 16), None, None, "sigmoid", None) == "reference"  # tiny: dense is cheaper
-    assert pick(*qk(128, 128, grad=True), None, None, "sigmoid", None) == "reference"
-    assert pick(*qk(128, 128, grad=False), None, None, "sigmoid", None) == "chunked"
+    assert _pick(4096, 4096, 512, "sigmoid") == "chunked"
+    assert _pick(4096, 4096, None, "sigmoid") == "chunked"
+    assert _pick(1, 512, 512, "sigmoid") == "decode"  # a decoding step
+    assert _pick(16, 16, None, "sigmoid") == "reference"  # tiny: dense is cheaper
+    assert _pick(128, 128, None, "sigmoid", grad=True) == "reference"
+    assert _pick(128, 128, None, "sigmoid") == "chunked"
     # softmax: fused causal SDPA; masked SDPA while the band is most of the keys; else banded
-    assert pick(*qk(4096, 4096), None, None, "softmax", None) == "sdpa"
-    assert pick(*qk(1, 512), 512, None, "softmax", None) == "decode"
-    assert pick(*qk(4096, 4096), 512, None, "softmax", None) == "chunked"
-    assert pick(*qk(8192, 8192), None, None, "softmax", torch.zeros(1, 8192)) == "chunked"  # mask too big
+    assert _pick(4096, 4096, None, "softmax") == "sdpa"
+    assert _pick(1, 512, 512, "softmax") == "decode"
+    assert _pick(4096, 4096, 512, "softmax") == "chunked"
+    assert _pick(8192, 8192, None, "softmax", segment_ids=torch.zeros(1, 8192)) == "chunked"  # mask too big
+
+
+def test_auto_choices_on_a_gpu():
+    """CUDA tensors go to the fused Triton kernels (training, prefill and decoding steps alike),
+    except plain causal softmax (PyTorch's flash attention) and what the kernels do not take."""
+    assert triton_backend.triton_available(), "triton is in the dev extra; install it"
+    for args in [(4096, 4096, 512, "sigmoid"), (1, 512, 512, "sigmoid"), (16, 16, None, "sigmoid"),
+                 (4096, 4096, 512, "softmax"), (1, 512, None, "softmax")]:
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            assert _pick(*args, device="cuda", dtype=dtype) == "triton", (args, dtype)
+    assert _pick(4096, 4096, None, "softmax", device="cuda") == "sdpa"
+    assert _pick(4096, 4096, None, "sigmoid", device="cuda", dtype=torch.float64) == "chunked"
+    assert _pick(4096, 4096, 512, "sigmoid", device="cuda", head_dim=320) == "chunked"
+
+
+def test_backend_names_are_the_backends():
+    assert ("auto", *attention_module.BACKENDS) == BACKEND_NAMES
 
 
 # --- errors --------------------------------------------------------------------------------------

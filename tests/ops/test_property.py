@@ -50,7 +50,7 @@ def test_random_problems_match_reference(problem):
     if p["segments"]:
         segment_ids = (torch.rand(p["batch"], p["kv_len"], generator=gen) < 0.25).long().cumsum(1)
     backends = dict(attention_module.BACKENDS)  # "block": the chunked kernel with a drawn tile size
-    backends["block"] = lambda *args, **kwargs: chunked_attention(*args, block=p["block"], **kwargs)
+    backends["block"] = lambda q, k, v, spec: chunked_attention(q, k, v, spec, block=p["block"])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(attention_module, "BACKENDS", backends)
         assert_matches_reference(q, k, v, window=p["window"], slopes=slopes, sigmoid_bias=p["sigmoid_bias"],

@@ -12,9 +12,8 @@ from transformers import GenerationConfig, PreTrainedConfig
 from transformers.activations import ACT2FN
 
 from swat.models.compat import CACHE_FIELD
-from swat.ops import BACKEND_NAMES
+from swat.ops import ACTIVATIONS, BACKEND_NAMES
 from swat.ops.alibi import alibi_slopes, bounded_retain_scale
-from swat.ops.attention import ACTIVATIONS
 
 MAX_EMBEDDING_PARAMETERS = 2**31
 """The largest ``vocab_size * hidden_size`` a config accepts: 8 GiB of float32 in the embedding

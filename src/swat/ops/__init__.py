@@ -2,7 +2,7 @@
 
 from swat.ops.alibi import ALIBI_MODES, alibi_slopes
 from swat.ops.attention import BACKENDS, swat_attention
+from swat.ops.spec import ACTIVATIONS, BACKEND_NAMES, AttentionSpec
 
-BACKEND_NAMES = ("auto", "reference", "chunked", "decode", "sdpa", "triton")
-
-__all__ = ["ALIBI_MODES", "BACKENDS", "BACKEND_NAMES", "alibi_slopes", "swat_attention"]
+__all__ = ["ACTIVATIONS", "ALIBI_MODES", "BACKENDS", "BACKEND_NAMES", "AttentionSpec", "alibi_slopes",
+           "swat_attention"]

@@ -1,4 +1,4 @@
-"""ALiBi slopes m_h (SPEC.md section 2).
+"""ALiBi slopes m_h (docs/spec.md section 2).
 
 Sign convention: ``m_h > 0`` penalises distance (the head prefers recent tokens),
 ``m_h < 0`` rewards distance inside the window (the head keeps older tokens alive).

@@ -6,33 +6,43 @@ from collections.abc import Callable
 
 import torch
 
+from swat.ops import triton_attention as triton_backend
 from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
 from swat.ops.decode import decode_attention
 from swat.ops.reference import reference_attention
 from swat.ops.sdpa import sdpa_attention
+from swat.ops.spec import ACTIVATIONS, AttentionSpec
 
+
+def _dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec) -> torch.Tensor:
+    """The oracle keeps plain keyword arguments (it is also called directly); this adapts it."""
+    return reference_attention(q, k, v, window=spec.window, slopes=spec.slopes, sigmoid_bias=spec.sigmoid_bias,
+                               activation=spec.activation, scale=spec.scale, segment_ids=spec.segment_ids)
+
+
+# Every backend is called as ``backend(q, k, v, spec)``.
 BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
-    "reference": reference_attention,
+    "reference": _dense_reference,
     "chunked": chunked_attention,
     "decode": decode_attention,
     "sdpa": sdpa_attention,
+    "triton": triton_backend.triton_attention,
 }
-ACTIVATIONS = ("sigmoid", "softmax")
 
-# ``auto``'s thresholds, measured on a 2-core AVX2 CPU (batch 1, 8 heads, head_dim 64, fp32; the
-# timings are in the report of issue 2):
-# - sigmoid: the dense reference beats the banded kernel's per-tile overhead only on tiny square
-#   problems (16x16, 64x64 without grad: 0.3-0.5 ms against 0.4-0.7 ms; with grad up to about
-#   256x256).
-# - one query (a decoding step, 1 x 512): the decode path, 0.26 ms sigmoid and 0.20 ms softmax,
-#   against 0.40 ms (chunked) and 0.32 ms (SDPA with a mask).
+# ``auto``'s CPU thresholds come from timing each backend on a 2-core AVX2 CPU (batch 1, 8 heads,
+# head_dim 64, fp32, medians of repeated runs):
+# - sigmoid: the dense reference materialises q_len x kv_len scores but has no per-tile overhead;
+#   it was faster than the banded kernel only on tiny square problems: up to 64 x 64 without
+#   gradients (0.3-0.5 ms against 0.4-0.7 ms) and up to about 256 x 256 with them.
 _DENSE_PAIRS = 64 * 64
 _DENSE_PAIRS_GRAD = 256 * 256
-# - softmax: PyTorch's fused causal SDPA for plain causal attention; SDPA with a float mask costs
-#   q_len * kv_len while the banded kernel costs about q_len * (window + block), and SDPA's
-#   constant is smaller: it won while kv_len <= ~1.25 (window + block) (e.g. 512 x 512
-#   at window 512), the banded kernel beyond (1024 x 1024 at window 512: 16 ms against 29 ms
-#   forward, 57 ms against 87 ms forward+backward). The mask is q_len x kv_len, hence the cap.
+# - one query (a decoding step, 1 x 512): the decode path took 0.26 ms (sigmoid) and 0.20 ms
+#   (softmax), against 0.40 ms for the banded kernel and 0.32 ms for SDPA with a mask.
+# - softmax: PyTorch's fused causal SDPA for plain causal attention. SDPA with a float mask costs
+#   q_len * kv_len, the banded kernel about q_len * (window + block), with a larger constant:
+#   SDPA was faster while kv_len <= ~1.25 (window + block) (e.g. 512 x 512 at window 512), the
+#   banded kernel beyond (1024 x 1024 at window 512: 16 ms against 29 ms forward, 57 ms against
+#   87 ms forward+backward). The mask is q_len x kv_len floats, hence the cap on its size.
 _SDPA_MASK_RATIO = 1.25
 _SDPA_MASK_MAX_PAIRS = 2 ** 24
 
@@ -50,7 +60,7 @@ def swat_attention(
     backend: str = "auto",
     segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Causal sliding-window attention with sigmoid (or softmax) weights, SPEC.md section 1::
+    """Causal sliding-window attention with sigmoid (or softmax) weights, docs/spec.md section 1::
 
         s_ij = scale * (q_i . k_j) - m_h * (i - j) + b,   o_i = sum_{0 <= i-j < w} act(s_ij) v_j
 
@@ -65,8 +75,8 @@ def swat_attention(
         activation: ``"sigmoid"`` (SWAT) or ``"softmax"`` (baselines).
         scale: defaults to ``head_dim ** -0.5``.
         backend: ``"auto"``, ``"reference"`` (dense oracle), ``"chunked"`` (banded, O(q_len * w)),
-            ``"decode"`` (``q_len = 1`` only, a decoding step) or ``"sdpa"`` (softmax only,
-            PyTorch's fused attention).
+            ``"decode"`` (``q_len = 1`` only, a decoding step), ``"sdpa"`` (softmax only,
+            PyTorch's fused attention) or ``"triton"`` (fused GPU kernels, fp16/bf16/fp32).
         segment_ids: optional ``[batch, kv_len]`` integers; a query sees only keys of its own
             segment (packed documents, left padding).
 
@@ -74,27 +84,30 @@ def swat_attention(
         ``[batch, q_len, heads, head_dim]`` in the dtype of ``q``.
     """
     _check_inputs(q, k, v, window, slopes, activation, backend, segment_ids)
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
+    spec = AttentionSpec(window=window, slopes=slopes, sigmoid_bias=float(sigmoid_bias), activation=activation,
+                         scale=q.shape[-1] ** -0.5 if scale is None else float(scale), segment_ids=segment_ids)
     if backend == "auto":
-        backend = _pick_backend(q, k, window, slopes, activation, segment_ids)
-    return BACKENDS[backend](q, k, v, window=window, slopes=slopes, sigmoid_bias=sigmoid_bias,
-                             activation=activation, scale=scale, segment_ids=segment_ids)
+        backend = _pick_backend(q, k, spec)
+    return BACKENDS[backend](q, k, v, spec)
 
 
-def _pick_backend(q, k, window, slopes, activation, segment_ids) -> str:
-    """The fastest correct backend for these inputs on the CPU (thresholds above)."""
+def _pick_backend(q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec) -> str:
+    """The fastest correct backend for these inputs: on a GPU the fused Triton kernels (PyTorch's
+    flash attention for plain causal softmax), on the CPU the measured thresholds above."""
     q_len, kv_len = q.shape[1], k.shape[1]
-    band = kv_len if window is None else min(window, kv_len)
+    band = spec.band(kv_len)
+    plain_causal = band == kv_len and spec.slopes is None and spec.segment_ids is None and q_len == kv_len
+    if q.device.type == "cuda" and triton_backend.supports(q):
+        return "sdpa" if spec.softmax and plain_causal else "triton"
     if q_len == 1:
         return "decode"
-    if activation == "softmax":
-        if band == kv_len and slopes is None and segment_ids is None and q_len == kv_len:
+    if spec.softmax:
+        if plain_causal:
             return "sdpa"  # fused causal kernel
         dense_is_cheap = kv_len <= _SDPA_MASK_RATIO * (band + DEFAULT_BLOCK)
         return "sdpa" if dense_is_cheap and q_len * kv_len <= _SDPA_MASK_MAX_PAIRS else "chunked"
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
-    if q_len > 1 and q_len * kv_len <= (_DENSE_PAIRS_GRAD if grad else _DENSE_PAIRS):
+    if q_len * kv_len <= (_DENSE_PAIRS_GRAD if grad else _DENSE_PAIRS):
         return "reference"
     return "chunked"
 

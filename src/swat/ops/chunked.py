@@ -53,8 +53,8 @@ Precision
     ``dK``/``dV`` accumulators are float32; on CPUs without fast low-precision matmuls (AVX2) the
     whole op runs in float32 and the result is cast back, which is both faster and more accurate.
 
-Only ``torch`` ops are used, so the same code runs on CUDA (where a fused kernel would be faster;
-this one is correct and O(q_len * w) there too).
+Only ``torch`` ops are used, so the same code runs on any device; on CUDA the fused kernels of the
+``triton`` backend (``swat.ops.triton_attention``) compute the same and are what ``auto`` picks.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from swat.ops.device import upcast_without_fast_low_precision
+from swat.ops.spec import AttentionSpec, other_segment, outside_band, position_term
 
 # Query positions per tile. Measured on a 2-core AVX2 CPU (window 512, head_dim 64, fp32):
 # smaller blocks waste fewer masked columns ((block + w - 1) / w) but run smaller, less efficient
@@ -92,23 +93,21 @@ class _BandBias:
     ``first_delta`` after its first key takes the key columns from ``top - first_delta``.
     """
 
-    def __init__(self, tiles, offset, slopes, sigmoid_bias, window, batch, num_kv_heads, group, dtype, device):
+    def __init__(self, tiles, offset, spec: AttentionSpec, batch, group, dtype, device):
         rows = tiles[0][1] - tiles[0][0]
         self.top = max(offset + r0 - k0 for r0, _, k0, _ in tiles)
         cols = max(self.top - (offset + r0 - k0) + k1 - k0 for r0, _, k0, k1 in tiles)
         r = torch.arange(rows, device=device)
         c = torch.arange(cols, device=device)
-        delta = (self.top + r[:, None] - c[None, :]).to(dtype)  # [rows, cols]
-        outside = (delta < 0) | (delta >= window)
-        if slopes is None:
-            bias = torch.full_like(delta, sigmoid_bias).masked_fill_(outside, float("-inf"))
-            bias = bias[None, :, None].expand(1, rows, group, cols)
-        else:
-            m = slopes.to(device=device, dtype=dtype).view(num_kv_heads, 1, group, 1)
-            bias = (sigmoid_bias - m * delta[None, :, None, :]).masked_fill_(outside[:, None], float("-inf"))
+        delta = self.top + r[:, None] - c[None, :]  # [rows, cols]
+        term = position_term(spec, delta, dtype).masked_fill_(outside_band(spec, delta), float("-inf"))
+        if spec.slopes is None:  # [1, rows, cols] -> [1, rows, G, cols]
+            term = term[:, :, None].expand(1, rows, group, cols)
+        else:  # [H, rows, cols] -> [H_kv, rows, G, cols]
+            term = term.view(-1, group, rows, cols).transpose(1, 2)
             if batch > 1:  # one [rows * G, cols] matrix per (batch, kv head) pair, as bmm wants
-                bias = bias.repeat(batch, 1, 1, 1)
-        self.value = bias.reshape(bias.shape[0], rows * group, cols).transpose(1, 2).contiguous()
+                term = term.repeat(batch, 1, 1, 1)
+        self.value = term.reshape(term.shape[0], rows * group, cols).transpose(1, 2).contiguous()
         self.group = group
         self.offset = offset
 
@@ -121,15 +120,15 @@ class _Problem:
     """What forward and backward share: sizes, the additive term, the tiles, reusable tile buffers
     and the per-tile weights."""
 
-    def __init__(self, q, k, slopes, segment_ids, config):
-        window, sigmoid_bias, self.activation, self.scale, block, group, num_kv_heads = config
+    def __init__(self, q, k, spec: AttentionSpec, block: int, group: int, num_kv_heads: int):
         self.n, self.m = q.shape[1] // group, k.shape[1]
-        self.group, self.segment_ids = group, segment_ids
+        self.group, self.segment_ids = group, spec.segment_ids
+        self.activation, self.scale = spec.activation, spec.scale
         self.acc = _accumulator_dtype(q.dtype)
         self.fused = q.dtype == self.acc  # scores in the matmul's own dtype: bias fused into baddbmm
-        self.tiles = list(_tiles(self.n, self.m, window, block))
-        self.bias = _BandBias(self.tiles, self.m - self.n, slopes, sigmoid_bias, window,
-                              k.shape[0] // num_kv_heads, num_kv_heads, group, self.acc, q.device)
+        self.tiles = list(_tiles(self.n, self.m, spec.band(self.m), block))
+        self.bias = _BandBias(self.tiles, self.m - self.n, spec, k.shape[0] // num_kv_heads, group, self.acc,
+                              q.device)
         lanes, d = k.shape[0], k.shape[2]
         rows = max(r1 - r0 for r0, r1, _, _ in self.tiles) * group
         cols = max(k1 - k0 for _, _, k0, k1 in self.tiles)
@@ -162,9 +161,9 @@ class _Problem:
         if self.segment_ids is not None:
             seg = self.segment_ids
             offset = self.m - self.n
-            same = seg[:, k0:k1, None] == seg[:, None, offset + r0:offset + r1]  # [b, cols, rows]
-            view = s.view(seg.shape[0], -1, k1 - k0, r1 - r0, self.group)
-            view.masked_fill_(~same[:, None, :, :, None], float("-inf"))
+            other = other_segment(seg, slice(offset + r0, offset + r1), slice(k0, k1)).transpose(1, 2)
+            view = s.view(seg.shape[0], -1, k1 - k0, r1 - r0, self.group)  # [b, Hkv, cols, rows, G]
+            view.masked_fill_(other[:, None, :, :, None], float("-inf"))
         if self.activation == "sigmoid":
             return s.sigmoid_()
         return torch.softmax(s, dim=1)
@@ -172,24 +171,24 @@ class _Problem:
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, slopes, segment_ids, config):
+    def forward(ctx, q, k, v, spec, config):
         # q: [b * Hkv, n * G, d] rows ordered (position, head); k, v: [b * Hkv, m, d]
-        prob = _Problem(q, k, slopes, segment_ids, config)
+        prob = _Problem(q, k, spec, *config)
         out = torch.empty_like(q)
         g = prob.group
         for r0, r1, k0, k1 in prob.tiles:
             p = prob.weights(q[:, r0 * g:r1 * g], k[:, k0:k1], r0, r1, k0, k1)
             rows = prob.buffer("rows", (q.shape[0], p.shape[2], q.shape[2]), v.dtype)
             out[:, r0 * g:r1 * g] = torch.bmm(p.to(v.dtype).transpose(1, 2), v[:, k0:k1], out=rows)
-        ctx.save_for_backward(q, k, v, slopes, segment_ids, out if prob.activation == "softmax" else None)
-        ctx.config = config
+        ctx.save_for_backward(q, k, v, out if prob.activation == "softmax" else None)
+        ctx.spec, ctx.config = spec, config
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        q, k, v, slopes, segment_ids, out = ctx.saved_tensors
-        prob = _Problem(q, k, slopes, segment_ids, ctx.config)
+        q, k, v, out = ctx.saved_tensors
+        prob = _Problem(q, k, ctx.spec, *ctx.config)
         acc, g = prob.acc, prob.group
         grad_out = grad_out.contiguous()
         if prob.activation == "softmax":
@@ -221,23 +220,12 @@ class _ChunkedAttention(torch.autograd.Function):
             dk[:, k0:k1] += torch.bmm(ds, q_tile, out=key_rows)
         dq = dq.mul_(prob.scale).to(q.dtype)
         dk = dk.mul_(prob.scale).to(k.dtype)
-        return dq, dk, dv.to(v.dtype), None, None, None
+        return dq, dk, dv.to(v.dtype), None, None
 
 
 @upcast_without_fast_low_precision
-def chunked_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    window: int | None,
-    slopes: torch.Tensor | None,
-    sigmoid_bias: float,
-    activation: str,
-    scale: float,
-    segment_ids: torch.Tensor | None = None,
-    block: int = DEFAULT_BLOCK,
-) -> torch.Tensor:
+def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec,
+                      block: int = DEFAULT_BLOCK) -> torch.Tensor:
     """Banded SWAT attention. Shapes as in :func:`swat.ops.swat_attention`; ``block`` is the
     number of query positions per tile.
 
@@ -251,7 +239,5 @@ def chunked_attention(
     q_rows = q.reshape(b, n, hkv, g, d).transpose(1, 2).reshape(b * hkv, n * g, d)
     k_rows = k.transpose(1, 2).reshape(b * hkv, m, d)
     v_rows = v.transpose(1, 2).reshape(b * hkv, m, d)
-    effective_window = m if window is None else min(window, m)
-    config = (effective_window, float(sigmoid_bias), activation, float(scale), int(block), g, hkv)
-    out = _ChunkedAttention.apply(q_rows, k_rows, v_rows, slopes, segment_ids, config)
+    out = _ChunkedAttention.apply(q_rows, k_rows, v_rows, spec, (int(block), g, hkv))
     return out.view(b, hkv, n, g, d).transpose(1, 2).reshape(b, n, h, d)

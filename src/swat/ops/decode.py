@@ -17,22 +17,11 @@ from __future__ import annotations
 import torch
 
 from swat.ops.device import upcast_without_fast_low_precision
-from swat.ops.reference import distances
+from swat.ops.spec import AttentionSpec, distances, other_segment, position_term
 
 
 @upcast_without_fast_low_precision
-def decode_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    window: int | None,
-    slopes: torch.Tensor | None,
-    sigmoid_bias: float,
-    activation: str,
-    scale: float,
-    segment_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec) -> torch.Tensor:
     """SWAT attention of a single query per sequence. Shapes as in :func:`swat.ops.swat_attention`
     with ``q_len = 1``."""
     batch, q_len, heads, head_dim = q.shape
@@ -40,26 +29,18 @@ def decode_attention(
         raise ValueError(f"the decode backend takes one query per sequence (q_len = 1), got q_len = {q_len}; "
                          "use backend='chunked' for longer queries")
     kv_len, kv_heads = k.shape[1], k.shape[2]
-    seen = kv_len if window is None else min(window, kv_len)
+    seen = spec.band(kv_len)
     keys = k[:, kv_len - seen:].permute(0, 2, 3, 1)  # [batch, H_kv, d, seen]
     values = v[:, kv_len - seen:].transpose(1, 2)  # [batch, H_kv, seen, d]
     queries = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)  # rows: the G heads of a kv head
 
-    scores = torch.matmul(queries, keys).mul_(scale).add_(_position_term(seen, slopes, sigmoid_bias, q, kv_heads))
-    if segment_ids is not None:
-        segments = segment_ids[:, kv_len - seen:]
-        other = segments != segments[:, -1:]
-        scores = scores.masked_fill(other[:, None, None, :], float("-inf"))
-    weights = torch.sigmoid_(scores) if activation == "sigmoid" else torch.softmax(scores, dim=-1)
+    # b - m_h * delta_j as [H_kv, G, seen] (keys oldest first, so delta = seen-1 .. 0)
+    term = position_term(spec, distances(1, seen, q.device)[0], q.dtype)
+    term = term.view(kv_heads, -1, seen) if spec.slopes is not None else term
+    scores = torch.matmul(queries, keys).mul_(spec.scale).add_(term)
+    if spec.segment_ids is not None:
+        other = other_segment(spec.segment_ids, slice(kv_len - 1, kv_len), slice(kv_len - seen, kv_len))
+        scores = scores.masked_fill(other[:, None], float("-inf"))  # [batch, 1, 1, seen]
+    weights = torch.softmax(scores, dim=-1) if spec.softmax else torch.sigmoid_(scores)
     return torch.matmul(weights, values).view(batch, 1, heads, head_dim)
 
-
-def _position_term(seen: int, slopes: torch.Tensor | None, sigmoid_bias: float, q: torch.Tensor,
-                   kv_heads: int) -> torch.Tensor | float:
-    """``b - m_h * delta_j`` as ``[H_kv, G, seen]`` (keys oldest first, so ``delta = seen-1 .. 0``),
-    or the scalar ``b`` without slopes."""
-    if slopes is None:
-        return sigmoid_bias
-    delta = distances(1, seen, q.device)[0].to(q.dtype)
-    term = sigmoid_bias - slopes.to(device=q.device, dtype=q.dtype)[:, None] * delta
-    return term.view(kv_heads, -1, seen)

@@ -32,14 +32,14 @@ def fast_low_precision_matmul(device: torch.device) -> bool:
 
 
 def upcast_without_fast_low_precision(backend: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Wraps an attention backend ``backend(q, k, v, **options)``: bf16/fp16 inputs on hardware
-    without fast low-precision matmuls are computed in fp32 and the result is cast back, which
-    is both faster and more accurate there."""
+    """Wraps an attention backend ``backend(q, k, v, *args, **options)``: bf16/fp16 inputs on
+    hardware without fast low-precision matmuls are computed in fp32 and the result is cast back,
+    which is both faster and more accurate there."""
 
     @functools.wraps(backend)
-    def wrapper(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options) -> torch.Tensor:
+    def wrapper(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **options) -> torch.Tensor:
         if q.dtype in (torch.bfloat16, torch.float16) and not fast_low_precision_matmul(q.device):
-            return backend(q.float(), k.float(), v.float(), **options).to(q.dtype)
-        return backend(q, k, v, **options)
+            return backend(q.float(), k.float(), v.float(), *args, **options).to(q.dtype)
+        return backend(q, k, v, *args, **options)
 
     return wrapper

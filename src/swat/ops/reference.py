@@ -1,4 +1,4 @@
-"""The oracle: SWAT attention as plain dense math (SPEC.md section 1).
+"""The oracle: SWAT attention as plain dense math (docs/spec.md section 1).
 
 Materialises the full ``q_len x kv_len`` score matrix, so it is O(q_len * kv_len) in time and
 memory. It computes in the input dtype, float64 included, and every other backend is tested
