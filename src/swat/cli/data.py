@@ -17,8 +17,10 @@ import time
 
 import numpy as np
 
-from swat.data.prepare import DEFAULT_VOCAB_SIZE
-from swat.data.sources import DEFAULT_HELDOUT_FRACTION
+from swat.data.corpus import default_data_dir, shakespeare_corpus
+from swat.data.prepare import DEFAULT_VOCAB_SIZE, prepare_data
+from swat.data.shards import TokenShards, read_manifest
+from swat.data.sources import DEFAULT_HELDOUT_FRACTION, dataset_documents
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,9 +85,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from swat.data.prepare import prepare_data
-    from swat.data.sources import dataset_documents
-
     if bool(args.paths) == (args.dataset is not None):
         print("swat data prepare: give either text files/directories or --dataset, not both or neither",
               file=sys.stderr)
@@ -104,9 +103,6 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _shakespeare(args: argparse.Namespace) -> int:
-    from swat.data.corpus import default_data_dir, shakespeare_corpus
-    from swat.data.prepare import prepare_data
-
     start = time.perf_counter()
     out = args.out or default_data_dir(args.cache_dir)
     corpus = shakespeare_corpus(args.cache_dir, archive=args.corpus_archive)
@@ -121,8 +117,6 @@ def _shakespeare(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from swat.data.shards import TokenShards, read_manifest
-
     manifest = read_manifest(args.data_dir)
     print(f"{args.data_dir}: vocab {manifest['vocab_size']} ({manifest['dtype']}), eos id "
           f"{manifest['eos_token_id']}, tokenizer {manifest.get('tokenizer')}")

@@ -21,6 +21,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from swat.data.corpus import default_data_dir
 from swat.data.shards import TokenShards
 from swat.data.tokenizer import load_tokenizer
 from swat.models import SWATForCausalLM
@@ -489,7 +490,6 @@ def resolve_data_dir(data_dir: str | None) -> Path:
     """``data.dir``, or the Shakespeare directory that ``swat data shakespeare`` prepares."""
     if data_dir is not None:
         return Path(data_dir).expanduser()
-    from swat.data.corpus import default_data_dir
 
     path = Path(default_data_dir())
     if not (path / "manifest.json").is_file():
