@@ -23,7 +23,7 @@ import swat.ops.triton_attention as triton_backend
 from swat.ops import alibi_slopes, swat_attention
 from swat.ops.triton_attention import triton_attention
 from tests.ops.helpers import left_padding, make_qkv, packed_segments, run
-from tests.ops.test_property import problems
+from tests.ops.test_property import problem_inputs, problems
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 FP32_TOLERANCE = dict(atol=2e-5, rtol=1e-4)
@@ -337,15 +337,7 @@ def test_random_problems_match_reference(problem):
     """Random shapes (head_dim 1 to 8, padded to 16 lanes), windows, GQA, slopes, bias and segments
     (the property test's problems), on the default and on 16 x 16 tiles."""
     p = problem
-    qkv = make_qkv(p["batch"], p["q_len"], p["kv_len"], p["heads"], p["kv_heads"], p["head_dim"], seed=p["seed"])
-    gen = torch.Generator().manual_seed(p["seed"])
-    if p["mode"] == "random":
-        slopes = torch.randn(p["heads"], generator=gen) * 0.5
-    else:
-        slopes = None if p["mode"] is None else alibi_slopes(p["heads"], p["mode"])
-    segment_ids = None
-    if p["segments"]:
-        segment_ids = (torch.rand(p["batch"], p["kv_len"], generator=gen) < 0.25).long().cumsum(1)
+    qkv, slopes, segment_ids = problem_inputs(p)
     with pytest.MonkeyPatch.context() as patch:
         backends = dict(attention_module.BACKENDS)
         backends["triton_b16"] = lambda q, k, v, spec: triton_attention(q, k, v, spec, blocks=(16, 16))
