@@ -66,7 +66,12 @@ def evaluate_lengths(
 ) -> dict[str, Any]:
     """Perplexity at each length (about ``max_tokens`` tokens scored per length, at least one
     sequence) and the loss per position bucket of the longest length that fits the text."""
+    for name, value in (("max_tokens", max_tokens), ("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     lengths = parse_lengths(lengths)
+    if not lengths:
+        raise ValueError("pass at least one evaluation length")
     fitting = [n for n in lengths if n <= len(tokens)]
     if not fitting:
         raise ValueError(
