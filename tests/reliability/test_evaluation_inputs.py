@@ -19,6 +19,7 @@ from swat.evaluation.length import evaluate_lengths, parse_lengths
 from swat.evaluation.loading import read_tokens, sequences_of
 from swat.evaluation.passkey import evaluate_passkey
 from swat.evaluation.perplexity import stream_loss
+from swat.experiments.reproduce import choose_ablations, reproduce
 from swat.models.loading import load_model
 from tests.evaluation.conftest import make_text, make_tokenizer, save_model
 
@@ -210,6 +211,9 @@ API_ROWS = [
     (lambda f, m, t: stream_loss(m, [torch.arange(5)], chunk_size=0), ValueError, r"chunk_size must be an int >= 1"),
     (lambda f, m, t: parse_lengths("0"), ValueError, r"must be a whole number of tokens >= 2"),
     (lambda f, m, t: sequences_of(torch.arange(10), 11, 1), ValueError, r"give a longer text or a shorter length"),
+    (lambda f, m, t: reproduce(f["root"] / "r", minutes=float("nan")), ValueError, r"minutes must be a finite number > 0"),
+    (lambda f, m, t: reproduce(f["root"] / "r", passkey_trials=0), ValueError, r"passkey_trials must be an int >= 1"),
+    (lambda f, m, t: choose_ablations(64, []), ValueError, r"pass None for the eight configs, or names such as"),
 ]
 
 

@@ -42,6 +42,10 @@ QUESTION = " What is the pass key? The pass key is"
 ANSWER = " {key}"
 
 
+class NoPasskeyCellFits(ValueError):
+    """No (length, distance) of the grid leaves room for the passkey prompt."""
+
+
 def default_grid(config) -> tuple[list[int], list[int]]:
     """Context lengths and key distances covering the three regimes: inside the window, between
     the window and the receptive field ``L*(w-1)+1``, and beyond it."""
@@ -121,7 +125,7 @@ def evaluate_passkey(
 ) -> dict[str, Any]:
     """Accuracy and answer loss for every (length, distance) cell that fits (the others are NaN,
     ``trials=0``); the same keys are used in every cell (trial ``t`` of every cell hides the same
-    number). ``ValueError`` when no cell fits, or for ``trials < 1``."""
+    number). ``NoPasskeyCellFits`` (a ``ValueError``) when no cell fits; ``ValueError`` for ``trials < 1``."""
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be an int >= 1 (random keys per cell), got {trials!r}")
     if not lengths or not distances:
@@ -133,7 +137,7 @@ def evaluate_passkey(
     fits = {cell: all(prompts.build(key, *cell) is not None for key in keys) for cell in grid}
     if not any(fits.values()):
         shortest, longest = prompts.distance_range(keys, max(lengths))
-        raise ValueError(
+        raise NoPasskeyCellFits(
             f"no passkey prompt fits any (length, distance) of lengths {sorted(lengths)} and distances "
             f"{sorted(distances)}: a key distance must be between {shortest} tokens (the key line and the question) "
             f"and the length minus {len(prompts.instruction)} (the instruction), here at most {longest}; "
