@@ -207,7 +207,7 @@ API_ROWS = [
     (lambda f, m, t: evaluate_lengths(m, torch.arange(100), [32], batch_size=0), ValueError, r"batch_size must be an int >= 1"),
     (lambda f, m, t: evaluate_lengths(m, torch.arange(10), [32]), ValueError, r"fewer than the shortest length 32"),
     (lambda f, m, t: stream_loss(m, [torch.tensor([1])]), ValueError, r"perplexity needs at least 2, pass a longer text"),
-    (lambda f, m, t: stream_loss(m, [torch.arange(5)], max_tokens=1), ValueError, r"max_tokens must be >= 2"),
+    (lambda f, m, t: stream_loss(m, [torch.arange(5)], max_tokens=1), ValueError, r"max_tokens must be an int >= 2"),
     (lambda f, m, t: stream_loss(m, [torch.arange(5)], chunk_size=0), ValueError, r"chunk_size must be an int >= 1"),
     (lambda f, m, t: parse_lengths("0"), ValueError, r"must be a whole number of tokens >= 2"),
     (lambda f, m, t: sequences_of(torch.arange(10), 11, 1), ValueError, r"give a longer text or a shorter length"),

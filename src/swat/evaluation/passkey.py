@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from swat.evaluation.checks import check_count
 from swat.evaluation.loading import receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import PREFILL_CHUNK_SIZE, prefill
@@ -126,8 +127,7 @@ def evaluate_passkey(
     """Accuracy and answer loss for every (length, distance) cell that fits (the others are NaN,
     ``trials=0``); the same keys are used in every cell (trial ``t`` of every cell hides the same
     number). ``NoPasskeyCellFits`` (a ``ValueError``) when no cell fits; ``ValueError`` for ``trials < 1``."""
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be an int >= 1 (random keys per cell), got {trials!r}")
+    check_count("trials", trials, what="random keys per cell")
     if not lengths or not distances:
         raise ValueError("pass at least one context length and one key distance")
     prompts = PasskeyPrompts(tokenizer, filler=filler)

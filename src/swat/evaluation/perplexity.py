@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from swat.evaluation.checks import check_count
 from swat.models.cache import forward_in_chunks
 from swat.models.compat import output_cache
 from swat.models.loss import next_token_loss
@@ -45,10 +46,9 @@ def stream_loss(
 ) -> StreamLoss:
     """Next-token loss of the stream made of ``pieces`` (1-D token ids), at most its first
     ``max_tokens`` tokens, reading no piece past them. Raises ``ValueError`` for fewer than 2 tokens."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an int >= 1 (tokens per forward), got {chunk_size!r}")
-    if max_tokens is not None and max_tokens < 2:
-        raise ValueError(f"max_tokens must be >= 2 (one token is scored given the one before), got {max_tokens}")
+    check_count("chunk_size", chunk_size, what="tokens per forward")
+    if max_tokens is not None:
+        check_count("max_tokens", max_tokens, 2, what="one token is scored given the one before")
     cache, last_logits, tokens, nll_sum = None, None, 0, torch.zeros((), dtype=torch.float64)
     with tqdm(unit="tok", unit_scale=True, disable=not progress, desc="streaming") as bar:
         for piece in pieces:

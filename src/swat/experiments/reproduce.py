@@ -32,6 +32,7 @@ from swat.data.corpus import default_data_dir, shakespeare_corpus
 from swat.data.prepare import prepare_data
 from swat.data.shards import MANIFEST_NAME, read_manifest
 from swat.evaluation.attention import diagnose_attention, write_attention_outputs
+from swat.evaluation.checks import check_count
 from swat.evaluation.length import evaluate_lengths, write_length_outputs
 from swat.evaluation.loading import read_tokens, receptive_field, sequences_of
 from swat.evaluation.passkey import NoPasskeyCellFits, default_grid, evaluate_passkey, write_passkey_outputs
@@ -226,10 +227,8 @@ def _check_settings(*, minutes: float, steps: int | None, eval_tokens: int | Non
         raise ValueError(f"minutes must be a finite number > 0 (the wall-time budget), got {minutes!r}")
     for name, value, optional in (("steps", steps, True), ("eval_tokens", eval_tokens, True),
                                   ("passkey_trials", passkey_trials, False)):
-        if value is None and optional:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if value is not None or not optional:
+            check_count(name, value)
 
 
 def train_or_reuse(run: RunDir, config: TrainConfig) -> float | None:
