@@ -52,7 +52,7 @@ def receptive_field(config) -> int | None:
     return config.num_hidden_layers * (window - 1) + 1
 
 
-TEXT_PIECE_CHARS = 1 << 20  # characters of text tokenised at a time
+TEXT_PIECE_CHARS = 1 << 18  # characters of text tokenised at a time (about 50k tokens of English)
 CUT_CONTEXT = 64  # characters on each side of a cut that are tokenised together to check it
 MAX_FAILED_CUTS = 32  # a tokenizer whose ids change at this many cuts in a row gets the rest of the text whole
 
