@@ -4,6 +4,7 @@ change, and never with a traceback."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -172,6 +173,12 @@ def test_the_cli_refuses_bad_input_in_one_line_with_exit_code_2(files, capsys, a
     assert re.search(message, err), err
     last_line = err.strip().splitlines()[-1]
     assert re.match(r"^(swat [a-z ]+: |usage: |swat [a-z ]+: error: )", last_line), err
+
+
+def test_a_binary_prompt_on_standard_input_is_refused(files, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe binary"), encoding="utf-8"))
+    code, err = _run(_args(["generate", "--model", "{model}"], files), capsys)
+    assert code == 2 and re.search(r"standard input is not UTF-8 text .*pass --prompt", err), err
 
 
 def test_swat_debug_shows_the_traceback(files, monkeypatch):

@@ -125,4 +125,7 @@ def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
         return read_text(path)
     if sys.stdin.isatty():
         print("reading the prompt from standard input (end with Ctrl-D)...", file=sys.stderr)
-    return sys.stdin.read()
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"standard input is not UTF-8 text ({error}): pipe in a UTF-8 text, or pass --prompt") from None
