@@ -5,8 +5,6 @@ The model and its tokenizer are loaded by :func:`swat.models.loading.load_model`
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +15,11 @@ import yaml
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from swat.data.shards import TokenShards, read_manifest
+from swat.data.tokenizer import tokenizer_fingerprint
 from swat.training.run_dir import RunDir
 
 __all__ = ["model_label", "read_text", "read_tokens", "receptive_field", "sequences_of", "token_pieces",
-           "tokenizer_fingerprint", "training_length"]
+           "training_length"]
 
 
 def model_label(path: str | Path) -> str:
@@ -179,20 +178,6 @@ def _check_same_tokenizer(data_dir: Path, manifest: dict[str, Any], tokenizer: P
             "on a text file, or prepare the data with the model's tokenizer "
             "(swat data prepare FILES --tokenizer MODEL_DIR --out DIR)"
         )
-
-
-def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of what decides the ids a tokenizer gives a text: its normaliser, pre-tokeniser and
-    model (the vocabulary and, for BPE, the merges) and its added tokens, as ``tokenizer.json``
-    serialises them; the vocabulary alone for tokenizers without that serialisation."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        content: Any = sorted(tokenizer.get_vocab().items())
-    else:
-        spec = json.loads(backend.to_str())
-        content = {key: spec.get(key) for key in ("normalizer", "pre_tokenizer", "model")}
-        content["added_tokens"] = [(t["id"], t["content"]) for t in spec.get("added_tokens") or []]
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def sequences_of(tokens: torch.Tensor, length: int, count: int) -> torch.Tensor:

@@ -239,7 +239,7 @@ def train_or_reuse(run: RunDir, config: TrainConfig) -> float | None:
         print(f"{config.name}: reusing {run.final}")
         return None
     start = time.perf_counter()
-    train(config, run.root, resume=run.checkpoints.is_dir())
+    train(config, run.root, resume=True)  # with no checkpoint yet, a fresh start
     return time.perf_counter() - start
 
 
