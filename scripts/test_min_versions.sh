@@ -17,7 +17,6 @@ SMOKE=(
   tests/layers
   tests/models
   tests/inference/test_generate.py
-  tests/inference/test_cache.py
   tests/training/test_trainer.py
   tests/data/test_prepare.py
   tests/evaluation/test_harness.py
