@@ -81,9 +81,9 @@ def _other_description(config: PretrainedConfig, parameters: int) -> list[str]:
     return [
         f"# {config.model_type} language model ({parameters / 1e6:.2f}M parameters)",
         "",
-        f"A transformers `{architecture}` (model type `{config.model_type}`) trained from scratch with the "
-        "`swat` library, on the same data and recipe as its SWAT models. Its architecture is the "
-        "transformers model's own; the fields below are those of its config.",
+        f"A transformers `{architecture}` (model type `{config.model_type}`) trained from scratch with "
+        "`swat train`. Its architecture is the transformers model's own; the fields below are those of "
+        "its config.",
     ]
 
 
