@@ -81,8 +81,15 @@ def test_a_transformers_model_section_is_checked_against_its_config_class(data_d
     with pytest.raises(ValueError, match=r"invalid model section for model.type=llama: .*'hidden_size' expected int"):
         load_config(raw)
     raw["model"] = {**MODELS["llama"], "preset": "tiny"}
-    with pytest.raises(ValueError, match=r"model.preset names a SWAT size.*remove model.preset"):
+    with pytest.raises(ValueError, match=r"model.preset names a SWAT size.*remove model.preset, or set model.preset=null"):
         load_config(raw)
+
+
+def test_a_preset_recipe_trains_another_type_with_preset_null(data_dir):
+    fields = [f"model.{key}={value}" for key, value in MODELS["mamba2"].items()]
+    config = load_config("tiny", ["model.preset=null", *fields, f"data.dir={data_dir}"])
+    assert config.model == MODELS["mamba2"] and config.optim == load_config("tiny").optim
+    assert config.model_config().state_size == 16
 
 
 def test_documents_kept_apart_is_refused_for_a_model_without_segment_ids(data_dir):

@@ -301,9 +301,11 @@ def _check_transformers_section(value: dict[str, Any], kind: Any) -> dict[str, A
         raise ValueError(f"model.type {kind!r} is not swat nor a transformers causal LM type"
                          + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
                          + ": use swat (the default) or a type AutoModelForCausalLM builds, e.g. llama or mamba2")
-    if "preset" in value:
+    if value.get("preset") is not None:
         raise ValueError(f"model.preset names a SWAT size (swat.models.presets); model.type={kind} takes the fields "
-                         f"of its config instead (e.g. model.hidden_size): remove model.preset")
+                         f"of its config instead (e.g. model.hidden_size): remove model.preset, or set "
+                         "model.preset=null to keep a preset's training recipe")
+    value = {key: item for key, item in value.items() if key != "preset"}
     config_class = CONFIG_MAPPING[kind]
     valid = ["type", *(f.name for f in dataclasses.fields(config_class))]
     for key in value:
