@@ -7,8 +7,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, Mamba2ForCausalLM
 
 from swat.training import Trainer, load_config
-from swat.training.metrics import read_metrics
-from tests.training.conftest import run_config
+from tests.training.conftest import eval_losses, run_config, train_losses
 
 # Sizes that make a step take milliseconds on a CPU core.
 MODELS = {
@@ -26,13 +25,6 @@ def _config(data_dir, kind, **sections):
     return load_config(raw)
 
 
-def _losses(run_dir):
-    return [(r["step"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
-
-
-def _evals(run_dir):
-    return [(r["step"], r["eval_loss"]) for r in read_metrics(run_dir / "metrics.jsonl") if "eval_loss" in r]
-
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_a_transformers_model_trains_resumes_exactly_and_loads(data_dir, tmp_path, kind):
@@ -41,9 +33,9 @@ def test_a_transformers_model_trains_resumes_exactly_and_loads(data_dir, tmp_pat
     whole = Trainer(config, tmp_path / "whole").fit()
     Trainer(config, tmp_path / "halves").fit(until=3)
     halves = Trainer(config, tmp_path / "halves", resume=True).fit()
-    losses = [loss for _, loss in _losses(whole)]
+    losses = [loss for _, loss in train_losses(whole)]
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.5  # it learns
-    assert _losses(halves) == _losses(whole) and _evals(halves) == _evals(whole)
+    assert train_losses(halves) == train_losses(whole) and eval_losses(halves) == eval_losses(whole)
 
     final = AutoModelForCausalLM.from_pretrained(whole / "final").eval()
     assert type(final) is CLASSES[kind] and final.config.hidden_size == 32
