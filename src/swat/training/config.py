@@ -295,9 +295,9 @@ def _check_model_section(value: dict[str, Any]) -> dict[str, Any]:
 def _check_transformers_section(value: dict[str, Any], kind: Any) -> dict[str, Any]:
     """A model section of a transformers causal LM type: a known type and its config's keys
     (``AutoConfig.for_model`` checks the values when ``_check`` builds the config)."""
-    types_ = sorted({SWAT_TYPE, *(t for t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES if t in CONFIG_MAPPING)})
-    if kind not in types_:
-        close = difflib.get_close_matches(str(kind), types_, n=3)
+    known = sorted({SWAT_TYPE, *(t for t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES if t in CONFIG_MAPPING)})
+    if kind not in known:
+        close = difflib.get_close_matches(str(kind), known, n=3)
         raise ValueError(f"model.type {kind!r} is not swat nor a transformers causal LM type"
                          + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
                          + ": use swat (the default) or a type AutoModelForCausalLM builds, e.g. llama or mamba2")
