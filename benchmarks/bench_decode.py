@@ -30,7 +30,7 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 from swat import SWATConfig, SWATForCausalLM
-from swat.evaluation.options import token_counts
+from swat.cli.options import token_counts
 from swat.inference import RollingCache
 
 MODELS = ("swat", "mistral", "llama")

@@ -98,7 +98,7 @@ def test_errors_are_explicit(tmp_path):
     with pytest.raises(FileNotFoundError, match="swat data prepare"):
         TokenShards(tmp_path, "train")
     write_split(tmp_path, "train", [[1, 2, 3]], vocab_size=10, eos_token_id=0)
-    with pytest.raises(KeyError, match="has no split 'heldout'"):
+    with pytest.raises(ValueError, match="has no split 'heldout'"):
         TokenShards(tmp_path, "heldout")
     ts = TokenShards(tmp_path, "train")
     with pytest.raises(IndexError, match="outside split"):

@@ -1,9 +1,22 @@
+import json
+
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from swat.data.shards import write_split
-from swat.evaluation.loading import model_label, read_tokens, receptive_field, sequences_of, training_length
+from swat.evaluation.loading import (
+    model_label,
+    read_tokens,
+    receptive_field,
+    sequences_of,
+    token_pieces,
+    training_length,
+)
 from swat.models.loading import load_model
 from swat.training.run_dir import RunDir
 
@@ -56,6 +69,53 @@ def test_read_tokens_from_a_text_file_or_a_data_dir(tmp_path, tokenizer, text_fi
         tokenizer.eos_token_id]
     with pytest.raises(FileNotFoundError, match="text not found"):
         read_tokens(tmp_path / "missing.txt", tokenizer)
+
+
+@pytest.fixture(scope="module")
+def metaspace_tokenizer(text) -> PreTrainedTokenizerFast:
+    """A SentencePiece-style BPE: spaces become "▁" and the start of every text gets one, so the ids
+    of a text cut in two are not those of the whole."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    tokenizer.decoder = decoders.Metaspace(prepend_scheme="first")
+    tokenizer.train_from_iterator([text], trainers.BpeTrainer(vocab_size=200, special_tokens=["</s>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="</s>")
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=st.lists(st.sampled_from(["a", "b", "ab", " ", "  ", "\n", "\t", ".", "é", "😀"]), min_size=80, max_size=300).map("".join),
+       piece_chars=st.integers(1, 50))
+def test_text_read_in_pieces_has_the_ids_of_the_whole_text(tmp_path_factory, tokenizer, metaspace_tokenizer,
+                                                           text, piece_chars):
+    path = tmp_path_factory.mktemp("pieces") / "text.txt"
+    path.write_text(text, encoding="utf-8")
+    for tok in (tokenizer, metaspace_tokenizer):
+        whole = tok(text, add_special_tokens=False)["input_ids"]
+        pieces = list(token_pieces(path, tok, piece_chars=piece_chars))
+        assert torch.cat(pieces).tolist() == whole if pieces else whole == []
+
+
+def test_text_pieces_are_cut_where_whitespace_begins_or_ends(tmp_path, tokenizer, text_file):
+    text = text_file.read_text()
+    pieces = list(token_pieces(text_file, tokenizer, piece_chars=100))
+    assert len(pieces) > len(text) // 200
+    assert torch.cat(pieces).tolist() == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_a_data_dir_is_read_only_with_the_tokenizer_it_was_prepared_with(tmp_path, tokenizer, text_file):
+    ids = tokenizer(text_file.read_text(), add_special_tokens=False)["input_ids"][:100]
+    write_split(tmp_path, "heldout", [ids], vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                tokenizer="tokenizer")
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    assert read_tokens(tmp_path, tokenizer).tolist() == ids + [tokenizer.eos_token_id]
+    spec = json.loads((tmp_path / "tokenizer" / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    first, second = "a", "b"
+    vocab[first], vocab[second] = vocab[second], vocab[first]  # the same size, two ids swapped
+    (tmp_path / "tokenizer" / "tokenizer.json").write_text(json.dumps(spec))
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "tokenizer")) == len(tokenizer)
+    with pytest.raises(ValueError, match="another tokenizer than the model's"):
+        read_tokens(tmp_path, tokenizer)
 
 
 def test_sequences_of_a_stream():

@@ -60,9 +60,25 @@ def test_generate_reads_the_prompt_from_a_file_or_stdin(model_dir, tmp_path, cap
     assert from_argument.startswith(prompt) and len(from_argument) > len(prompt) + 1
 
 
-def test_generate_rejects_bad_arguments_with_a_message(model_dir):
-    with pytest.raises(SystemExit, match="--top-p"):
-        main(["generate", "--model", str(model_dir), "--prompt", "x", "--top-p", "0"])
+def test_generate_streams_each_token_without_redecoding_the_line(model_dir, capsys):
+    """The streamer decodes every new token on its own (with a few tokens before it as context),
+    and what it writes is the decoding of the whole continuation, multi-byte characters too."""
+    from swat.cli.generate import IncrementalTextStreamer
+
+    model, tokenizer = load_model(model_dir)
+    prompt = tokenizer("the fox", add_special_tokens=False)["input_ids"]
+    continuation = tokenizer("é jumps ünder 😀 the lazy dög", add_special_tokens=False)["input_ids"]
+    streamer = IncrementalTextStreamer(tokenizer, prompt, file=io.StringIO())
+    streamer.put(torch.tensor([prompt]))
+    for token in continuation:
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    assert streamer.file.getvalue() == tokenizer.decode(prompt + continuation)[len("the fox"):] + "\n"
+
+
+def test_generate_rejects_bad_arguments_with_a_message(model_dir, capsys):
+    assert main(["generate", "--model", str(model_dir), "--prompt", "x", "--temperature", "1e-9"]) == 2
+    assert capsys.readouterr().err.startswith("swat generate: --temperature 1e-09 is too small")
 
 
 def test_eval_ppl_equals_the_perplexity_of_one_full_forward(model_dir, tmp_path, capsys):
@@ -79,6 +95,28 @@ def test_eval_ppl_equals_the_perplexity_of_one_full_forward(model_dir, tmp_path,
         printed = capsys.readouterr().out
         assert float(re.search(r"perplexity: ([0-9.]+)", printed).group(1)) == pytest.approx(expected, rel=1e-5)
         assert "tokens/s" in printed
+
+
+def test_eval_ppl_streams_the_text_in_pieces_with_the_tokens_of_the_whole(model_dir, tmp_path, capsys, monkeypatch):
+    model, tokenizer = load_model(model_dir)
+    text = "\n".join(SENTENCES) + "\n"
+    (tmp_path / "book.txt").write_text(text, encoding="utf-8")
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        expected = math.exp(model(ids[None], labels=ids[None]).loss.item())
+    monkeypatch.setattr("swat.evaluation.loading.TEXT_PIECE_CHARS", 40)  # a few lines per piece
+    assert main(["eval", "ppl", "--model", str(model_dir), "--text", str(tmp_path / "book.txt"),
+                 "--chunk-size", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert f"tokens: {ids.numel():,}" in printed
+    assert float(re.search(r"perplexity: ([0-9.]+)", printed).group(1)) == pytest.approx(expected, rel=1e-5)
+    assert main(["eval", "ppl", "--model", str(model_dir), "--text", str(tmp_path / "book.txt"),
+                 "--max-tokens", "30"]) == 0
+    with torch.no_grad():
+        expected = math.exp(model(ids[None, :30], labels=ids[None, :30]).loss.item())
+    printed = capsys.readouterr().out
+    assert "tokens: 30 " in printed
+    assert float(re.search(r"perplexity: ([0-9.]+)", printed).group(1)) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 64])

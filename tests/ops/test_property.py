@@ -35,12 +35,9 @@ def problems(draw):
     )
 
 
-@settings(max_examples=80, deadline=None, database=None)
-@given(problem=problems())
-def test_random_problems_match_reference(problem):
-    p = problem
-    q, k, v = make_qkv(p["batch"], p["q_len"], p["kv_len"], p["heads"], p["kv_heads"], p["head_dim"],
-                       seed=p["seed"])
+def problem_inputs(p: dict):
+    """``((q, k, v), slopes, segment_ids)`` of a drawn problem."""
+    qkv = make_qkv(p["batch"], p["q_len"], p["kv_len"], p["heads"], p["kv_heads"], p["head_dim"], seed=p["seed"])
     gen = torch.Generator().manual_seed(p["seed"])
     if p["mode"] == "random":
         slopes = torch.randn(p["heads"], generator=gen) * 0.5
@@ -49,6 +46,14 @@ def test_random_problems_match_reference(problem):
     segment_ids = None
     if p["segments"]:
         segment_ids = (torch.rand(p["batch"], p["kv_len"], generator=gen) < 0.25).long().cumsum(1)
+    return qkv, slopes, segment_ids
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(problem=problems())
+def test_random_problems_match_reference(problem):
+    p = problem
+    (q, k, v), slopes, segment_ids = problem_inputs(p)
     backends = dict(attention_module.BACKENDS)  # "block": the chunked kernel with a drawn tile size
     backends["block"] = lambda q, k, v, spec: chunked_attention(q, k, v, spec, block=p["block"])
     with pytest.MonkeyPatch.context() as patch:

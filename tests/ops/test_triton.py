@@ -23,7 +23,7 @@ import swat.ops.triton_attention as triton_backend
 from swat.ops import alibi_slopes, swat_attention
 from swat.ops.triton_attention import triton_attention
 from tests.ops.helpers import left_padding, make_qkv, packed_segments, run
-from tests.ops.test_property import problems
+from tests.ops.test_property import problem_inputs, problems
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 FP32_TOLERANCE = dict(atol=2e-5, rtol=1e-4)
@@ -190,7 +190,7 @@ def test_strided_inputs():
     gen = torch.Generator().manual_seed(0)
     qkv = torch.randn(2, 18, 3, 4, 16, generator=gen, dtype=torch.float64).to(DEVICE, torch.float32)
     q, k, v = qkv.unbind(2)
-    got = swat_attention(q, k, v, window=5, slopes=alibi_slopes(4), backend="triton")
+    got = swat_attention(q, k, v, window=5, slopes=alibi_slopes(4).to(DEVICE), backend="triton")
     want = swat_attention(*(x.cpu().double() for x in (q, k, v)), window=5, slopes=alibi_slopes(4),
                           backend="reference")
     torch.testing.assert_close(got.cpu().double(), want, **FP32_TOLERANCE)
@@ -202,7 +202,7 @@ def test_keys_and_values_in_different_layouts():
     q, k, v = make_qkv(batch=2, q_len=7, kv_len=20, heads=4, kv_heads=2, head_dim=16)
     v_heads_first = v.detach().transpose(1, 2).contiguous().to(DEVICE, torch.float32).requires_grad_()
     inputs = [*_on_device((q, k), torch.float32), v_heads_first.transpose(1, 2)]
-    got, got_grads = run(*inputs, window=6, slopes=alibi_slopes(4), backend="triton")
+    got, got_grads = run(*inputs, window=6, slopes=alibi_slopes(4).to(DEVICE), backend="triton")
     want, want_grads = run(*_exact(inputs), window=6, slopes=alibi_slopes(4), backend="reference")
     for g, w in zip((got, *got_grads), (want, *want_grads), strict=True):
         torch.testing.assert_close(g.detach().cpu().double(), w, **FP32_TOLERANCE)
@@ -268,7 +268,7 @@ def test_auto_takes_triton_exactly_for_cuda_tensors(monkeypatch):
     backends["triton"] = lambda *args: calls.append(1) or triton_attention(*args)
     monkeypatch.setattr(attention_module, "BACKENDS", backends)
     q, k, v = _on_device(make_qkv(batch=1, q_len=9, kv_len=30, heads=2, kv_heads=1, head_dim=16), torch.float32)
-    swat_attention(q, k, v, window=8, slopes=alibi_slopes(2), backend="auto")
+    swat_attention(q, k, v, window=8, slopes=alibi_slopes(2).to(DEVICE), backend="auto")
     assert calls == ([1] if DEVICE.type == "cuda" else [])
 
 
@@ -323,7 +323,7 @@ from swat.ops.triton_attention import triton_available
 q = torch.randn(1, 6, 2, 8)
 assert swat_attention(q, q, q, window=3, backend="auto").shape == q.shape
 assert not triton_available() and "triton" in BACKEND_NAMES
-with pytest.raises(RuntimeError, match="needs the triton package"):
+with pytest.raises(ValueError, match="needs the triton package.*install it"):
     swat_attention(q, q, q, window=3, backend="triton")
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -337,15 +337,7 @@ def test_random_problems_match_reference(problem):
     """Random shapes (head_dim 1 to 8, padded to 16 lanes), windows, GQA, slopes, bias and segments
     (the property test's problems), on the default and on 16 x 16 tiles."""
     p = problem
-    qkv = make_qkv(p["batch"], p["q_len"], p["kv_len"], p["heads"], p["kv_heads"], p["head_dim"], seed=p["seed"])
-    gen = torch.Generator().manual_seed(p["seed"])
-    if p["mode"] == "random":
-        slopes = torch.randn(p["heads"], generator=gen) * 0.5
-    else:
-        slopes = None if p["mode"] is None else alibi_slopes(p["heads"], p["mode"])
-    segment_ids = None
-    if p["segments"]:
-        segment_ids = (torch.rand(p["batch"], p["kv_len"], generator=gen) < 0.25).long().cumsum(1)
+    qkv, slopes, segment_ids = problem_inputs(p)
     with pytest.MonkeyPatch.context() as patch:
         backends = dict(attention_module.BACKENDS)
         backends["triton_b16"] = lambda q, k, v, spec: triton_attention(q, k, v, spec, blocks=(16, 16))

@@ -1,10 +1,17 @@
 """The ``swat`` command line. Each subcommand lives in its own module of this package, which
-defines ``add_arguments(parser)`` and ``run(args) -> int``; its docstring's first line is its help."""
+defines ``add_arguments(parser)`` and ``run(args) -> int``; its docstring's first line is its help.
+
+Errors in what the user passed are reported as one line, ``swat COMMAND: MESSAGE``, with exit code
+2: argparse's usage errors, and any ``ValueError`` or ``OSError`` (a missing file, an existing
+output, a damaged model directory, ...) a command raises, whose message says what to change. Set
+the environment variable ``SWAT_DEBUG=1`` to get the traceback instead. Any other exception is a
+bug and shows its traceback."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from swat import __version__
@@ -31,7 +38,7 @@ def _add_module(subparsers, name: str, module_name: str) -> None:
     parser = subparsers.add_parser(name, help=summary, description=module.__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
-    parser.set_defaults(run=module.run)
+    parser.set_defaults(run=module.run, command=parser.prog.removeprefix("swat "))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,10 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
         _add_module(subparsers, name, module_name)
     if EVAL_COMMANDS:
         eval_parser = subparsers.add_parser("eval", help="evaluate models (perplexity, passkey, harness, ...)")
+        eval_parser.set_defaults(run=_choose_evaluation, command="eval")
         eval_subparsers = eval_parser.add_subparsers(title="evaluations", metavar="EVAL")
         for name, module_name in EVAL_COMMANDS.items():
             _add_module(eval_subparsers, name, module_name)
     return parser
+
+
+def _choose_evaluation(args: argparse.Namespace) -> int:
+    raise ValueError(f"choose an evaluation: swat eval {{{','.join(EVAL_COMMANDS)}}} (see swat eval --help)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError) as error:
+        if os.environ.get("SWAT_DEBUG") == "1":
+            raise
+        message = " ".join(str(error).split("\n")).strip() or type(error).__name__
+        print(f"swat {args.command}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

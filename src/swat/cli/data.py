@@ -11,7 +11,6 @@ Re-running a command with the same inputs and settings does nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -75,13 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_command is None:
         print(__doc__)
         return 0
-    try:
-        return {"prepare": _prepare, "shakespeare": _shakespeare, "info": _info}[args.data_command](args)
-    except (ValueError, OSError) as error:
-        if os.environ.get("SWAT_DEBUG") == "1":
-            raise
-        print(f"swat data {args.data_command}: {error}", file=sys.stderr)
-        return 2
+    return {"prepare": _prepare, "shakespeare": _shakespeare, "info": _info}[args.data_command](args)
 
 
 def _prepare(args: argparse.Namespace) -> int:

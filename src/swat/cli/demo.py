@@ -13,14 +13,18 @@ import time
 import torch
 
 from swat import SWATForCausalLM, preset_config
+from swat.cli.options import add_seed_argument, int_at_least, positive_int
 from swat.inference import RollingCache
+from swat.models.presets import PRESETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
-    parser.add_argument("--seq-len", type=int, default=256, help="training sequence length (> window)")
-    parser.add_argument("--steps", type=int, default=20, help="optimiser steps on a repeated random batch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model preset (default: tiny)")
+    parser.add_argument("--seq-len", type=int_at_least(2), default=256,
+                        help="training sequence length; longer than the window shows it slide (default: 256)")
+    parser.add_argument("--steps", type=positive_int, default=20,
+                        help="optimiser steps on a repeated random batch (default: 20)")
+    add_seed_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

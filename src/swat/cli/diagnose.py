@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-from swat.evaluation.options import add_device_argument, add_text_argument
+from swat.cli.options import add_device_argument, add_text_argument, int_at_least, positive_int
+from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
+from swat.evaluation.loading import model_label, read_tokens, sequences_of
+from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     attention.add_argument("--model", nargs="+", required=True, metavar="DIR", help="saved model directories")
     add_text_argument(attention)
-    attention.add_argument("--length", type=int, default=512, help="tokens per sequence (default: 512)")
-    attention.add_argument("--sequences", type=int, default=4, help="sequences of held-out text (default: 4)")
-    attention.add_argument("--sink-tokens", type=int, default=4,
+    attention.add_argument("--length", type=int_at_least(2), default=512, help="tokens per sequence (default: 512)")
+    attention.add_argument("--sequences", type=positive_int, default=4, help="sequences of held-out text (default: 4)")
+    attention.add_argument("--sink-tokens", type=positive_int, default=4,
                            help="how many first tokens count as the sink (default: 4)")
     attention.add_argument("--out", default="results/attention", help="output directory (default: results/attention)")
     add_device_argument(attention)
@@ -30,18 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("choose a diagnostic: swat diagnose attention --help")
+    raise ValueError("choose a diagnostic: swat diagnose attention (see swat diagnose --help)")
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
-    from swat.evaluation.loading import model_label, read_tokens, sequences_of
-    from swat.models.loading import load_model
 
     results = []
     for path in args.model:
         model, tokenizer = load_model(path, device=args.device)
-        sequences = sequences_of(read_tokens(args.text, tokenizer), args.length, args.sequences)
+        tokens = read_tokens(args.text, tokenizer, max_tokens=args.length * args.sequences)
+        sequences = sequences_of(tokens, args.length, args.sequences)
         results.append(diagnose_attention(model, sequences, sink_tokens=args.sink_tokens, label=model_label(path)))
     paths = write_attention_outputs(results, args.out)
     print(attention_markdown(results))

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import argparse
 
-from swat.evaluation.options import add_device_argument
+from swat.cli.options import (
+    add_device_argument,
+    add_seed_argument,
+    int_at_least,
+    non_negative_int,
+    positive_float,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,12 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", required=True,
                         help="comma-separated lm-eval task names, e.g. piqa,hellaswag,arc_easy")
     parser.add_argument("--include-path", default=None, metavar="DIR", help="directory of local task YAML files")
-    parser.add_argument("--limit", type=float, default=None,
+    parser.add_argument("--limit", type=positive_float, default=None,
                         help="examples per task (an int), or a fraction of each task (< 1)")
-    parser.add_argument("--num-fewshot", type=int, default=None)
-    parser.add_argument("--max-length", type=int, default=None,
+    parser.add_argument("--num-fewshot", type=non_negative_int, default=None, help="few-shot examples (default: the task's)")
+    parser.add_argument("--max-length", type=int_at_least(2), default=None,
                         help="context tokens (default: max(max_position_embeddings, receptive field))")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_argument(parser)
     parser.add_argument("--out", default="results/harness", help="output directory (default: results/harness)")
     add_device_argument(parser)
 
@@ -33,12 +39,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         from swat.evaluation.harness import harness_markdown, run_harness, write_harness_outputs
     except ImportError as error:
-        raise SystemExit(f"lm-evaluation-harness is not installed ({error}): pip install 'swat-lm[eval]'") from error
+        raise ValueError(f"lm-evaluation-harness is not installed ({error}): pip install 'swat-lm[eval]'") from error
 
     limit = args.limit
     if limit is not None and limit >= 1:
         limit = int(limit)
     tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
+    if not tasks:
+        raise ValueError(f"--tasks {args.tasks!r} names no task: pass comma-separated names, e.g. --tasks piqa,arc_easy")
+    if args.limit is not None and args.limit != int(args.limit) and args.limit > 1:
+        raise ValueError(f"--limit {args.limit:g} is neither a whole number of examples nor a fraction < 1")
     result = run_harness(args.model, tasks, include_path=args.include_path, limit=limit,
                          num_fewshot=args.num_fewshot, max_length=args.max_length, device=args.device,
                          seed=args.seed)

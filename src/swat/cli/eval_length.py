@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+from swat.cli.options import add_device_argument, add_text_argument, positive_int, token_counts
 from swat.evaluation.length import evaluate_lengths, length_markdown, write_length_outputs
 from swat.evaluation.loading import model_label, read_tokens, training_length
-from swat.evaluation.options import add_device_argument, add_text_argument, token_counts
 from swat.models.loading import load_model
 
 
@@ -20,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_text_argument(parser)
     parser.add_argument("--lengths", type=token_counts, default="256,512,1k,2k,4k",
                         help="evaluation lengths in tokens, k = 1024 (default: 256,512,1k,2k,4k)")
-    parser.add_argument("--max-tokens", type=int, default=65536,
+    parser.add_argument("--max-tokens", type=positive_int, default=65536,
                         help="about this many tokens are scored per length (default: 65536)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--chunk-size", type=int, default=1024,
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="sequences per forward (default: 4)")
+    parser.add_argument("--chunk-size", type=positive_int, default=1024,
                         help="tokens per forward through the cache (default: 1024)")
-    parser.add_argument("--train-length", type=int, default=None,
+    parser.add_argument("--train-length", type=positive_int, default=None,
                         help="draw the training length on the plot (default: read from the run directory "
                              "of the first model, if it comes from a training run)")
     parser.add_argument("--out", default="results/length", help="output directory (default: results/length)")
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for path in args.models:
         model, tokenizer = load_model(path, device=args.device)
-        tokens = read_tokens(args.text, tokenizer)
+        tokens = read_tokens(args.text, tokenizer, max_tokens=max(args.max_tokens, args.lengths[-1]))
         results.append(evaluate_lengths(model, tokens, args.lengths, max_tokens=args.max_tokens,
                                         batch_size=args.batch_size, chunk_size=args.chunk_size,
                                         label=model_label(path)))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from swat.cli.options import add_device_argument, add_seed_argument, positive_int, token_counts
 from swat.evaluation.loading import model_label
-from swat.evaluation.options import add_device_argument, token_counts
 from swat.evaluation.passkey import default_grid, evaluate_passkey, passkey_markdown, write_passkey_outputs
 from swat.models.loading import load_model
 
@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distances", type=token_counts, default=None,
                         help="key distances in tokens (default: w-1, between w and the receptive field, "
                              "twice the receptive field)")
-    parser.add_argument("--trials", type=int, default=5, help="random keys per cell (default: 5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trials", type=positive_int, default=5, help="random keys per cell (default: 5)")
+    add_seed_argument(parser, help="random seed of the keys (default: 0)")
     parser.add_argument("--out", default="results/passkey", help="output directory (default: results/passkey)")
     add_device_argument(parser)
 

@@ -3,7 +3,8 @@
 The prompt comes from --prompt, from --prompt-file, or from standard input (when neither is given,
 or with --prompt-file -). The model directory holds the model (save_pretrained) and its tokenizer.
 Long prompts are prefilled in chunks and SWAT models decode with the rolling KV cache, so memory
-stays constant however long the prompt and the output are.
+stays constant however long the prompt and the output are; each new token is decoded on its own
+(with a few tokens before it for context), so the time per token stays constant too.
 """
 
 from __future__ import annotations
@@ -11,12 +12,28 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import torch
-from transformers import TextStreamer
+from tokenizers.decoders import DecodeStream
+from transformers import PreTrainedTokenizerBase, TextStreamer
+from transformers.generation.streamers import BaseStreamer
 
-from swat.evaluation.options import add_device_argument, add_dtype_argument
+from swat.cli.options import (
+    add_device_argument,
+    add_dtype_argument,
+    add_seed_argument,
+    non_negative_float,
+    positive_int,
+    probability,
+)
+from swat.evaluation.loading import read_text
 from swat.models.loading import DTYPES, load_model
+
+# below this a temperature is greedy decoding in effect, and logits / temperature overflow float32
+MIN_TEMPERATURE = 1e-4
+# prompt tokens given to the decoder as context for the first new token (spacing, byte-level merges)
+DECODE_CONTEXT_TOKENS = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,22 +41,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", help="the prompt text")
     source.add_argument("--prompt-file", metavar="FILE", help="read the prompt from FILE ('-' = standard input)")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default: 0.8)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default: 0.95)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: 0)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate (default: 200)")
+    parser.add_argument("--temperature", type=non_negative_float, default=0.8,
+                        help=f"sampling temperature, 0 (greedy) or >= {MIN_TEMPERATURE:g} (default: 0.8)")
+    parser.add_argument("--top-p", type=probability, default=0.95, help="nucleus sampling mass, in (0, 1] (default: 0.95)")
+    add_seed_argument(parser, help="random seed of the sampler (default: 0)")
     add_dtype_argument(parser)
     add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_args(args)
+    if 0 < args.temperature < MIN_TEMPERATURE:
+        raise ValueError(f"--temperature {args.temperature:g} is too small to sample with (the logits overflow): "
+                         f"pass 0 for greedy decoding, or a temperature >= {MIN_TEMPERATURE:g}")
     prompt = read_prompt(args.prompt, args.prompt_file)
     model, tokenizer = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
     if inputs["input_ids"].shape[1] == 0:
         if tokenizer.bos_token_id is None:
-            raise SystemExit("the prompt is empty and the tokenizer has no bos_token: pass a non-empty --prompt")
+            raise ValueError("the prompt is empty and the tokenizer has no bos_token: pass a non-empty --prompt")
         inputs["input_ids"] = torch.tensor([[tokenizer.bos_token_id]], device=model.device)
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     torch.manual_seed(args.seed)
@@ -52,9 +72,46 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         **sampling,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        streamer=TextStreamer(tokenizer, skip_prompt=True),
+        streamer=text_streamer(tokenizer, inputs["input_ids"][0].tolist()),
     )
     return 0
+
+
+class IncrementalTextStreamer(BaseStreamer):
+    """Writes the new tokens of ``generate`` to ``file`` as they come, each decoded on its own by
+    ``tokenizers``' ``DecodeStream`` (which holds back the bytes of an unfinished UTF-8 character),
+    so the cost per token is constant however long the line grows. ``prompt_ids``' last tokens are
+    the decoder's context, so the first new token gets the spacing it has after the prompt."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[int], file: TextIO | None = None) -> None:
+        self.tokenizer = tokenizer.backend_tokenizer
+        self.decoder = DecodeStream(ids=prompt_ids[-DECODE_CONTEXT_TOKENS:], skip_special_tokens=False)
+        self.file = file
+        self.prompt_skipped = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_skipped:  # generate hands the streamer the prompt first
+            self.prompt_skipped = True
+            return
+        file = self.file or sys.stdout
+        for token in value.reshape(-1).tolist():
+            text = self.decoder.step(self.tokenizer, token)
+            if text:
+                file.write(text)
+        file.flush()
+
+    def end(self) -> None:
+        file = self.file or sys.stdout
+        file.write("\n")
+        file.flush()
+
+
+def text_streamer(tokenizer: PreTrainedTokenizerBase, prompt_ids: list[int]) -> BaseStreamer:
+    """The incremental streamer for tokenizers backed by ``tokenizers`` (every fast tokenizer);
+    transformers' ``TextStreamer`` for the others."""
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        return TextStreamer(tokenizer, skip_prompt=True)
+    return IncrementalTextStreamer(tokenizer, prompt_ids)
 
 
 def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
@@ -64,17 +121,11 @@ def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
     if prompt_file is not None and prompt_file != "-":
         path = Path(prompt_file)
         if not path.is_file():
-            raise SystemExit(f"prompt file not found: {path} (pass an existing UTF-8 text file, or '-' for stdin)")
-        return path.read_text(encoding="utf-8")
+            raise FileNotFoundError(f"prompt file not found: {path} (pass an existing UTF-8 text file, or '-' for stdin)")
+        return read_text(path)
     if sys.stdin.isatty():
         print("reading the prompt from standard input (end with Ctrl-D)...", file=sys.stderr)
-    return sys.stdin.read()
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    if args.max_new_tokens < 1:
-        raise SystemExit(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise SystemExit(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
-    if not 0 < args.top_p <= 1:
-        raise SystemExit(f"--top-p must be in (0, 1], got {args.top_p}")
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"standard input is not UTF-8 text ({error}): pipe in a UTF-8 text, or pass --prompt") from None

@@ -15,13 +15,14 @@ import argparse
 
 import torch
 
+from swat.cli.options import positive_float, positive_int
 from swat.experiments.reproduce import reproduce, summary_markdown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=60.0,
+    parser.add_argument("--minutes", type=positive_float, default=60.0,
                         help="wall-time budget that sets the training steps (default: 60)")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps per config (overrides --minutes)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="optimiser steps per config (overrides --minutes)")
     parser.add_argument("--out", default="results", help="output directory (default: results)")
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="prepared data directory (default: the embedded Shakespeare corpus, prepared if missing)")
@@ -31,18 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", default=None,
                         help="comma-separated configs (default: the 8 above), e.g. transformer++,swat; "
                              "also swat-retain-S for S in 1, 0.5, 0.25, 0.125, 0.0625, 0 (retaining slopes scaled by S)")
-    parser.add_argument("--eval-tokens", type=int, default=None,
+    parser.add_argument("--eval-tokens", type=positive_int, default=None,
                         help="held-out tokens per evaluation length (default: 16k per hour of --minutes, "
                              "at least one sequence of 16x the training length)")
-    parser.add_argument("--passkey-trials", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--passkey-trials", type=positive_int, default=5, help="random keys per passkey cell (default: 5)")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = [n.strip() for n in args.configs.split(",") if n.strip()] if args.configs else None
+    names = None
+    if args.configs is not None:
+        names = [n.strip() for n in args.configs.split(",") if n.strip()]
+        if not names:
+            raise ValueError(f"--configs {args.configs!r} names no config: pass e.g. --configs transformer++,swat")
     result = reproduce(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset,
                        overrides=args.overrides, data_dir=args.data, names=names,
                        eval_tokens=args.eval_tokens, passkey_trials=args.passkey_trials)

@@ -53,11 +53,6 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as error:
         print(f"swat train: {error}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as error:
-        if os.environ.get("SWAT_DEBUG") == "1":
-            raise
-        print(f"swat train: {error}", file=sys.stderr)
-        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         run = RunDir(run_dir)
         print(f"run directory: {run.root} ({run.metrics.name}, {run.checkpoints.name}/, {run.final.name}/)")

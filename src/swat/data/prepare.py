@@ -10,8 +10,6 @@ training documents only, saved in ``DIR/tokenizer``; ``datasets``' ``map`` token
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -33,7 +31,7 @@ from swat.data.shards import (
     write_manifest,
 )
 from swat.data.sources import DEFAULT_HELDOUT_FRACTION, Documents, document_texts, file_documents
-from swat.data.tokenizer import encode_documents, load_tokenizer, train_bpe_tokenizer
+from swat.data.tokenizer import encode_documents, load_tokenizer, tokenizer_fingerprint, train_bpe_tokenizer
 
 SPLITS = ("train", "heldout")
 TOKENIZER_DIR = "tokenizer"
@@ -87,7 +85,7 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
         if not 0 <= loaded.eos_token_id < len(loaded):
             raise ValueError(f"the tokenizer's eos_token_id {loaded.eos_token_id} is outside its vocabulary of "
                              f"{len(loaded)} entries: give a tokenizer whose eos_token is one of its tokens")
-        tokenizer_source = {"given": _tokenizer_fingerprint(loaded)}
+        tokenizer_source = {"given": tokenizer_fingerprint(loaded)}
     source = {"format": FORMAT_VERSION, "inputs": docs.fingerprint, "tokenizer": tokenizer_source,
               "shard_tokens": shard_tokens}
     if _is_up_to_date(out_dir, source):
@@ -198,11 +196,6 @@ def _save_tokenizer_atomically(tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(out_dir / TOKENIZER_DIR, ignore_errors=True)
     os.replace(tmp, out_dir / TOKENIZER_DIR)
-
-
-def _tokenizer_fingerprint(tokenizer) -> str:
-    vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(f"{type(tokenizer).__name__}|{tokenizer.eos_token}|{vocab}".encode()).hexdigest()
 
 
 def _is_up_to_date(out_dir: Path, source: dict[str, Any]) -> bool:

@@ -220,7 +220,8 @@ class TokenShards:
         self.manifest = read_manifest(self.data_dir)
         splits = self.manifest["splits"]
         if split not in splits:
-            raise KeyError(f"{self.data_dir} has no split {split!r}; it has {sorted(splits)}")
+            raise ValueError(f"{self.data_dir} has no split {split!r}; it has {sorted(splits)}: prepare the data "
+                             "again with `swat data prepare`, or pass a data directory that has it")
         self.vocab_size: int = self.manifest["vocab_size"]
         self.eos_token_id: int = self.manifest["eos_token_id"]
         self.dtype = _DTYPES[self.manifest["dtype"]]

@@ -7,9 +7,12 @@ as EOS and as padding, like GPT-2.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -86,3 +89,18 @@ def encode_documents(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> li
     (e.g. a literal ``<|endoftext|>``) are encoded as plain text, so EOS only ever separates
     documents."""
     return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of what decides the ids a tokenizer gives a text: its normaliser, pre-tokeniser and
+    model (the vocabulary and, for BPE, the merges), its added tokens, as ``tokenizer.json``
+    serialises them (the vocabulary alone for tokenizers without that serialisation), and the
+    end-of-sequence token that separates documents."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        content: Any = sorted(tokenizer.get_vocab().items())
+    else:
+        spec = json.loads(backend.to_str())
+        content = {key: spec.get(key) for key in ("normalizer", "pre_tokenizer", "model")}
+        content["added_tokens"] = [(t["id"], t["content"]) for t in spec.get("added_tokens") or []]
+    return hashlib.sha256(json.dumps([content, tokenizer.eos_token], sort_keys=True).encode()).hexdigest()

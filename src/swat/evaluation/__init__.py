@@ -5,7 +5,9 @@ tool writes JSON, Markdown and a PNG. The paper's experiments built on them are 
 
 from swat.evaluation.attention import diagnose_attention
 from swat.evaluation.length import evaluate_lengths, parse_lengths
-from swat.evaluation.loading import read_tokens
+from swat.evaluation.loading import read_tokens, token_pieces
 from swat.evaluation.passkey import evaluate_passkey
+from swat.evaluation.perplexity import stream_loss
 
-__all__ = ["diagnose_attention", "evaluate_lengths", "evaluate_passkey", "parse_lengths", "read_tokens"]
+__all__ = ["diagnose_attention", "evaluate_lengths", "evaluate_passkey", "parse_lengths", "read_tokens", "stream_loss",
+           "token_pieces"]

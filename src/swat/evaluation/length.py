@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from swat.evaluation.checks import check_count
 from swat.evaluation.loading import sequences_of
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
@@ -66,7 +67,11 @@ def evaluate_lengths(
 ) -> dict[str, Any]:
     """Perplexity at each length (about ``max_tokens`` tokens scored per length, at least one
     sequence) and the loss per position bucket of the longest length that fits the text."""
+    for name, value in (("max_tokens", max_tokens), ("batch_size", batch_size), ("chunk_size", chunk_size)):
+        check_count(name, value)
     lengths = parse_lengths(lengths)
+    if not lengths:
+        raise ValueError("pass at least one evaluation length")
     fitting = [n for n in lengths if n <= len(tokens)]
     if not fitting:
         raise ValueError(

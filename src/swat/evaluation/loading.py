@@ -5,16 +5,21 @@ The model and its tokenizer are loaded by :func:`swat.models.loading.load_model`
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from swat.data.shards import TokenShards
+from swat.data.shards import TokenShards, read_manifest
+from swat.data.tokenizer import tokenizer_fingerprint
 from swat.training.run_dir import RunDir
 
-__all__ = ["model_label", "read_tokens", "receptive_field", "sequences_of", "training_length"]
+__all__ = ["model_label", "read_text", "read_tokens", "receptive_field", "sequences_of", "token_pieces",
+           "training_length"]
 
 
 def model_label(path: str | Path) -> str:
@@ -46,31 +51,133 @@ def receptive_field(config) -> int | None:
     return config.num_hidden_layers * (window - 1) + 1
 
 
+TEXT_PIECE_CHARS = 1 << 18  # characters of text tokenised at a time (about 50k tokens of English)
+CUT_CONTEXT = 64  # characters on each side of a cut that are tokenised together to check it
+MAX_FAILED_CUTS = 32  # a tokenizer whose ids change at this many cuts in a row gets the rest of the text whole
+
+
 def read_tokens(
     source: str | Path, tokenizer: PreTrainedTokenizerBase, split: str = "heldout", max_tokens: int | None = None
 ) -> torch.Tensor:
-    """The token stream of held-out text: a UTF-8 text file (tokenised with the model's
-    tokenizer, no special tokens added), or a prepared data directory (``swat data ...``), whose
-    ``split`` is read as is; at most ``max_tokens`` tokens."""
+    """The token stream of held-out text as one tensor, at most ``max_tokens`` tokens (reading stops
+    there): see :func:`token_pieces`."""
+    pieces, total = [], 0
+    for piece in token_pieces(source, tokenizer, split):
+        pieces.append(piece)
+        total += len(piece)
+        if max_tokens is not None and total >= max_tokens:
+            break
+    return torch.cat(pieces)[:max_tokens] if pieces else torch.zeros(0, dtype=torch.long)
+
+
+def token_pieces(
+    source: str | Path, tokenizer: PreTrainedTokenizerBase, split: str = "heldout", piece_chars: int | None = None
+) -> Iterator[torch.Tensor]:
+    """The token stream of held-out text, piece by piece, so that memory does not grow with its
+    length: a UTF-8 text file is tokenised with the model's tokenizer (no special tokens added)
+    about ``piece_chars`` (default ``TEXT_PIECE_CHARS``) characters at a time, cut only where the
+    ids on both sides are those of the whole text; a prepared data directory (``swat data ...``) is
+    read as is, its ``split`` a chunk at a time, once it is checked to have been tokenised with the
+    model's tokenizer."""
     source = Path(source)
     if source.is_dir():
-        return _read_shards(source, tokenizer, split, max_tokens)
+        yield from _shard_pieces(source, tokenizer, split)
+        return
     if not source.is_file():
         raise FileNotFoundError(f"text not found: {source} (pass a UTF-8 text file or a prepared data directory)")
-    ids = tokenizer(source.read_text(encoding="utf-8"), add_special_tokens=False,
-                    return_attention_mask=False)["input_ids"]
-    return torch.tensor(ids[:max_tokens], dtype=torch.long)
+    piece_chars = piece_chars or TEXT_PIECE_CHARS
+    for text in _cut_text(_text_blocks(source, piece_chars), tokenizer, piece_chars):
+        yield torch.tensor(_encode(tokenizer, text), dtype=torch.long)
 
 
-def _read_shards(data_dir: Path, tokenizer, split: str, max_tokens: int | None) -> torch.Tensor:
-    shards = TokenShards(data_dir, split)
-    if shards.vocab_size != len(tokenizer):
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file; ``ValueError`` saying so for a binary or otherwise encoded file."""
+    return "".join(_text_blocks(Path(path), TEXT_PIECE_CHARS))
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+
+
+def _text_blocks(path: Path, block_chars: int) -> Iterator[str]:
+    """``path`` read ``block_chars`` characters at a time, refusing what is not UTF-8 text."""
+    with path.open(encoding="utf-8") as file:
+        while True:
+            try:
+                block = file.read(block_chars)
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path} is not UTF-8 text ({error}): pass a UTF-8 text file "
+                                 "(convert it with e.g. iconv -t utf-8), or a prepared data directory") from None
+            if not block:
+                return
+            if "\x00" in block:
+                raise ValueError(f"{path} contains NUL bytes, so it is binary, not text: pass a UTF-8 text file "
+                                 "or a prepared data directory")
+            yield block
+
+
+_CUT = re.compile(r"(?<=\S)(?=\s)|(?<=\s)(?=\S)")  # where whitespace begins or ends
+
+
+def _cut_text(blocks: Iterator[str], tokenizer: PreTrainedTokenizerBase, piece_chars: int) -> Iterator[str]:
+    """Consecutive pieces of the text of ``blocks``, each at least ``piece_chars`` characters long
+    (but the last), whose ids joined are the whole text's.
+
+    A cut goes where whitespace begins or ends, and only where the ``CUT_CONTEXT`` characters on
+    either side tokenise to the same ids apart as together (GPT-2's byte-level BPE, for one, can
+    cut before a space but not after it; a SentencePiece-style tokenizer that marks the start of
+    a text never cuts). A tokenizer looks no further across a cut than the length of a token, so
+    the pieces' ids are those of the whole text."""
+    buffer, search_from, failed = "", piece_chars, 0
+    for block in blocks:
+        buffer += block
+        while failed < MAX_FAILED_CUTS:
+            match = _CUT.search(buffer, search_from, len(buffer) - CUT_CONTEXT)
+            if match is None:
+                search_from = max(search_from, len(buffer) - CUT_CONTEXT - 1)
+                break
+            cut = match.start()
+            left, right = buffer[max(0, cut - CUT_CONTEXT):cut], buffer[cut:cut + CUT_CONTEXT]
+            if _encode(tokenizer, left + right) == _encode(tokenizer, left) + _encode(tokenizer, right):
+                yield buffer[:cut]
+                buffer, search_from, failed = buffer[cut:], piece_chars, 0
+            else:
+                search_from, failed = cut + 1, failed + 1
+    if buffer:
+        yield buffer
+
+
+def _shard_pieces(data_dir: Path, tokenizer: PreTrainedTokenizerBase, split: str) -> Iterator[torch.Tensor]:
+    manifest = read_manifest(data_dir)
+    if split not in manifest["splits"]:
+        raise ValueError(f"{data_dir} has no {split!r} split (it has {sorted(manifest['splits'])}): prepare it "
+                         "with held-out data (swat data prepare ... --heldout-files FILES), or pass a text file")
+    _check_same_tokenizer(data_dir, manifest, tokenizer)
+    for chunk in TokenShards(data_dir, split).iter_chunks():
+        yield torch.from_numpy(chunk)
+
+
+def _check_same_tokenizer(data_dir: Path, manifest: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> None:
+    if manifest["vocab_size"] != len(tokenizer):
         raise ValueError(
-            f"{data_dir} was tokenised with a vocabulary of {shards.vocab_size} tokens but the model's tokenizer "
+            f"{data_dir} was tokenised with a vocabulary of {manifest['vocab_size']} tokens but the model's tokenizer "
             f"has {len(tokenizer)}: evaluate on a text file instead, or on data prepared with the model's tokenizer"
         )
-    count = len(shards) if max_tokens is None else min(len(shards), max_tokens)
-    return torch.from_numpy(shards.window(0, count))
+    if manifest.get("tokenizer") is None:  # token data without a tokenizer: the sizes are all there is to compare
+        return
+    tokenizer_dir = data_dir / manifest["tokenizer"]
+    try:
+        data_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"cannot load the tokenizer of {data_dir} from {tokenizer_dir} ({error}): "
+                                "prepare the data again") from None
+    if tokenizer_fingerprint(data_tokenizer) != tokenizer_fingerprint(tokenizer):
+        raise ValueError(
+            f"{data_dir} was tokenised with another tokenizer than the model's (both have {len(tokenizer)} tokens, "
+            "but their vocabularies, merges or pre-tokenisation differ, so the ids stand for other text): evaluate "
+            "on a text file, or prepare the data with the model's tokenizer "
+            "(swat data prepare FILES --tokenizer MODEL_DIR --out DIR)"
+        )
 
 
 def sequences_of(tokens: torch.Tensor, length: int, count: int) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from swat.evaluation.checks import check_count
 from swat.evaluation.loading import receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import PREFILL_CHUNK_SIZE, prefill
@@ -40,6 +41,10 @@ FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. T
 KEY_LINE = " The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = " What is the pass key? The pass key is"
 ANSWER = " {key}"
+
+
+class NoPasskeyCellFits(ValueError):
+    """No (length, distance) of the grid leaves room for the passkey prompt."""
 
 
 def default_grid(config) -> tuple[list[int], list[int]]:
@@ -73,6 +78,11 @@ class PasskeyPrompts:
     def _filler(self, count: int) -> list[int]:
         repeats = count // len(self.filler) + 1
         return (self.filler * repeats)[:count]
+
+    def distance_range(self, keys: Sequence[str], length: int) -> tuple[int, int]:
+        """The shortest and longest key distance at which every key fits a context of ``length``."""
+        key_line = max(len(self._ids(KEY_LINE.format(key=key))) for key in keys)
+        return key_line + len(self.question), length - len(self.instruction)
 
     def build(self, key: str, length: int, distance: int) -> tuple[list[int], list[int]] | None:
         """``(context, answer)`` ids with ``len(context) == length`` and the key line starting
@@ -114,18 +124,30 @@ def evaluate_passkey(
     label: str = "model",
     filler: str = FILLER,
 ) -> dict[str, Any]:
-    """Accuracy and answer loss for every (length, distance) cell that fits; the same keys are
-    used in every cell (trial ``t`` of every cell hides the same number)."""
+    """Accuracy and answer loss for every (length, distance) cell that fits (the others are NaN,
+    ``trials=0``); the same keys are used in every cell (trial ``t`` of every cell hides the same
+    number). ``NoPasskeyCellFits`` (a ``ValueError``) when no cell fits; ``ValueError`` for ``trials < 1``."""
+    check_count("trials", trials, what="random keys per cell")
+    if not lengths or not distances:
+        raise ValueError("pass at least one context length and one key distance")
     prompts = PasskeyPrompts(tokenizer, filler=filler)
     rng = random.Random(seed)
     keys = [prompts.random_key(rng) for _ in range(trials)]
-    cells = []
     grid = [(n, d) for n in sorted(lengths) for d in sorted(distances)]
+    fits = {cell: all(prompts.build(key, *cell) is not None for key in keys) for cell in grid}
+    if not any(fits.values()):
+        shortest, longest = prompts.distance_range(keys, max(lengths))
+        raise NoPasskeyCellFits(
+            f"no passkey prompt fits any (length, distance) of lengths {sorted(lengths)} and distances "
+            f"{sorted(distances)}: a key distance must be between {shortest} tokens (the key line and the question) "
+            f"and the length minus {len(prompts.instruction)} (the instruction), here at most {longest}; "
+            "pass such --distances, or longer --lengths")
+    cells = []
     for length, distance in tqdm(grid, desc=f"passkey {label}", leave=False):
-        built = [prompts.build(key, length, distance) for key in keys]
-        if any(b is None for b in built):
+        if not fits[(length, distance)]:
             cells.append(dict(length=length, distance=distance, trials=0, accuracy=math.nan, answer_nll=math.nan))
             continue
+        built = [prompts.build(key, length, distance) for key in keys]
         correct, nll = [], []
         for context, answer in built:
             trial_correct, trial_nll = score_answer(model, context, answer, chunk_size)

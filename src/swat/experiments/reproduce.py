@@ -32,9 +32,10 @@ from swat.data.corpus import default_data_dir, shakespeare_corpus
 from swat.data.prepare import prepare_data
 from swat.data.shards import MANIFEST_NAME, read_manifest
 from swat.evaluation.attention import diagnose_attention, write_attention_outputs
+from swat.evaluation.checks import check_count
 from swat.evaluation.length import evaluate_lengths, write_length_outputs
 from swat.evaluation.loading import read_tokens, receptive_field, sequences_of
-from swat.evaluation.passkey import default_grid, evaluate_passkey, write_passkey_outputs
+from swat.evaluation.passkey import NoPasskeyCellFits, default_grid, evaluate_passkey, write_passkey_outputs
 from swat.evaluation.results import markdown_table, write_json, write_text
 from swat.experiments.claims import check_claims
 from swat.models import SWATConfig, SWATForCausalLM
@@ -90,10 +91,12 @@ def extra_ablations(window: int) -> list[Ablation]:
 
 
 def choose_ablations(window: int, names: Sequence[str] | None) -> list[Ablation]:
-    """The eight configs, or those named (in the order of the known configs)."""
+    """The eight configs (``names=None``), or those named (in the order of the known configs)."""
     chosen = ablations(window)
-    if not names:
+    if names is None:
         return chosen
+    if not names:
+        raise ValueError("no config named: pass None for the eight configs, or names such as transformer++,swat")
     known = chosen + extra_ablations(window)
     unknown = sorted(set(names) - {a.name for a in known})
     if unknown:
@@ -174,7 +177,8 @@ def reproduce(
     """Train the ablations (or those in ``names``) and evaluate them; returns what
     ``reproduce.json`` holds. With ``steps=None`` the step count comes from ``minutes``; the
     held-out tokens per evaluation length (``eval_tokens``) default to 16k per hour of budget, at
-    least one sequence of the longest length."""
+    least one sequence of the longest length. Every setting is checked before anything is trained."""
+    _check_settings(minutes=minutes, steps=steps, eval_tokens=eval_tokens, passkey_trials=passkey_trials)
     started = time.perf_counter()
     out = Path(out)
     data_dir = ensure_data(data_dir)
@@ -218,6 +222,15 @@ def reproduce(
     return result
 
 
+def _check_settings(*, minutes: float, steps: int | None, eval_tokens: int | None, passkey_trials: int) -> None:
+    if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
+        raise ValueError(f"minutes must be a finite number > 0 (the wall-time budget), got {minutes!r}")
+    for name, value, optional in (("steps", steps, True), ("eval_tokens", eval_tokens, True),
+                                  ("passkey_trials", passkey_trials, False)):
+        if value is not None or not optional:
+            check_count(name, value)
+
+
 def train_or_reuse(run: RunDir, config: TrainConfig) -> float | None:
     """Train one config into ``run`` (continuing an interrupted run from its checkpoints) and
     return the seconds it took, or reuse a finished run trained with this config (None)."""
@@ -226,7 +239,7 @@ def train_or_reuse(run: RunDir, config: TrainConfig) -> float | None:
         print(f"{config.name}: reusing {run.final}")
         return None
     start = time.perf_counter()
-    train(config, run.root, resume=run.checkpoints.is_dir())
+    train(config, run.root, resume=True)  # with no checkpoint yet, a fresh start
     return time.perf_counter() - start
 
 
@@ -252,24 +265,33 @@ def _bias_and_slopes(model_config: SWATConfig) -> tuple[float, list[float] | Non
 
 def evaluate_runs(models: dict[str, Path], data_dir: Path, base: TrainConfig, out: Path, *, eval_tokens: int,
                   passkey_trials: int) -> dict[str, Any]:
-    """Length, passkey and attention evaluations of every trained model, outputs into ``out``."""
+    """Length, passkey and attention evaluations of every trained model, outputs into ``out``.
+    Where the passkey prompt fits no cell of the grid (a window and depth far smaller than the
+    prompt), the passkey test is skipped and ``passkey_skipped`` says why."""
     train_length = base.data.seq_len
     lengths = [m * train_length for m in LENGTH_MULTIPLES]
     swat_config = base.model_config()
     passkey_lengths, distances = default_grid(swat_config)
-    length_results, passkey_results, attention_results = [], [], []
+    length_results, passkey_results, attention_results, passkey_skipped = [], [], [], None
     for name, path in tqdm(models.items(), desc="evaluating", unit="model"):
         model, tokenizer = load_model(path)
         tokens = read_tokens(data_dir, tokenizer, max_tokens=max(lengths[-1], eval_tokens))
         length_results.append(evaluate_lengths(model, tokens, lengths, max_tokens=eval_tokens, label=name))
-        passkey_results.append(evaluate_passkey(model, tokenizer, passkey_lengths, distances,
-                                                trials=passkey_trials, label=name))
+        if passkey_skipped is None:
+            try:
+                passkey_results.append(evaluate_passkey(model, tokenizer, passkey_lengths, distances,
+                                                        trials=passkey_trials, label=name))
+            except NoPasskeyCellFits as error:
+                passkey_skipped = str(error)
+                print(f"passkey skipped: {passkey_skipped}")
         attention_results.append(diagnose_attention(model, sequences_of(tokens, train_length, ATTENTION_SEQUENCES),
                                                     label=name))
     write_length_outputs(length_results, out, train_length)
-    write_passkey_outputs(passkey_results, out)
+    if passkey_skipped is None:
+        write_passkey_outputs(passkey_results, out)
     write_attention_outputs(attention_results, out)
-    return dict(length=length_results, passkey=passkey_results, attention=attention_results,
+    return dict(length=length_results, passkey=None if passkey_skipped else passkey_results,
+                passkey_skipped=passkey_skipped, attention=attention_results,
                 train_length=train_length, window=swat_config.sliding_window,
                 receptive_field=receptive_field(swat_config))
 
@@ -290,7 +312,8 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per config: perplexity at every multiple of the training length, passkey accuracy
     per regime and the mean attention statistics."""
     rows = []
-    for info, length, passkey, attention in zip(result["ablations"], result["length"], result["passkey"],
+    passkeys = result["passkey"] or [{"cells": []}] * len(result["ablations"])
+    for info, length, passkey, attention in zip(result["ablations"], result["length"], passkeys,
                                                 result["attention"], strict=True):
         ppl = {f"ppl@{m}x": row["ppl"] for m, row in zip(LENGTH_MULTIPLES, length["lengths"], strict=True)}
         rows.append(dict(name=info["name"], description=info["description"], **ppl,
@@ -316,7 +339,10 @@ def summary_markdown(result: dict[str, Any]) -> str:
     text += ("\nppl@Nx: held-out perplexity on sequences N times the training length. passkey: accuracy by "
              f"where the key lies (window {result['window']}, receptive field {result['receptive_field']}). "
              f"sink_share: attention on the first {result['attention'][0]['sink_tokens']} tokens as a share of each query's total; sink_ratio: that "
-             "share over a uniform head's; total_weight: sum of a query's weights (1 for softmax).\n\n## Claims\n\n")
+             "share over a uniform head's; total_weight: sum of a query's weights (1 for softmax).\n")
+    if result.get("passkey_skipped"):
+        text += f"\npasskey: skipped, {result['passkey_skipped']}\n"
+    text += "\n## Claims\n\n"
     text += markdown_table(["claim", "our evidence", "holds here"],
                            [[c["claim"], c["evidence"], {True: "yes", False: "no", None: "inconclusive"}[c["holds"]]]
                             for c in result["claims"]])

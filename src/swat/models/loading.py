@@ -1,18 +1,34 @@
 """Loading a saved model together with its tokenizer, for every user of a model directory
 (generation, evaluation, experiments). Being part of :mod:`swat.models`, whose import registers
 the ``"swat"`` model type with the Auto classes, it reads swat directories with the plain
-``AutoModelForCausalLM`` / ``AutoTokenizer``."""
+``AutoConfig`` / ``AutoModelForCausalLM`` / ``AutoTokenizer``, never running code from the
+directory and reading weights only from safetensors.
+
+A directory that cannot be loaded (no or unreadable ``config.json``, missing, truncated or foreign
+weights, no tokenizer) raises ``FileNotFoundError`` or ``ValueError`` naming the file and what to do.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from safetensors import SafetensorError
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 # the dtypes a model can be loaded in, by the names the command line takes (--dtype)
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                   "float16": torch.float16, "float64": torch.float64}
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")  # one file, or the index of shards
 
 
 def load_model(
@@ -21,16 +37,65 @@ def load_model(
     """A model directory written by ``save_pretrained`` (weights as safetensors) and its tokenizer,
     the model on ``device`` in ``dtype`` and in eval mode."""
     path = Path(path)
+    config = load_config(path)
+    if not any((path / name).is_file() for name in WEIGHTS_FILES):
+        raise FileNotFoundError(
+            f"{path} has no weights ({' or '.join(WEIGHTS_FILES)}): swat reads weights only as safetensors; "
+            "save the model with save_pretrained, or pass the directory a training run saved, e.g. RUN_DIR/final"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"no tokenizer in {path} ({_first_line(error)}): save the tokenizer next to the model "
+            "(tokenizer.save_pretrained)"
+        ) from error
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, use_safetensors=True,
+                                                           trust_remote_code=False, output_loading_info=True)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"cannot read the weights in {path} ({_first_line(error)}): the file is damaged or incomplete "
+            "(e.g. an interrupted copy) or belongs to another config; save or copy the model again, "
+            "or use another checkpoint"
+        ) from error
+    missing = info.get("missing_keys") or []
+    mismatched = info.get("mismatched_keys") or []
+    if missing or mismatched:
+        names = sorted(missing) + sorted(name for name, *_ in mismatched)
+        raise ValueError(
+            f"the weights in {path} do not fit its config.json ({len(names)} tensors missing or of another "
+            f"shape, e.g. {names[0]}): the directory mixes files of different models; save it again"
+        )
+    return model.to(device).eval(), tokenizer
+
+
+def load_config(path: str | Path) -> PretrainedConfig:
+    """The config of the model directory ``path`` (``config.json``), checked by its config class."""
+    path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"{path} is not a model directory (no config.json): pass the directory a training run saved, "
             "e.g. RUN_DIR/final"
         )
+    file = path / "config.json"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(
-            f"no tokenizer in {path}: save the tokenizer next to the model (tokenizer.save_pretrained)"
+        fields = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{file} is not valid JSON ({error}): the file is damaged; save the model again") from None
+    model_type = fields.get("model_type") if isinstance(fields, dict) else None
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"{file} names the model type {model_type!r}, which transformers does not know (a swat "
+                         "model has \"model_type\": \"swat\"): fix the file, or save the model again")
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{file} is not a usable model config ({_first_line(error)}): fix the file, or save "
+            "the model again (a directory written by save_pretrained, e.g. RUN_DIR/final)"
         ) from error
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True).to(device)
-    return model.eval(), tokenizer
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

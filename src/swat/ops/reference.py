@@ -56,7 +56,7 @@ def reference_attention(
 
     allowed = band_mask(q_len, kv_len, window, q.device)[None, None]
     if segment_ids is not None:
-        same = segment_ids[:, -q_len:, None] == segment_ids[:, None, :]
+        same = segment_ids[:, kv_len - q_len:, None] == segment_ids[:, None, :]
         allowed = allowed & same[:, None]
 
     if activation == "sigmoid":

@@ -54,8 +54,9 @@ def supports(q: torch.Tensor) -> bool:
 
 def _check(q: torch.Tensor) -> None:
     if not triton_available():
-        raise RuntimeError("backend='triton' needs the triton package (pip install triton, Linux); "
-                           "use backend='auto' or 'chunked' without it")
+        raise ValueError("backend='triton' needs the triton package, which cannot be imported here: install it "
+                         "(pip install triton, Linux; swat's dev extra includes it), or use backend='auto', which "
+                         "runs the other backends without it")
     if q.device.type != "cuda" and not interpreted():
         raise ValueError(f"backend='triton' runs on CUDA tensors (got {q.device.type}); use backend='chunked' "
                          "here, or set TRITON_INTERPRET=1 before importing triton to run its CPU interpreter")

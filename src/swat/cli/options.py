@@ -1,0 +1,123 @@
+"""Command-line options shared by the subcommands, and the argparse types that check them.
+
+Each ``type`` turns a bad value into a usage error (exit code 2) whose message says what to pass
+instead, before any model is loaded."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+import torch
+
+from swat.evaluation.length import parse_lengths
+from swat.models.loading import DTYPES
+
+
+def add_text_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--text", required=required, metavar="FILE_OR_DIR",
+                        help="held-out text: a UTF-8 text file, or a directory of prepared token shards")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="weights and activations (default: float32)")
+
+
+def token_counts(spec: str) -> list[int]:
+    """Lists of token counts such as ``256,1k,4k``; a malformed list names the bad entry."""
+    try:
+        return parse_lengths(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """The argparse type of integers >= ``minimum`` (and <= ``maximum``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: pass an integer >= {minimum}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is too small: pass an integer >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} is too large: pass an integer <= {maximum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+seed = int_at_least(0, 2**32 - 1)  # what torch, numpy and random all take
+
+
+def add_seed_argument(parser: argparse.ArgumentParser, help: str = "random seed (default: 0)") -> None:
+    parser.add_argument("--seed", type=seed, default=0, help=help)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small: pass a number > 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative: pass a number >= 0")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in (0, 1]."""
+    value = _float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not in (0, 1]: pass e.g. 0.95, or 1 for all of it")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not finite: pass a finite number")
+    return value
+
+
+def device(text: str) -> str:
+    """A torch device name that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...)."""
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a torch device: pass e.g. cpu, cuda, cuda:0 or mps") from None
+    if parsed.type == "cpu":
+        return text
+    module = getattr(torch, parsed.type, None)
+    if parsed.type == "mps":
+        available, count = torch.backends.mps.is_available(), 1
+    elif module is not None and hasattr(module, "is_available"):
+        available = module.is_available()
+        count = module.device_count() if available and hasattr(module, "device_count") else 0
+    else:
+        available, count = False, 0
+    if not available:
+        raise argparse.ArgumentTypeError(f"the device {text!r} is not available on this machine: pass --device cpu")
+    if parsed.index is not None and parsed.index >= count:
+        raise argparse.ArgumentTypeError(
+            f"the device {text!r} does not exist: this machine has {count} {parsed.type} device(s), "
+            f"{parsed.type}:0 to {parsed.type}:{count - 1}")
+    return text

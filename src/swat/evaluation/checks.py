@@ -1,0 +1,10 @@
+"""Checks of the arguments the evaluations share, raising ``ValueError`` that say what to pass."""
+
+from __future__ import annotations
+
+
+def check_count(name: str, value: object, minimum: int = 1, what: str = "") -> None:
+    """``value`` must be an ``int`` (not a bool) >= ``minimum``; ``what`` explains it in the message."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        explained = f" ({what})" if what else ""
+        raise ValueError(f"{name} must be an int >= {minimum}{explained}, got {value!r}")
