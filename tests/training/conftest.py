@@ -11,6 +11,7 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import PreTrainedTokenizerFast
 
 from swat.data.shards import write_split
+from swat.training.metrics import read_metrics
 
 EOS = "<|endoftext|>"
 
@@ -61,3 +62,13 @@ def run_config(data_dir: Path, **sections: dict[str, Any]) -> dict[str, Any]:
         config[name] = {**config.get(name, {}), **values}
     return config
 
+
+
+def train_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, training loss) of every record of a run's metrics.jsonl."""
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if "loss" in r]
+
+
+def eval_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, held-out loss) of every evaluation record of a run's metrics.jsonl."""
+    return [(r["step"], r["eval_loss"]) for r in read_metrics(run_dir) if "eval_loss" in r]

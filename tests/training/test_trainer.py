@@ -7,17 +7,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from swat.cli import main
 from swat.training import NonFiniteLossError, Trainer, load_config
-from swat.training.metrics import read_metrics
 from swat.training.sampler import document_segments
-from tests.training.conftest import run_config
-
-
-def _losses(run_dir):
-    return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if "loss" in r]
-
-
-def _evals(run_dir):
-    return [(r["step"], r["eval_loss"]) for r in read_metrics(run_dir) if "eval_loss" in r]
+from tests.training.conftest import eval_losses, run_config, train_losses
 
 
 def test_cli_training_learns_and_saves_a_loadable_model(data_dir, tmp_path):
@@ -26,11 +17,11 @@ def test_cli_training_learns_and_saves_a_loadable_model(data_dir, tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--config", str(config), "--set", "train.steps=30", "optim.warmup_steps=3",
                  "--out", str(out)]) == 0
-    losses = [loss for _, loss in _losses(out)]
+    losses = [loss for _, loss in train_losses(out)]
     assert len(losses) == 30
     assert losses[0] > math.log(286) - 0.5  # starts near uniform over the vocabulary
     assert sum(losses[-5:]) / 5 < losses[0] - 2.5  # the repetitive corpus is learnt
-    (_, middle), (_, last) = _evals(out)
+    (_, middle), (_, last) = eval_losses(out)
     assert last < middle < math.log(286) - 3.0  # held-out loss falls too
 
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
@@ -60,11 +51,11 @@ def test_resume_continues_exactly(data_dir, tmp_path):
     config = load_config(run_config(data_dir))
     whole = Trainer(config, tmp_path / "whole").fit()
     Trainer(config, tmp_path / "halves").fit(until=3)
-    assert [s for s, _ in _losses(tmp_path / "halves")] == [1, 2, 3]
+    assert [s for s, _ in train_losses(tmp_path / "halves")] == [1, 2, 3]
     halves = Trainer(config, tmp_path / "halves", resume=True).fit()
-    print("\none go:", _losses(whole), "\nresumed:", _losses(halves))
-    assert _losses(halves) == _losses(whole) and len(_losses(whole)) == 6
-    assert _evals(halves) == _evals(whole)
+    print("\none go:", train_losses(whole), "\nresumed:", train_losses(halves))
+    assert train_losses(halves) == train_losses(whole) and len(train_losses(whole)) == 6
+    assert eval_losses(halves) == eval_losses(whole)
     a = AutoModelForCausalLM.from_pretrained(whole / "final").state_dict()
     b = AutoModelForCausalLM.from_pretrained(halves / "final").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -80,7 +71,7 @@ def test_a_run_dir_is_not_overwritten_and_resume_checks_the_config(data_dir, tmp
         Trainer(changed, tmp_path / "run", resume=True)
     longer = load_config(run_config(data_dir, train={"steps": 4}))
     Trainer(longer, tmp_path / "run", resume=True).fit()  # more steps is allowed
-    assert [s for s, _ in _losses(tmp_path / "run")] == [1, 2, 3, 4]
+    assert [s for s, _ in train_losses(tmp_path / "run")] == [1, 2, 3, 4]
 
 
 def _snapshot(trainer):
@@ -160,7 +151,7 @@ def test_evaluation_split_is_checked_or_switched_off(data_dir, tmp_path):
         Trainer(load_config(run_config(data_dir, data={"seq_len": 600})), tmp_path / "b")
     run_dir = Trainer(load_config(run_config(data_dir, data={"eval_split": None}, train={"steps": 2})),
                       tmp_path / "c").fit()
-    assert _evals(run_dir) == [] and len(_losses(run_dir)) == 2
+    assert eval_losses(run_dir) == [] and len(train_losses(run_dir)) == 2
 
 
 def test_bf16_autocast_trains_close_to_fp32(data_dir, tmp_path):
@@ -169,7 +160,7 @@ def test_bf16_autocast_trains_close_to_fp32(data_dir, tmp_path):
         config = load_config(run_config(data_dir, train={"steps": 2, "bf16": bf16}, eval={"every": 0}))
         trainer = Trainer(config, tmp_path / str(bf16))
         assert trainer.bf16 is bf16
-        runs[bf16] = _losses(trainer.fit()) + _evals(trainer.run_dir.root)
+        runs[bf16] = train_losses(trainer.fit()) + eval_losses(trainer.run_dir.root)
     assert [loss for _, loss in runs[True]] == pytest.approx([loss for _, loss in runs[False]], rel=2e-2)
     assert runs[True] != runs[False]  # bf16 really ran
 

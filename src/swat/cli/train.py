@@ -5,12 +5,16 @@
     swat train --config my.yaml --out runs/mine --resume      # continue from the last checkpoint
     swat train --config my.yaml --out runs/mine --overwrite   # replace the run in runs/mine
     torchrun --nproc_per_node=4 -m swat.cli.train --config 340m --set data.dir=DATA
+    swat train --config tiny --set model.preset=null model.type=mamba2 model.hidden_size=128 \
+        model.num_hidden_layers=4 model.head_dim=32 model.expand=2 model.num_heads=8 --out runs/mamba2
 
 Presets: tiny, small, 340m, 760m (the model in swat.models.presets, its training recipe in
-src/swat/training/presets/NAME.yaml). The run directory (swat.training.run_dir.RunDir) holds
-config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face model dir with its tokenizer and
-model card) and final/ (the trained model); --out refuses a directory that holds another run or
-other files unless --resume or --overwrite says what to do with it.
+src/swat/training/presets/NAME.yaml). model.type (default swat) may name any transformers causal
+LM type instead (llama, mamba2, ...), with the fields of its config. The run directory
+(swat.training.run_dir.RunDir) holds config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face
+model dir with its tokenizer and model card) and final/ (the trained model); --out refuses a
+directory that holds another run or other files unless --resume or --overwrite says what to do
+with it.
 """
 
 from __future__ import annotations

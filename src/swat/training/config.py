@@ -6,7 +6,9 @@ key has a type and a default, and a misspelt key or a value of the wrong type is
 says what to change. The sections:
 
     name: tiny
-    model: {preset: tiny, sliding_window: 64}     # a model preset + any SWATConfig field
+    model: {preset: tiny, sliding_window: 64}     # a model preset + any SWATConfig field, or
+                                                  # {type: mamba2, hidden_size: 256, ...}: any
+                                                  # transformers causal LM type + its config fields
     data: {dir: null, seq_len: 256, cross_documents: true}
     optim: {lr: 3.0e-3, min_lr: 3.0e-4, warmup_steps: 30, weight_decay: 0.1, grad_clip: 1.0}
     train: {steps: 300, batch_size: 8, micro_batch_size: 8, seed: 0, bf16: auto}
@@ -16,6 +18,10 @@ says what to change. The sections:
 
 A preset NAME is ``presets/NAME.yaml``: the training recipe of the model preset NAME
 (``swat.models.presets``), which holds the architecture, window included.
+
+``model.type`` (default ``swat``) names the model: ``swat`` is ``SWATForCausalLM`` built from a
+preset; any other type is a transformers model type (``llama``, ``mamba2``, ...), its config made
+by ``AutoConfig.for_model(type, **fields)`` and its model by ``AutoModelForCausalLM.from_config``.
 """
 
 from __future__ import annotations
@@ -32,14 +38,18 @@ from typing import Any
 
 import torch
 import yaml
+from huggingface_hub.errors import StrictDataclassError
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from swat.models.configuration_swat import SWATConfig
 from swat.models.presets import PRESETS, preset_config
 from swat.training.sampler import micro_steps_per_process
 
 PRESET_DIR = Path(__file__).parent / "presets"
+SWAT_TYPE = "swat"
 
 
 @dataclass
@@ -107,7 +117,7 @@ class LogConfig:
 @dataclass
 class TrainConfig:
     name: str = "run"
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
+    model: dict[str, Any] = field(default_factory=dict)  # checked: SWAT gets preset tiny by default
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: RunConfig = field(default_factory=RunConfig)
@@ -122,10 +132,18 @@ class TrainConfig:
         """The config as plain YAML (``yaml.safe_load`` reads it back; so does ``load_config``)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def model_config(self, **extra: Any):
-        """The ``SWATConfig`` of the ``model`` section (preset + overrides + ``extra``)."""
-        fields = dict(self.model)
-        return preset_config(fields.pop("preset", "tiny"), **{**fields, **extra})
+    @property
+    def model_type(self) -> str:
+        """The ``model.type``: ``swat`` or a transformers model type (``llama``, ``mamba2``, ...)."""
+        return self.model.get("type", SWAT_TYPE)
+
+    def model_config(self, **extra: Any) -> PretrainedConfig:
+        """The model config of the ``model`` section plus ``extra``: a ``SWATConfig`` (preset +
+        overrides) for ``swat``, else ``AutoConfig.for_model(type, **fields)``."""
+        fields = {key: value for key, value in self.model.items() if key != "type"}
+        if self.model_type == SWAT_TYPE:
+            return preset_config(fields.pop("preset", "tiny"), **{**fields, **extra})
+        return AutoConfig.for_model(self.model_type, **{**fields, **extra})
 
 
 def preset_names() -> list[str]:
@@ -144,6 +162,10 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
     except OmegaConfBaseException as error:
         raise ValueError(_explain(error)) from None
     config.model = _check_model_section(config.model)
+    if config.model_type != SWAT_TYPE and not config.data.cross_documents:
+        raise ValueError(f"data.cross_documents=false keeps attention inside documents through segment_ids, which "
+                         f"only model.type=swat takes (model.type={config.model_type} would see across documents "
+                         "anyway): remove data.cross_documents or use a SWAT model")
     _check(config)
     return config
 
@@ -250,11 +272,15 @@ def _unknown_message(key: str, valid: list[str], where: str) -> str:
 
 
 def _check_model_section(value: dict[str, Any]) -> dict[str, Any]:
-
-    valid = {"preset", *(f.name for f in dataclasses.fields(SWATConfig))}
+    """The model section with its keys checked: SWAT's against ``SWATConfig`` (names and
+    types), another type's against the fields of its transformers config class (names)."""
+    kind = value.get("type", SWAT_TYPE)
+    if kind != SWAT_TYPE:
+        return _check_transformers_section(value, kind)
+    valid = {"type", "preset", *(f.name for f in dataclasses.fields(SWATConfig))}
     for key in value:
         if key not in valid:  # the message lists SWAT's own fields, not every PretrainedConfig one
-            raise ValueError(_unknown_message(key, ["preset", *SWATConfig.__annotations__], "model"))
+            raise ValueError(_unknown_message(key, ["type", "preset", *SWATConfig.__annotations__], "model"))
     if value.get("preset", "tiny") not in PRESETS:
         raise ValueError(f"model.preset must be one of {sorted(PRESETS)}, got {value.get('preset')!r}")
     hints = typing.get_type_hints(SWATConfig, localns={"torch": torch})  # PretrainedConfig's hints name torch
@@ -263,6 +289,28 @@ def _check_model_section(value: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"config key 'model.{key}' must be {_type_name(hints[key])}, got {item!r}"
                              + (" (YAML spells them .nan, .inf and -.inf)" if str(item).lower().lstrip("+-") in
                                 ("nan", "inf", "infinity") else ""))
+    return {"preset": value.get("preset", "tiny"), **value}
+
+
+def _check_transformers_section(value: dict[str, Any], kind: Any) -> dict[str, Any]:
+    """A model section of a transformers causal LM type: a known type and its config's keys
+    (``AutoConfig.for_model`` checks the values when ``_check`` builds the config)."""
+    known = sorted({SWAT_TYPE, *(t for t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES if t in CONFIG_MAPPING)})
+    if kind not in known:
+        close = difflib.get_close_matches(str(kind), known, n=3)
+        raise ValueError(f"model.type {kind!r} is not swat nor a transformers causal LM type"
+                         + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+                         + ": use swat (the default) or a type AutoModelForCausalLM builds, e.g. llama or mamba2")
+    if value.get("preset") is not None:
+        raise ValueError(f"model.preset names a SWAT size (swat.models.presets); model.type={kind} takes the fields "
+                         f"of its config instead (e.g. model.hidden_size): remove model.preset, or set "
+                         "model.preset=null to keep a preset's training recipe")
+    value = {key: item for key, item in value.items() if key != "preset"}
+    config_class = CONFIG_MAPPING[kind]
+    valid = ["type", *(f.name for f in dataclasses.fields(config_class))]
+    for key in value:
+        if key not in valid:
+            raise ValueError(_unknown_message(key, valid, "model") + f" (the fields of {config_class.__name__})")
     return dict(value)
 
 
@@ -291,7 +339,7 @@ def _device_problems(device: str) -> list[str]:
 
 
 def _check(config: TrainConfig) -> None:
-    """Value checks that types cannot express; the model section must make a valid ``SWATConfig``."""
+    """Value checks that types cannot express; the model section must make a valid model config."""
     problems = []
     run, data, optim = config.train, config.data, config.optim
     positive = {"data.seq_len": data.seq_len, "train.steps": run.steps, "train.batch_size": run.batch_size,
@@ -326,8 +374,11 @@ def _check(config: TrainConfig) -> None:
         raise ValueError("invalid training config: " + "; ".join(problems))
     try:
         config.model_config()
-    except ValueError as error:
-        raise ValueError(_in_model_section(str(error))) from None
+    except (ValueError, TypeError, StrictDataclassError) as error:
+        if config.model_type == SWAT_TYPE:
+            raise ValueError(_in_model_section(str(error))) from None
+        shown = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise ValueError(f"invalid model section for model.type={config.model_type}: {shown}") from None
 
 
 def _in_model_section(message: str) -> str:

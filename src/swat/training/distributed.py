@@ -73,13 +73,15 @@ def _pick_device(device: str, local_rank: int) -> torch.device:
 
 def wrap(model: nn.Module, env: DistEnv, fsdp: bool) -> nn.Module:
     """The module that runs forward/backward: ``model`` itself (one process), a DDP replica, or
-    ``model`` sharded in place by FSDP2 (each decoder layer a unit, then the rest)."""
+    ``model`` sharded in place by FSDP2 (each block the model names in ``_no_split_modules``, its
+    decoder layers, a unit, then the rest)."""
     if not env.distributed:
         return model
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        for layer in model.model.layers:
+        blocks = set(getattr(model, "_no_split_modules", None) or ())
+        for layer in [m for m in model.modules() if type(m).__name__ in blocks]:
             fully_shard(layer)
         fully_shard(model)
         return model

@@ -1,4 +1,5 @@
-"""The training loop: sliding window training of a SWAT causal LM on packed token windows.
+"""The training loop: sliding window training of a SWAT causal LM on packed token windows (or of
+any transformers causal LM that ``model.type`` names, on the same windows).
 
 One optimiser step consumes the global batch of ``train.batch_size`` windows of
 ``data.seq_len + 1`` tokens (docs/spec.md section 3: ``seq_len`` is several windows ``w``), split
@@ -20,17 +21,17 @@ import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from swat.data.corpus import default_data_dir
 from swat.data.shards import TokenShards
 from swat.data.tokenizer import load_tokenizer
-from swat.models import SWATForCausalLM
 from swat.models.compat import enable_activation_checkpointing
 from swat.models.loss import next_token_loss
 from swat.ops.device import fast_low_precision_matmul
 from swat.training import checkpoint as ckpt
 from swat.training import distributed
-from swat.training.config import TrainConfig
+from swat.training.config import SWAT_TYPE, TrainConfig
 from swat.training.metrics import MetricsLogger, read_metrics
 from swat.training.model_card import model_card
 from swat.training.optim import build_optimizer, build_scheduler
@@ -64,12 +65,12 @@ def window_loss(model: torch.nn.Module, windows: torch.Tensor, *, eos_token_id: 
                 bf16: bool = False, reduction: str = "mean") -> torch.Tensor:
     """Next-token cross-entropy of token windows ``[B, T + 1]``: the model reads the first ``T``
     tokens and is scored on the ``T`` that follow (``next_token_loss``, float32). With
-    ``eos_token_id`` attention stays inside each document (``segment_ids``); ``reduction`` as in
-    ``next_token_loss`` (``"none"``: ``[B, T]``)."""
+    ``eos_token_id`` attention stays inside each document (``segment_ids``, which only SWAT
+    takes); ``reduction`` as in ``next_token_loss`` (``"none"``: ``[B, T]``)."""
     inputs, targets = windows[:, :-1], windows[:, 1:]
-    segment_ids = None if eos_token_id is None else document_segments(inputs, eos_token_id)
+    documents = {} if eos_token_id is None else {"segment_ids": document_segments(inputs, eos_token_id)}
     with torch.autocast(windows.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=inputs, segment_ids=segment_ids, use_cache=False).logits
+        logits = model(input_ids=inputs, use_cache=False, **documents).logits
     return next_token_loss(logits, targets, reduction=reduction)
 
 
@@ -103,7 +104,7 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         state = None
         if resume_from is None:
-            self.model = SWATForCausalLM(self._model_config())
+            self.model = AutoModelForCausalLM.from_config(self._model_config())
         else:
             state = ckpt.load_state(resume_from)
             self._check_resumed_state(state, resume_from, accept_data_change)
@@ -343,8 +344,10 @@ class Trainer:
             raise ValueError(f"model.vocab_size={config.model['vocab_size']} is smaller than the data's vocabulary "
                              f"({self.train_tokens.vocab_size}, {self.data_dir}); remove model.vocab_size to use "
                              "the data's")
-        # pad_token_id stays unset: the embedding would freeze that row (padding_idx), and a
-        # tokenizer's pad token is often its EOS, which packed training must learn.
+        # pad_token_id stays unset (a type's default too): the embedding would freeze that row
+        # (padding_idx), and a tokenizer's pad token is often its EOS, which packed training must learn.
+        if "pad_token_id" not in config.model:
+            overrides["pad_token_id"] = None
         if self.tokenizer is not None and self.tokenizer.bos_token_id is not None and "bos_token_id" not in config.model:
             overrides["bos_token_id"] = self.tokenizer.bos_token_id
         return config.model_config(**overrides)
@@ -457,13 +460,15 @@ class Trainer:
     def _print_summary(self, tokens_per_step: int) -> None:
         config, model = self.config, self.model.config
         params = sum(p.numel() for p in self.model.parameters())
-        print(f"run {self.run_dir.root}: {params / 1e6:.2f}M parameters, window {model.sliding_window}, "
+        window = getattr(model, "sliding_window", None)
+        kind = f"window {window}" if config.model_type == SWAT_TYPE else f"{type(self.model).__name__}"
+        print(f"run {self.run_dir.root}: {params / 1e6:.2f}M parameters, {kind}, "
               f"seq_len {config.data.seq_len}, {config.train.batch_size} x {config.data.seq_len} = "
               f"{tokens_per_step:,} tokens/step, {config.train.steps} steps, {self.env.world_size} process(es) "
               f"on {self.env.device}, bf16 {'on' if self.bf16 else 'off'}, data {self.data_dir} "
               f"({len(self.train_tokens):,} train tokens)")
-        if model.sliding_window is not None and config.data.seq_len <= model.sliding_window:
-            print(f"note: data.seq_len ({config.data.seq_len}) <= window ({model.sliding_window}): this is the "
+        if window is not None and config.data.seq_len <= window:
+            print(f"note: data.seq_len ({config.data.seq_len}) <= window ({window}): this is the "
                   "'train short' baseline; sliding window training uses seq_len = 4w..16w (docs/spec.md section 3)")
 
 
@@ -509,10 +514,10 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any], checkpoint: Pat
                          f"({RunDir(checkpoint.parent.parent).config}) or start a new run with --out")
 
 
-def _load_model(checkpoint: Path) -> SWATForCausalLM:
+def _load_model(checkpoint: Path) -> PreTrainedModel:
     try:
         with ckpt.quiet_transformers_progress():
-            return SWATForCausalLM.from_pretrained(checkpoint)
+            return AutoModelForCausalLM.from_pretrained(checkpoint)
     except Exception as error:  # any failure to read the weights means the checkpoint is damaged
         raise ValueError(f"cannot load the model of {checkpoint} ({str(error).splitlines()[0][:200]}): resume from "
                          f"an earlier checkpoint by writing its name into {checkpoint.parent / ckpt.LATEST}, or "
