@@ -65,3 +65,13 @@ def test_attention_weights_during_decoding_cover_the_cached_keys():
     window = model.config.sliding_window
     assert step.shape == (1, 4, 1, window)
     torch.testing.assert_close(step[..., 0, :], full[..., 29, 30 - window:], rtol=0, atol=1e-12)
+
+
+def test_qk_norm_under_bf16_autocast_keeps_the_projections_dtype():
+    config = tiny_config(qk_norm=True, num_hidden_layers=1)
+    model = SWATForCausalLM(config)
+    ids = torch.randint(0, config.vocab_size, (2, 12))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, labels=ids)
+    out.loss.backward()
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-from swat.models.loss import causal_lm_loss, next_token_loss
+from swat.models.loss import causal_lm_loss, next_token_loss, perplexity
 
 
 def test_matches_log_softmax_and_ignores_index():
@@ -44,3 +44,8 @@ def test_causal_lm_loss_is_transformers_causal_lm_loss(num_items_in_batch):
 def test_causal_lm_loss_needs_labels():
     with pytest.raises(ValueError, match="pass labels"):
         causal_lm_loss(torch.zeros(1, 3, 5))
+
+
+def test_perplexity_is_exp_of_the_loss_and_never_overflows():
+    assert math.isclose(perplexity(2.0), math.exp(2.0))
+    assert perplexity(1e6) == math.exp(50.0)

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from swat.cli import main
 from swat.training import NonFiniteLossError, Trainer, load_config
-from swat.training.sampler import document_segments
+from swat.training.sampler import document_segments, stack_windows
 from tests.training.conftest import eval_losses, run_config, train_losses
 
 
@@ -120,7 +120,7 @@ def test_document_switch_keeps_attention_inside_documents(data_dir, tmp_path):
     crossing = Trainer(load_config(run_config(data_dir)), tmp_path / "a")
     separate = Trainer(load_config(run_config(data_dir, data={"cross_documents": False})), tmp_path / "b")
     starts = crossing.train_tokens.document_spans()[1:3, 0] - 10  # windows across a document start
-    batch = torch.stack([torch.from_numpy(crossing.sampler.window(int(s))) for s in starts])
+    batch = stack_windows(crossing.train_tokens, starts, crossing.config.data.seq_len + 1)
     eos = crossing.eos_token_id
     assert (batch[:, :10] == eos).any(dim=1).all()
     segments = document_segments(batch[:, :-1], eos)

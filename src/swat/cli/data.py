@@ -11,7 +11,6 @@ Re-running a command with the same inputs and settings does nothing.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
@@ -79,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     if bool(args.paths) == (args.dataset is not None):
-        print("swat data prepare: give either text files/directories or --dataset, not both or neither",
-              file=sys.stderr)
-        return 2
+        raise ValueError("give either text files/directories or --dataset, not both or neither")
     start = time.perf_counter()
     inputs = args.paths
     if args.dataset is not None:

@@ -62,7 +62,8 @@ class SWATAttention(nn.Module):
         k = self.k_proj(hidden_states).view(batch, q_len, self.num_kv_heads, self.head_dim)
         v = self.v_proj(hidden_states).view(batch, q_len, self.num_kv_heads, self.head_dim)
         if self.config.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
+            # RMSNorm's fp32 weight would promote bf16 q, k under autocast while v stays bf16
+            q, k = self.q_norm(q).to(q.dtype), self.k_norm(k).to(k.dtype)
         if position_embeddings is not None:
             cos, sin = position_embeddings
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)

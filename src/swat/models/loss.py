@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)`` of a mean next-token loss, clamped at ``exp(50)`` so that a diverged loss
+    reads as a huge number instead of overflowing."""
+    return math.exp(min(loss, 50.0))
 
 
 def next_token_loss(

@@ -142,9 +142,11 @@ class SWATModel(SWATPreTrainedModel):
         ``input_ids`` (integer ``[batch, seq]``, ids in ``0 .. vocab_size - 1``) and
         ``inputs_embeds`` (``[batch, seq, hidden_size]``), at least one token.
 
-        The ids' range is read on the host, except in a decoding step (one token per row after
-        ``past > 0`` cached ones): those ids come from the model's own logits, and on an
-        accelerator reading them would make every step wait for the device."""
+        The ids' range is read on the host where that costs nothing to the device's queue: on
+        the CPU, and on an accelerator outside autograd (a prefill, an evaluation). It is not
+        read in a decoding step (one token per row after ``past > 0`` cached ones), whose ids
+        come from the model's own logits, nor in a training forward on an accelerator, where it
+        would make every step wait for the device (there the embedding itself refuses them)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is not None:
@@ -161,7 +163,8 @@ class SWATModel(SWATPreTrainedModel):
                                  + ("; add the batch dimension: input_ids[None]" if input_ids.dim() == 1 else ""))
             tokens = input_ids.shape[1]
             decoding = past > 0 and tokens == 1
-            if tokens and not decoding:
+            free_to_read = input_ids.device.type == "cpu" or not torch.is_grad_enabled()
+            if input_ids.numel() and not decoding and free_to_read:
                 low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one read of the device
                 if low < 0 or high >= self.config.vocab_size:
                     raise ValueError(
@@ -169,8 +172,10 @@ class SWATModel(SWATPreTrainedModel):
                         f"{low} to {high}: tokenize with the model's tokenizer, or build the model with a "
                         "vocab_size that covers the tokenizer"
                     )
-        if tokens == 0:
-            raise ValueError("the input has no tokens (seq = 0): pass at least one token per row")
+        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        if tokens == 0 or batch == 0:
+            raise ValueError(f"the input is empty (batch {batch}, seq {tokens}): pass at least one row of at least "
+                             "one token")
 
     @staticmethod
     def positions_and_segments(

@@ -30,6 +30,8 @@ BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
     "sdpa": sdpa_attention,
     "triton": triton_backend.triton_attention,
 }
+# Every value ``swat_attention``'s ``backend`` accepts, "auto" first.
+BACKEND_NAMES = ("auto", *BACKENDS)
 
 # ``auto``'s CPU thresholds come from timing each backend on a 2-core AVX2 CPU (batch 1, 8 heads,
 # head_dim 64, fp32, medians of repeated runs):

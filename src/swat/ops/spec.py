@@ -17,9 +17,6 @@ from dataclasses import dataclass
 import torch
 
 ACTIVATIONS = ("sigmoid", "softmax")
-# Every value ``swat_attention``'s ``backend`` accepts, "auto" first. A plain tuple, so that a
-# config can validate a backend name without importing any kernel.
-BACKEND_NAMES = ("auto", "reference", "chunked", "decode", "sdpa", "triton")
 
 
 @dataclass(frozen=True)

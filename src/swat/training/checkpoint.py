@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from swat.utils.io import atomic_write_bytes
+from swat.utils.io import atomic_write_bytes, fsync_dir, fsync_tree
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.pt"
@@ -122,6 +122,7 @@ def write_dir_atomically(final: str | Path, fill: Callable[[Path], None]) -> Pat
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         fill(tmp)
+        fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -130,6 +131,7 @@ def write_dir_atomically(final: str | Path, fill: Callable[[Path], None]) -> Pat
         final.rename(old)
         crash_point("old-moved-aside", final)
     tmp.rename(final)
+    fsync_dir(final.parent)
     crash_point("new-in-place", final)
     if old.exists():
         shutil.rmtree(old)

@@ -66,7 +66,8 @@ def _pick_device(device: str, local_rank: int) -> torch.device:
     if chosen.type == "cuda" and chosen.index >= torch.cuda.device_count():
         raise ValueError(f"train.device={device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
                          "use train.device=cpu, auto, or an existing cuda:N")
-    if chosen.type not in ("cpu", "cuda") and not getattr(torch, chosen.type).is_available():
+    module = getattr(torch, chosen.type, None)
+    if chosen.type not in ("cpu", "cuda") and (module is None or not module.is_available()):
         raise ValueError(f"train.device={device}: no {chosen.type} device here; use train.device=cpu or auto")
     return chosen
 

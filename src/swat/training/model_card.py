@@ -4,12 +4,13 @@ users expect: what the model is, how it was trained, how well it did, and how to
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from transformers import PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from swat.models.loss import perplexity
 
 SWAT_FIELDS = ("sliding_window", "attention_activation", "alibi", "alibi_retain_scale", "use_rope",
                "rope_theta", "sigmoid_bias", "qk_norm")
@@ -27,7 +28,7 @@ def model_card(config: PretrainedConfig, *, parameters: int, data: Mapping[str, 
     names = SHAPE_FIELDS + SWAT_FIELDS if swat else _architecture_fields(config)
     fields = [f"| `{name}` | `{getattr(config, name, None)!r}` |" for name in names if hasattr(config, name)]
     data_rows = [f"| {key} | `{value}` |" for key, value in data.items()]
-    loss = "not evaluated yet" if eval_loss is None else f"{eval_loss:.4f} (perplexity {_ppl(eval_loss)})"
+    loss = "not evaluated yet" if eval_loss is None else f"{eval_loss:.4f} (perplexity {perplexity(eval_loss):.2f})"
     return "\n".join([
         "---",
         "library_name: transformers",
@@ -103,6 +104,3 @@ def _architecture_fields(config: PretrainedConfig) -> list[str]:
         "initializer_range"}
     return [name for name in config.to_dict() if name not in skipped and not name.startswith("_")]
 
-
-def _ppl(loss: float) -> str:
-    return f"{math.exp(min(loss, 50.0)):.2f}"

@@ -40,9 +40,6 @@ class WindowSampler:
         first = (rank * count + micro) * micro_batch_size
         return stack_windows(self.tokens, self.starts(step)[first:first + micro_batch_size], self.seq_len + 1)
 
-    def window(self, start: int) -> np.ndarray:
-        return np.asarray(self.tokens.window(start, self.seq_len + 1), dtype=np.int64)
-
 
 def micro_steps_per_process(batch_size: int, micro_batch_size: int, world_size: int) -> int:
     """Micro-batches per process per step: the global batch split over processes and micro-batches."""

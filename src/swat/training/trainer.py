@@ -27,7 +27,7 @@ from swat.data.corpus import default_data_dir
 from swat.data.shards import TokenShards
 from swat.data.tokenizer import load_tokenizer
 from swat.models.compat import enable_activation_checkpointing
-from swat.models.loss import next_token_loss
+from swat.models.loss import next_token_loss, perplexity
 from swat.ops.device import fast_low_precision_matmul
 from swat.training import checkpoint as ckpt
 from swat.training import distributed
@@ -253,9 +253,9 @@ class Trainer:
     def _log_eval(self) -> None:
         loss = self.evaluate()
         self.last_eval_loss = loss
-        self.metrics.log({"step": self.step, "eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))})
+        self.metrics.log({"step": self.step, "eval_loss": loss, "eval_ppl": perplexity(loss)})
         if self.env.is_main:
-            tqdm.write(f"step {self.step}: held-out loss {loss:.4f} (perplexity {math.exp(min(loss, 50.0)):.2f})")
+            tqdm.write(f"step {self.step}: held-out loss {loss:.4f} (perplexity {perplexity(loss):.2f})")
 
     # ----------------------------------------------------------------------------- saving
     def save_checkpoint(self) -> Path | None:
