@@ -31,7 +31,7 @@ def test_parameter_count_counts_tied_weights_once():
 def test_a_size_no_mamba2_reaches_is_a_clear_error():
     with pytest.raises(ValueError, match=r"no Mamba2 with hidden_size 32 has within 5% of 1,000 parameters"):
         mamba2_fields(1000, vocab_size=300, hidden_size=32)
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(ValueError, match="must be a multiple of 64 .the Mamba2 head size"):
         mamba2_fields(10**6, vocab_size=300, hidden_size=40)
 
 

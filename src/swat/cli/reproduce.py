@@ -12,9 +12,10 @@ budget. Re-running reuses finished runs in OUT/runs.
 apart: SWAT, Transformer++, softmax SWA, sigmoid SWA with one-sided ALiBi and a Mamba2 of the same
 parameter count, 3000 steps (6.1M tokens) each, seeds 0, 1, 2, 32k held-out tokens per evaluation
 length; the summary gives mean +- std over the seeds and decides a claim only where a difference
-exceeds that spread. It prints the training time it expects (measured seconds per step) before it
-starts: about two hours on two CPU cores. --configs, --steps, --seeds and --eval-tokens override
-the budget's values.
+exceeds that spread. Before it starts it prints the training time it expects from the seconds
+per step it measures (about 3 h on two shared CPU cores: 0.2 s per step of the attention models,
+0.46 s of Mamba2's pure-PyTorch path), plus minutes of evaluation. --configs, --steps, --seeds
+and --eval-tokens override the budget's values.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the preset's seed)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
                         help="a preset of configs, steps, seeds and evaluation tokens: decisive = the 5 configs of "
-                             "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (about 2 h)")
+                             "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (about 3 h on 2 CPU cores)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")
 
