@@ -138,11 +138,8 @@ def ablation_config(preset: str, overrides: Sequence[str], ablation: Ablation, s
     base = load_config(preset, overrides)
     if ablation.name == MAMBA2:
         return _mamba2_config(preset, overrides, base, steps, seed)
-    own = [f"name={ablation.name}", f"train.steps={steps}",
-           f"optim.warmup_steps={min(base.optim.warmup_steps, max(1, steps // 10))}",
-           "eval.every=0", "checkpoint.every=0", "checkpoint.keep_last=1"]
+    own = _run_settings(ablation.name, base, steps, seed)
     own += [f"model.{key}={json.dumps(value)}" for key, value in ablation.model.items()]
-    own += [] if seed is None else [f"train.seed={seed}"]
     if ablation.train_short:
         window = ablation.model.get("sliding_window", base.model_config().sliding_window)
         factor = max(1, base.data.seq_len // window)
@@ -151,17 +148,23 @@ def ablation_config(preset: str, overrides: Sequence[str], ablation: Ablation, s
     return load_config(preset, [*overrides, *own])
 
 
+def _run_settings(name: str, base: TrainConfig, steps: int, seed: int | None) -> list[str]:
+    """The overrides every ablation shares: its name, steps (warm-up at most a tenth of them),
+    evaluation and checkpoints only at the end, and the seed when one is given."""
+    own = [f"name={name}", f"train.steps={steps}",
+           f"optim.warmup_steps={min(base.optim.warmup_steps, max(1, steps // 10))}",
+           "eval.every=0", "checkpoint.every=0", "checkpoint.keep_last=1"]
+    return own if seed is None else [*own, f"train.seed={seed}"]
+
+
 def _mamba2_config(preset: str, overrides: Sequence[str], base: TrainConfig, steps: int,
                    seed: int | None) -> TrainConfig:
     vocab_size = read_manifest(base.data.dir)["vocab_size"]
     swat = base.model_config(vocab_size=vocab_size)
     fields = mamba2_fields(parameter_count(swat), vocab_size=vocab_size, hidden_size=swat.hidden_size,
                            tie_word_embeddings=swat.tie_word_embeddings)
-    own = [f"name={MAMBA2}", f"train.steps={steps}",
-           f"optim.warmup_steps={min(base.optim.warmup_steps, max(1, steps // 10))}",
-           "eval.every=0", "checkpoint.every=0", "checkpoint.keep_last=1", "model.preset=null"]
+    own = _run_settings(MAMBA2, base, steps, seed) + ["model.preset=null"]
     own += [f"model.{key}={json.dumps(value)}" for key, value in fields.items()]
-    own += [] if seed is None else [f"train.seed={seed}"]
     return load_config(preset, [*(o for o in overrides if not o.startswith("model.")), *own])
 
 
