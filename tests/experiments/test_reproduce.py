@@ -130,3 +130,15 @@ def test_the_decisive_budget_runs_end_to_end_at_a_miniature_size(tmp_path, data_
     summary = (out / "summary.md").read_text()
     assert "Over 3 seeds, a claim holds or fails only where the difference" in summary
     assert " ± " in summary and "| mamba2 | Mamba2 (linear recurrent) of the same parameter count | 3 |" in summary
+
+
+def test_seeds_and_budget_are_checked_before_anything_runs(tmp_path, capsys):
+    for bad in ("0,0", "1,x", "-1"):
+        with pytest.raises(SystemExit):
+            main(["reproduce", "--seeds", bad, "--out", str(tmp_path)])
+        assert "seeds" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown budget 'huge'"):
+        experiment.reproduce(tmp_path, budget="huge")
+    with pytest.raises(ValueError, match=r"seeds must be distinct whole numbers >= 0"):
+        experiment.reproduce(tmp_path, seeds=[1, 1])
+    assert not any(tmp_path.iterdir())
