@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, LlamaConfig, Mamba2Config, PreTrainedTokenizerFast
 
 from swat import SWATForCausalLM, preset_config
 
@@ -88,3 +88,26 @@ def swat_dir(tmp_path_factory, tokenizer):
 def softmax_dir(tmp_path_factory, tokenizer):
     return save_model(tmp_path_factory.mktemp("models") / "transformer", tokenizer, seed=1,
                       attention_activation="softmax", alibi="none", sliding_window=None)
+
+
+def save_transformers_model(path, tokenizer, config_class, **fields):
+    """A tiny transformers model of another type (sizes of tests/training/test_transformers_models.py)."""
+    torch.manual_seed(0)
+    config = config_class(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, **fields)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mamba2_dir(tmp_path_factory, tokenizer):
+    return save_transformers_model(tmp_path_factory.mktemp("models") / "mamba2", tokenizer, Mamba2Config,
+                                   hidden_size=32, num_hidden_layers=2, state_size=16, head_dim=16, n_groups=1,
+                                   expand=2, num_heads=4, chunk_size=16)
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory, tokenizer):
+    return save_transformers_model(tmp_path_factory.mktemp("models") / "llama", tokenizer, LlamaConfig,
+                                   hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, max_position_embeddings=256)

@@ -2,7 +2,7 @@ from swat.experiments.claims import SINK_RATIO, check_claims
 
 
 def _row(name, ppl1, ppl16, sink):
-    return {"name": name, "ppl@1x": ppl1, "ppl@16x": ppl16, "sink_ratio": sink}
+    return {"name": name, "ppl@1x": ppl1, "ppl@16x": ppl16, "ppl@16x/1x": ppl16 / ppl1, "sink_ratio": sink}
 
 
 def test_claims_are_computed_from_the_numbers():

@@ -102,3 +102,43 @@ def test_the_time_budget_sets_the_step_count(data_dir, monkeypatch):
     assert experiment.steps_within(0.01, config, 300, configs=4) == 10
     monkeypatch.undo()
     assert experiment.seconds_per_step(config, 300, repeats=1) > 0
+
+
+def test_the_decisive_budget_runs_end_to_end_at_a_miniature_size(tmp_path, data_dir, capsys):
+    out = tmp_path / "decisive"
+    args = ["reproduce", "--budget", "decisive", "--steps", "2", "--out", str(out), "--data", str(data_dir),
+            "--eval-tokens", "512", "--passkey-trials", "1"]
+    for item in SMALL:
+        args += ["--set", item]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "parameters: transformer++ " in printed and ", mamba2 " in printed
+    assert "estimated training time" in printed and "(2 steps x 3 seeds)" in printed
+    result = json.loads((out / "reproduce.json").read_text())
+    names = ["transformer++", "softmax-swa", "sigmoid-swa-alibi", "swat", "mamba2"]
+    assert [row["name"] for row in result["summary"]] == names and {r["seeds"] for r in result["summary"]} == {3}
+    assert [(r["name"], r["seed"]) for r in result["per_seed"]] == [(n, s) for n in names for s in (0, 1, 2)]
+    assert result["settings"]["seeds"] == [0, 1, 2] and result["settings"]["budget"] == "decisive"
+    sizes = result["parameters"]
+    assert abs(sizes["mamba2"] - sizes["swat"]) / sizes["swat"] <= 0.05
+    swat = result["summary"][3]
+    assert swat["ppl@1x std"] > 0 and all(f"ppl@{m}x" in swat for m in (1, 4, 16))
+    assert result["summary"][4]["sink_ratio"] is None and result["attention"][-1] is None  # NaN is written as null
+    assert RunDir(out / "runs" / "mamba2" / "seed-2").is_finished()
+    claims = {c["claim"].split(" (")[0]: c for c in result["claims"]}
+    assert "SWAT beats a linear-recurrent model" in claims
+    summary = (out / "summary.md").read_text()
+    assert "Over 3 seeds, a claim holds or fails only where the difference" in summary
+    assert " ± " in summary and "| mamba2 | Mamba2 (linear recurrent) of the same parameter count | 3 |" in summary
+
+
+def test_seeds_and_budget_are_checked_before_anything_runs(tmp_path, capsys):
+    for bad in ("0,0", "1,x", "-1"):
+        with pytest.raises(SystemExit):
+            main(["reproduce", "--seeds", bad, "--out", str(tmp_path)])
+        assert "seeds" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown budget 'huge'"):
+        experiment.reproduce(tmp_path, budget="huge")
+    with pytest.raises(ValueError, match=r"seeds must be distinct whole numbers >= 0"):
+        experiment.reproduce(tmp_path, seeds=[1, 1])
+    assert not any(tmp_path.iterdir())

@@ -21,7 +21,7 @@ from swat.cli.options import (
     int_at_least,
     positive_int,
 )
-from swat.evaluation.loading import token_pieces
+from swat.evaluation.loading import model_kind, token_pieces
 from swat.evaluation.perplexity import stream_loss
 from swat.models.loading import DTYPES, load_model
 
@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     result = stream_loss(model, token_pieces(args.text, tokenizer), chunk_size=args.chunk_size,
                          max_tokens=args.max_tokens, progress=True)
     elapsed = time.perf_counter() - start
-    print(f"tokens: {result.tokens:,}  chunk size: {args.chunk_size}  window: "
-          f"{getattr(model.config, 'sliding_window', None)}")
+    print(f"tokens: {result.tokens:,}  chunk size: {args.chunk_size}  model: "
+          f"{model_kind(model.config)}")
     print(f"loss: {result.loss:.6f} nats/token")
     print(f"perplexity: {math.exp(result.loss):.6f}")
     print(f"throughput: {result.tokens / elapsed:,.0f} tokens/s ({elapsed:.2f} s)")

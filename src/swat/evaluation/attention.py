@@ -11,7 +11,9 @@ For every layer and head, over the queries of some held-out text:
 
 The weights are the model's own: ``output_attentions=True`` returns each layer's dense weights
 (:func:`swat.layers.attention_weights`, the op's weights, through which that forward computes
-its outputs).
+its outputs). Another transformers attention model is run with its ``eager`` attention for the
+diagnosis (SDPA returns no weights); a recurrent model (Mamba2) has no attention weights, so the
+diagnosis does not apply to it and says so.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from swat.evaluation.loading import has_attention, model_kind
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 
 STATISTICS = {"sink_share": "sink share", "sink_ratio": "sink ratio (vs uniform)",
@@ -58,24 +61,46 @@ def diagnose_attention(
 ) -> dict[str, Any]:
     """Statistics per layer and head over ``sequences [batch, n]`` (one full forward, no cache)."""
     config = model.config
-    attentions = model(sequences.to(model.device), use_cache=False, output_attentions=True).attentions
-    if attentions is None or len(attentions) != config.num_hidden_layers:
-        raise RuntimeError("the model returned no attention weights for output_attentions=True: "
+    if not has_attention(config):
+        raise ValueError(f"{label} is {model_kind(config)}: it has no attention weights, so the attention "
+                         "diagnosis does not apply to it (diagnose models with attention, e.g. swat or llama)")
+    attentions = _attention_weights(model, sequences.to(model.device))
+    if not attentions or len(attentions) != config.num_hidden_layers or attentions[0] is None:
+        raise RuntimeError(f"{label} returned no attention weights for output_attentions=True: "
                            "diagnose a swat model (or another model that returns them)")
+    window = getattr(config, "sliding_window", None)
     layers = []
     for weights in attentions:
-        stats = head_statistics(weights.double(), config.sliding_window, sink_tokens)
+        stats = head_statistics(weights.double(), window, sink_tokens)
         layers.append({name: value.tolist() for name, value in stats.items()})
-    return dict(model=label, window=config.sliding_window, activation=config.attention_activation,
-                alibi=config.alibi if isinstance(config.alibi, str) else list(config.alibi),
+    alibi = getattr(config, "alibi", "none")
+    return dict(model=label, kind=model_kind(config), window=window,
+                activation=getattr(config, "attention_activation", "softmax"),
+                alibi=alibi if isinstance(alibi, str) else list(alibi),
                 sink_tokens=sink_tokens, sequences=sequences.shape[0], length=sequences.shape[1],
                 layers=layers, mean={name: float(np.mean([layer[name] for layer in layers])) for name in STATISTICS})
 
 
+def _attention_weights(model: PreTrainedModel, ids: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """Each layer's weights ``[batch, heads, n, n]``, from a forward with ``output_attentions``;
+    a transformers model whose attention kernel returns none (SDPA, flash) runs with ``eager``
+    attention for it, then gets its own back."""
+    implementation = getattr(model.config, "_attn_implementation", None)
+    switch = implementation not in (None, "eager") and hasattr(model, "set_attn_implementation") \
+        and model.config.model_type != "swat"
+    if switch:
+        model.set_attn_implementation("eager")
+    try:
+        return model(ids, use_cache=False, output_attentions=True).attentions
+    finally:
+        if switch:
+            model.set_attn_implementation(implementation)
+
+
 def attention_markdown(results: Sequence[dict[str, Any]]) -> str:
     text = "## Attention diagnostics (means over layers and heads)\n\n"
-    text += markdown_table(["model", "activation", "window"] + list(STATISTICS.values()),
-                           [[r["model"], r["activation"], r["window"] or "full"] + [r["mean"][name] for name in STATISTICS]
+    text += markdown_table(["model", "activation", "kind"] + list(STATISTICS.values()),
+                           [[r["model"], r["activation"], r["kind"]] + [r["mean"][name] for name in STATISTICS]
                             for r in results], digits=4)
     for r in results:
         text += f"\n### {r['model']} per layer and head (first {r['sink_tokens']} tokens = sink)\n\n"

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from swat.evaluation.checks import check_count
-from swat.evaluation.loading import sequences_of
+from swat.evaluation.loading import model_kind, sequences_of
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
 
@@ -97,6 +97,7 @@ def evaluate_lengths(
     config = model.config
     return dict(
         model=label,
+        kind=model_kind(config),
         window=getattr(config, "sliding_window", None),
         activation=getattr(config, "attention_activation", None),
         lengths=per_length,
@@ -108,8 +109,8 @@ def evaluate_lengths(
 def length_markdown(results: Sequence[dict[str, Any]]) -> str:
     lengths = [row["length"] for row in results[0]["lengths"]]
     table = markdown_table(
-        ["model", "window"] + [f"ppl @ {n}" for n in lengths],
-        [[r["model"], r["window"] or "full"] + [row["ppl"] for row in r["lengths"]] for r in results],
+        ["model", "kind"] + [f"ppl @ {n}" for n in lengths],
+        [[r["model"], r["kind"]] + [row["ppl"] for row in r["lengths"]] for r in results],
     )
     text = "## Perplexity against context length\n\n" + table
     for r in results:

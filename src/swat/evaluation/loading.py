@@ -18,7 +18,7 @@ from swat.data.shards import TokenShards, read_manifest
 from swat.data.tokenizer import tokenizer_fingerprint
 from swat.training.run_dir import RunDir
 
-__all__ = ["model_label", "read_text", "read_tokens", "receptive_field", "sequences_of", "token_pieces",
+__all__ = ["has_attention", "model_kind", "model_label", "read_text", "read_tokens", "receptive_field", "sequences_of", "token_pieces",
            "training_length"]
 
 
@@ -30,6 +30,23 @@ def model_label(path: str | Path) -> str:
     if run is None:
         return path.name
     return run.root.name if path == run.final.resolve() else f"{run.root.name}/{path.name}"
+
+
+RECURRENT_MODEL_TYPES = ("mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm")  # transformers types without attention
+
+
+def has_attention(config) -> bool:
+    """Whether the model mixes tokens with attention (False for the recurrent types above)."""
+    return config.model_type not in RECURRENT_MODEL_TYPES
+
+
+def model_kind(config) -> str:
+    """How a model sees its context, for tables: ``window w``, ``full attention`` or
+    ``recurrent (TYPE)``."""
+    window = getattr(config, "sliding_window", None)
+    if not has_attention(config):
+        return f"recurrent ({config.model_type})"
+    return "full attention" if window is None else f"window {window}"
 
 
 def training_length(path: str | Path) -> int | None:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.evaluation.checks import check_count
-from swat.evaluation.loading import receptive_field
+from swat.evaluation.loading import model_kind, receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import PREFILL_CHUNK_SIZE, prefill
 from swat.models.loss import next_token_loss
@@ -156,7 +156,7 @@ def evaluate_passkey(
         cells.append(dict(length=length, distance=distance, trials=trials,
                           accuracy=sum(correct) / trials, answer_nll=sum(nll) / trials))
     config = model.config
-    return dict(model=label, window=getattr(config, "sliding_window", None),
+    return dict(model=label, kind=model_kind(config), window=getattr(config, "sliding_window", None),
                 receptive_field=receptive_field(config), lengths=sorted(lengths),
                 distances=sorted(distances), keys=keys, cells=cells)
 
@@ -170,7 +170,7 @@ def passkey_markdown(results: Sequence[dict[str, Any]]) -> str:
     text = "## Passkey retrieval: accuracy (rows: key distance in tokens, columns: context length)\n"
     for r in results:
         reach = r["receptive_field"]
-        text += (f"\n### {r['model']} (window {r['window'] or 'full'}, receptive field "
+        text += (f"\n### {r['model']} ({r['kind']}, receptive field "
                  f"{reach or 'unbounded'}, {r['cells'][0]['trials'] or len(r['keys'])} trials per cell)\n\n")
         rows = [[d] + accs for d, accs in zip(r["distances"], _matrix(r, "accuracy"), strict=True)]
         text += markdown_table(["distance"] + [f"len {n}" for n in r["lengths"]], rows, digits=2)

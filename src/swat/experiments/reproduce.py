@@ -1,8 +1,11 @@
 """``swat reproduce``: the paper's comparisons, trained and evaluated on the embedded corpus.
 
 Eight configs of one training preset differ only in their attention (docs/spec.md section 5);
-all share the seed, the data and the token budget (``steps x batch x seq_len``). Each is trained
-with :func:`swat.training.train` in ``OUT/runs/NAME`` (:func:`ablation_run`), then all are evaluated on the held-out split:
+all share the seed, the data and the token budget (``steps x batch x seq_len``). A ``mamba2``
+config (named with ``--configs``, and in the ``decisive`` budget) is the linear-recurrent
+baseline of the same parameter count (:mod:`swat.experiments.mamba2`). Each config is trained
+with :func:`swat.training.train` in ``OUT/runs/NAME`` (``OUT/runs/NAME/seed-S`` with several
+seeds; :func:`ablation_run`), then all are evaluated on the held-out split:
 
 - perplexity at 1x, 2x, 4x, 8x and 16x the training length, and loss by position
   (:mod:`swat.evaluation.length`);
@@ -11,7 +14,14 @@ with :func:`swat.training.train` in ``OUT/runs/NAME`` (:func:`ablation_run`), th
 - the attention sink, total weight and weight variance per head (:mod:`swat.evaluation.attention`).
 
 ``OUT/summary.md`` holds the table and the paper's claims checked against these numbers
-(:mod:`swat.experiments.claims`); ``OUT/reproduce.json`` everything, with the settings and wall times.
+(:mod:`swat.experiments.claims`); with several seeds, the mean and standard deviation over them
+(:mod:`swat.experiments.seeds`), and a claim is decided only where a difference exceeds that spread.
+``OUT/reproduce.json`` holds everything, with the settings and wall times.
+
+The ``decisive`` budget (:data:`BUDGETS`) is the comparison the paper is about at a scale that
+can tell the models apart on two CPU cores: SWAT, Transformer++, softmax SWA, sigmoid SWA with
+one-sided ALiBi and Mamba2, 10x the ``tiny`` recipe's tokens each (3000 steps x 8 x 256 = 6.1M),
+three seeds.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Any
 import torch
 import yaml
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
 
 from swat.data.corpus import default_data_dir, shakespeare_corpus
 from swat.data.prepare import prepare_data
@@ -34,11 +45,13 @@ from swat.data.shards import MANIFEST_NAME, read_manifest
 from swat.evaluation.attention import diagnose_attention, write_attention_outputs
 from swat.evaluation.checks import check_count
 from swat.evaluation.length import evaluate_lengths, write_length_outputs
-from swat.evaluation.loading import read_tokens, receptive_field, sequences_of
+from swat.evaluation.loading import has_attention, read_tokens, receptive_field, sequences_of
 from swat.evaluation.passkey import NoPasskeyCellFits, default_grid, evaluate_passkey, write_passkey_outputs
 from swat.evaluation.results import markdown_table, write_json, write_text
-from swat.experiments.claims import check_claims
-from swat.models import SWATConfig, SWATForCausalLM
+from swat.experiments.claims import VERDICTS, check_claims, extrapolation_column
+from swat.experiments.mamba2 import mamba2_fields, parameter_count
+from swat.experiments.seeds import STD_SUFFIX, aggregate_seeds, format_spread
+from swat.models import SWATConfig
 from swat.models.loading import load_model
 from swat.training import TrainConfig, load_config, train
 from swat.training.run_dir import RunDir
@@ -46,6 +59,11 @@ from swat.training.run_dir import RunDir
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
 TRAIN_SHARE = 0.8  # of --minutes spent training; the rest evaluates
 ATTENTION_SEQUENCES = 4  # held-out sequences of the training length for the attention statistics
+MAMBA2 = "mamba2"
+BUDGETS = {
+    "decisive": dict(names=("transformer++", "softmax-swa", "sigmoid-swa-alibi", "swat", MAMBA2), steps=3000,
+                     seeds=(0, 1, 2), eval_tokens=32768),
+}
 
 
 @dataclass(frozen=True)
@@ -56,9 +74,10 @@ class Ablation:
     train_short: bool = False  # seq_len = window, batch scaled up to keep the tokens per step
 
 
-def ablation_run(out: str | Path, name: str) -> RunDir:
-    """Where ``swat reproduce --out OUT`` trains the config ``name``."""
-    return RunDir(Path(out) / "runs" / name)
+def ablation_run(out: str | Path, name: str, seed: int | None = None) -> RunDir:
+    """Where ``swat reproduce --out OUT`` trains the config ``name`` (with one of several seeds)."""
+    root = Path(out) / "runs" / name
+    return RunDir(root if seed is None else root / f"seed-{seed}")
 
 
 def ablations(window: int) -> list[Ablation]:
@@ -90,6 +109,11 @@ def extra_ablations(window: int) -> list[Ablation]:
     ]
 
 
+def mamba2_ablation() -> Ablation:
+    """The linear-recurrent baseline; its model section is sized in :func:`ablation_config`."""
+    return Ablation(MAMBA2, "Mamba2 (linear recurrent) of the same parameter count")
+
+
 def choose_ablations(window: int, names: Sequence[str] | None) -> list[Ablation]:
     """The eight configs (``names=None``), or those named (in the order of the known configs)."""
     chosen = ablations(window)
@@ -97,21 +121,24 @@ def choose_ablations(window: int, names: Sequence[str] | None) -> list[Ablation]
         return chosen
     if not names:
         raise ValueError("no config named: pass None for the eight configs, or names such as transformer++,swat")
-    known = chosen + extra_ablations(window)
+    known = chosen + [mamba2_ablation()] + extra_ablations(window)
     unknown = sorted(set(names) - {a.name for a in known})
     if unknown:
         raise ValueError(f"unknown configs {unknown}: choose from {[a.name for a in known]}")
     return [a for a in known if a.name in names]
 
 
-def ablation_config(preset: str, overrides: Sequence[str], ablation: Ablation, steps: int) -> TrainConfig:
+def ablation_config(preset: str, overrides: Sequence[str], ablation: Ablation, steps: int,
+                    seed: int | None = None) -> TrainConfig:
     """The training config of one ablation: the ``preset`` with the user's ``overrides``, then the
     ablation's model fields, ``steps`` optimiser steps, evaluation and checkpoints only at the end
-    (and for ``train_short`` sequences of one window, the batch scaled to keep the tokens per step)."""
+    (and for ``train_short`` sequences of one window, the batch scaled to keep the tokens per step).
+    The ``mamba2`` baseline keeps everything but the model, which :func:`mamba2_fields` sizes to
+    the SWAT model's parameter count (the user's ``model.*`` overrides shape that SWAT model)."""
     base = load_config(preset, overrides)
-    own = [f"name={ablation.name}", f"train.steps={steps}",
-           f"optim.warmup_steps={min(base.optim.warmup_steps, max(1, steps // 10))}",
-           "eval.every=0", "checkpoint.every=0", "checkpoint.keep_last=1"]
+    if ablation.name == MAMBA2:
+        return _mamba2_config(preset, overrides, base, steps, seed)
+    own = _run_settings(ablation.name, base, steps, seed)
     own += [f"model.{key}={json.dumps(value)}" for key, value in ablation.model.items()]
     if ablation.train_short:
         window = ablation.model.get("sliding_window", base.model_config().sliding_window)
@@ -121,10 +148,35 @@ def ablation_config(preset: str, overrides: Sequence[str], ablation: Ablation, s
     return load_config(preset, [*overrides, *own])
 
 
+def _run_settings(name: str, base: TrainConfig, steps: int, seed: int | None) -> list[str]:
+    """The overrides every ablation shares: its name, steps (warm-up at most a tenth of them),
+    evaluation and checkpoints only at the end, and the seed when one is given."""
+    own = [f"name={name}", f"train.steps={steps}",
+           f"optim.warmup_steps={min(base.optim.warmup_steps, max(1, steps // 10))}",
+           "eval.every=0", "checkpoint.every=0", "checkpoint.keep_last=1"]
+    return own if seed is None else [*own, f"train.seed={seed}"]
+
+
+def _mamba2_config(preset: str, overrides: Sequence[str], base: TrainConfig, steps: int,
+                   seed: int | None) -> TrainConfig:
+    vocab_size = read_manifest(base.data.dir)["vocab_size"]
+    swat = base.model_config(vocab_size=vocab_size)
+    fields = mamba2_fields(parameter_count(swat), vocab_size=vocab_size, hidden_size=swat.hidden_size,
+                           tie_word_embeddings=swat.tie_word_embeddings)
+    own = _run_settings(MAMBA2, base, steps, seed) + ["model.preset=null"]
+    own += [f"model.{key}={json.dumps(value)}" for key, value in fields.items()]
+    return load_config(preset, [*(o for o in overrides if not o.startswith("model.")), *own])
+
+
+def model_sizes(configs: dict[str, TrainConfig], vocab_size: int) -> dict[str, int]:
+    """Parameters of each config's model."""
+    return {name: parameter_count(config.model_config(vocab_size=vocab_size)) for name, config in configs.items()}
+
+
 def seconds_per_step(config: TrainConfig, vocab_size: int, repeats: int = 2) -> float:
     """Wall time of one optimiser step of ``config`` (forward, backward, AdamW), measured here."""
     torch.manual_seed(0)
-    model = SWATForCausalLM(config.model_config(vocab_size=vocab_size))
+    model = AutoModelForCausalLM.from_config(config.model_config(vocab_size=vocab_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     micro = config.train.micro_batch_size
     batch = torch.randint(0, vocab_size, (micro, config.data.seq_len))
@@ -173,56 +225,98 @@ def reproduce(
     names: Sequence[str] | None = None,
     eval_tokens: int | None = None,
     passkey_trials: int = 5,
+    seeds: Sequence[int] | None = None,
+    budget: str | None = None,
 ) -> dict[str, Any]:
     """Train the ablations (or those in ``names``) and evaluate them; returns what
     ``reproduce.json`` holds. With ``steps=None`` the step count comes from ``minutes``; the
     held-out tokens per evaluation length (``eval_tokens``) default to 16k per hour of budget, at
-    least one sequence of the longest length. Every setting is checked before anything is trained."""
-    _check_settings(minutes=minutes, steps=steps, eval_tokens=eval_tokens, passkey_trials=passkey_trials)
+    least one sequence of the longest length. ``seeds`` trains every config once per seed (default:
+    the preset's one seed). A ``budget`` from :data:`BUDGETS` sets ``names``, ``steps``, ``seeds``
+    and ``eval_tokens`` where they are None. Every setting is checked before anything is trained;
+    the training time estimated from the measured seconds per step is printed before it starts."""
+    if budget is not None:
+        if budget not in BUDGETS:
+            raise ValueError(f"unknown budget {budget!r}: choose from {sorted(BUDGETS)}")
+        preset_values = BUDGETS[budget]
+        names = preset_values["names"] if names is None else names
+        steps = preset_values["steps"] if steps is None else steps
+        seeds = preset_values["seeds"] if seeds is None else seeds
+        eval_tokens = preset_values["eval_tokens"] if eval_tokens is None else eval_tokens
+    _check_settings(minutes=minutes, steps=steps, eval_tokens=eval_tokens, passkey_trials=passkey_trials, seeds=seeds)
     started = time.perf_counter()
     out = Path(out)
     data_dir = ensure_data(data_dir)
+    vocab_size = read_manifest(data_dir)["vocab_size"]
     base_overrides = [f"data.dir={data_dir}", *overrides]
     base = load_config(preset, base_overrides)
     window = base.model_config().sliding_window
     if window is None:
         raise ValueError("the base config must have a sliding_window (the SWAT window of the ablations)")
     chosen = choose_ablations(window, names)
+    seed_list = [None] if seeds is None else list(seeds)
+    probes = {a.name: ablation_config(preset, base_overrides, a, 1) for a in chosen}
+    sizes = model_sizes(probes, vocab_size)
+    print("parameters: " + ", ".join(f"{name} {count:,}" for name, count in sizes.items()))
     if steps is None:
-        steps = steps_within(minutes, ablation_config(preset, base_overrides, chosen[0], 1),
-                             read_manifest(data_dir)["vocab_size"], len(chosen))
+        steps = steps_within(minutes, probes[chosen[0].name], vocab_size, len(chosen) * len(seed_list))
     tokens = steps * base.train.batch_size * base.data.seq_len
     if eval_tokens is None:
         eval_tokens = max(LENGTH_MULTIPLES[-1] * base.data.seq_len, int(16384 * minutes / 60))
-    print(f"{len(chosen)} configs x {steps} steps x {base.train.batch_size * base.data.seq_len:,} tokens "
-          f"= {tokens:,} training tokens each, seed {base.train.seed}, data {data_dir}")
+    shown_seeds = base.train.seed if seeds is None else ", ".join(map(str, seed_list))
+    print(f"{len(chosen)} configs x {len(seed_list)} seeds x {steps} steps x "
+          f"{base.train.batch_size * base.data.seq_len:,} tokens = {tokens:,} training tokens each, "
+          f"seeds {shown_seeds}, data {data_dir}")
+    estimate = estimate_training_seconds(probes, vocab_size, steps, len(seed_list))
 
-    runs, train_seconds = {}, {}
+    runs, train_seconds = [], {}
     for ablation in chosen:
-        runs[ablation.name] = ablation_run(out, ablation.name)
-        config = ablation_config(preset, base_overrides, ablation, steps)
-        train_seconds[ablation.name] = train_or_reuse(runs[ablation.name], config)
+        for seed in seed_list:
+            run = ablation_run(out, ablation.name, seed)
+            label = ablation.name if seed is None else f"{ablation.name}/seed-{seed}"
+            config = ablation_config(preset, base_overrides, ablation, steps, seed)
+            train_seconds[label] = train_or_reuse(run, config)
+            runs.append(dict(name=ablation.name, seed=config.train.seed, label=label, path=str(run.final)))
     eval_start = time.perf_counter()
-    evaluation = evaluate_runs({name: run.final for name, run in runs.items()}, data_dir, base, out,
+    evaluation = evaluate_runs({r["label"]: Path(r["path"]) for r in runs}, data_dir, base, out,
                                eval_tokens=eval_tokens, passkey_trials=passkey_trials)
     result = dict(
         settings=dict(preset=preset, overrides=list(overrides), data=str(data_dir), steps=steps,
                       batch_size=base.train.batch_size, seq_len=base.data.seq_len, tokens_per_config=tokens,
-                      seed=base.train.seed, window=window, minutes=minutes, eval_tokens=eval_tokens),
+                      seed=base.train.seed, seeds=[r["seed"] for r in runs if r["name"] == chosen[0].name],
+                      budget=budget, window=window, minutes=minutes, eval_tokens=eval_tokens),
         ablations=[dict(name=a.name, description=a.description, model=a.model, train_short=a.train_short)
                    for a in chosen],
+        parameters=sizes,
+        runs=runs,
+        estimated_train_seconds=estimate,
         wall_seconds=dict(train=train_seconds, evaluate=time.perf_counter() - eval_start,
                           total=time.perf_counter() - started),
         **evaluation,
     )
-    result["summary"] = summary_rows(result)
+    result["per_seed"] = summary_rows(result)
+    result["summary"] = aggregate_seeds(result["per_seed"])
     result["claims"] = check_claims(result["summary"], LENGTH_MULTIPLES[-1])
     write_json(out / "reproduce.json", result)
     write_text(out / "summary.md", summary_markdown(result))
     return result
 
 
-def _check_settings(*, minutes: float, steps: int | None, eval_tokens: int | None, passkey_trials: int) -> None:
+def estimate_training_seconds(configs: dict[str, TrainConfig], vocab_size: int, steps: int, seeds: int) -> float:
+    """Training wall time of ``seeds`` runs of ``steps`` steps of every config, from one step of
+    each measured here (printed, per config and in all)."""
+    per_step = {name: seconds_per_step(config, vocab_size) for name, config in configs.items()}
+    total = sum(per_step.values()) * steps * seeds
+    print("measured seconds per step: " + ", ".join(f"{name} {t:.3f}" for name, t in per_step.items())
+          + f"; estimated training time {total / 3600:.2f} h ({steps} steps x {seeds} seeds), plus evaluation")
+    return total
+
+
+def _check_settings(*, minutes: float, steps: int | None, eval_tokens: int | None, passkey_trials: int,
+                    seeds: Sequence[int] | None) -> None:
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or any(
+            not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 for seed in seeds)):
+        raise ValueError(f"seeds must be distinct whole numbers >= 0, e.g. 0,1,2, got {list(seeds)!r}")
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
         raise ValueError(f"minutes must be a finite number > 0 (the wall-time budget), got {minutes!r}")
     for name, value, optional in (("steps", steps, True), ("eval_tokens", eval_tokens, True),
@@ -250,6 +344,8 @@ def check_reusable(run: RunDir, config: TrainConfig) -> None:
     if saved != config.to_dict():
         raise ValueError(f"{run.root} holds a run trained with another config (e.g. another step count): pass "
                          f"--steps {saved.get('train', {}).get('steps')} to reuse it, or another --out")
+    if config.model_type != "swat":
+        return
     trained = SWATConfig.from_pretrained(run.final)
     wanted = config.model_config(vocab_size=trained.vocab_size)
     if _bias_and_slopes(trained) != _bias_and_slopes(wanted):
@@ -267,7 +363,8 @@ def evaluate_runs(models: dict[str, Path], data_dir: Path, base: TrainConfig, ou
                   passkey_trials: int) -> dict[str, Any]:
     """Length, passkey and attention evaluations of every trained model, outputs into ``out``.
     Where the passkey prompt fits no cell of the grid (a window and depth far smaller than the
-    prompt), the passkey test is skipped and ``passkey_skipped`` says why."""
+    prompt), the passkey test is skipped and ``passkey_skipped`` says why. A model without
+    attention (Mamba2) has no attention statistics: its entry in ``attention`` is None."""
     train_length = base.data.seq_len
     lengths = [m * train_length for m in LENGTH_MULTIPLES]
     swat_config = base.model_config()
@@ -285,11 +382,13 @@ def evaluate_runs(models: dict[str, Path], data_dir: Path, base: TrainConfig, ou
                 passkey_skipped = str(error)
                 print(f"passkey skipped: {passkey_skipped}")
         attention_results.append(diagnose_attention(model, sequences_of(tokens, train_length, ATTENTION_SEQUENCES),
-                                                    label=name))
+                                                    label=name) if has_attention(model.config) else None)
     write_length_outputs(length_results, out, train_length)
     if passkey_skipped is None:
         write_passkey_outputs(passkey_results, out)
-    write_attention_outputs(attention_results, out)
+    diagnosed = [r for r in attention_results if r is not None]
+    if diagnosed:
+        write_attention_outputs(diagnosed, out)
     return dict(length=length_results, passkey=None if passkey_skipped else passkey_results,
                 passkey_skipped=passkey_skipped, attention=attention_results,
                 train_length=train_length, window=swat_config.sliding_window,
@@ -309,41 +408,56 @@ def _passkey_regimes(passkey: dict[str, Any], window: int, reach: int) -> dict[s
 
 
 def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per config: perplexity at every multiple of the training length, passkey accuracy
-    per regime and the mean attention statistics."""
+    """One row per trained run (config and seed): perplexity at every multiple of the training
+    length and its growth to the longest, passkey accuracy per regime and the mean attention
+    statistics (NaN for a model without attention)."""
     rows = []
-    passkeys = result["passkey"] or [{"cells": []}] * len(result["ablations"])
-    for info, length, passkey, attention in zip(result["ablations"], result["length"], passkeys,
-                                                result["attention"], strict=True):
+    passkeys = result["passkey"] or [{"cells": []}] * len(result["runs"])
+    descriptions = {a["name"]: a["description"] for a in result["ablations"]}
+    longest = LENGTH_MULTIPLES[-1]
+    for run, length, passkey, attention in zip(result["runs"], result["length"], passkeys,
+                                               result["attention"], strict=True):
         ppl = {f"ppl@{m}x": row["ppl"] for m, row in zip(LENGTH_MULTIPLES, length["lengths"], strict=True)}
-        rows.append(dict(name=info["name"], description=info["description"], **ppl,
+        means = attention["mean"] if attention else {}
+        rows.append(dict(name=run["name"], description=descriptions[run["name"]], seed=run["seed"], **ppl,
+                         **{extrapolation_column(longest): ppl[f"ppl@{longest}x"] / ppl["ppl@1x"]},
                          **{f"passkey {k}": v for k, v in
                             _passkey_regimes(passkey, result["window"], result["receptive_field"]).items()},
-                         sink_share=attention["mean"]["sink_share"], sink_ratio=attention["mean"]["sink_ratio"],
-                         total_weight=attention["mean"]["total_weight"]))
+                         **{k: means.get(k, math.nan) for k in ("sink_share", "sink_ratio", "total_weight")}))
     return rows
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
     rows = result["summary"]
-    columns = [k for k in rows[0] if k not in ("name", "description")]
+    columns = [k for k in rows[0] if k not in ("name", "description", "seeds") and not k.endswith(STD_SUFFIX)]
+    seeds = s.get("seeds") or [s["seed"]]
     text = (f"# swat reproduce\n\n`{s['preset']}` preset, window {s['window']}, training length {s['seq_len']}, "
             f"{s['steps']} steps x {s['batch_size']} sequences = {s['tokens_per_config']:,} tokens per config, "
-            f"seed {s['seed']}, data `{s['data']}`. Wall time {result['wall_seconds']['total'] / 60:.1f} min "
+            f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))}, data `{s['data']}`. "
+            f"Wall time {result['wall_seconds']['total'] / 60:.1f} min "
             f"(evaluation {result['wall_seconds']['evaluate'] / 60:.1f} min)")
     reused = [name for name, seconds in result["wall_seconds"]["train"].items() if seconds is None]
     text += f"; {len(reused)} of the runs were trained by an earlier invocation.\n\n" if reused else ".\n\n"
-    text += markdown_table(["config", "what"] + columns,
-                           [[r["name"], r["description"]] + [r[c] for c in columns] for r in rows])
-    text += ("\nppl@Nx: held-out perplexity on sequences N times the training length. passkey: accuracy by "
-             f"where the key lies (window {result['window']}, receptive field {result['receptive_field']}). "
-             f"sink_share: attention on the first {result['attention'][0]['sink_tokens']} tokens as a share of each query's total; sink_ratio: that "
-             "share over a uniform head's; total_weight: sum of a query's weights (1 for softmax).\n")
+    text += "Parameters: " + ", ".join(f"{name} {count:,}" for name, count in result["parameters"].items()) + ".\n\n"
+    text += markdown_table(["config", "what", "seeds"] + columns,
+                           [[r["name"], r["description"], r["seeds"]] + [format_spread(r, c) for c in columns]
+                            for r in rows])
+    text += ("\nppl@Nx: held-out perplexity on sequences N times the training length; ppl@16x/1x its growth. "
+             f"passkey: accuracy by where the key lies (window {result['window']}, receptive field "
+             f"{result['receptive_field']}). sink_share: attention on the first tokens as a share of each "
+             "query's total; sink_ratio: that share over a uniform head's; total_weight: sum of a query's "
+             "weights (1 for softmax); '-' where a model has no attention. With several seeds a cell is "
+             "mean ± standard deviation over them.\n")
     if result.get("passkey_skipped"):
         text += f"\npasskey: skipped, {result['passkey_skipped']}\n"
     text += "\n## Claims\n\n"
-    text += markdown_table(["claim", "our evidence", "holds here"],
-                           [[c["claim"], c["evidence"], {True: "yes", False: "no", None: "inconclusive"}[c["holds"]]]
-                            for c in result["claims"]])
+    if len(seeds) > 1:
+        text += (f"Over {len(seeds)} seeds, a claim holds or fails only where the difference it rests on exceeds "
+                 "the seed spread (the sum of the two standard deviations); otherwise it is inconclusive.\n\n")
+    else:
+        text += ("One seed: no spread is measured, so any difference decides a claim; train several seeds "
+                 "(--seeds 0,1,2 or --budget decisive) for a verdict with error bars.\n\n")
+    text += markdown_table(["claim", "our evidence", "verdict"],
+                           [[c["claim"], c["evidence"], VERDICTS[c["holds"]]] for c in result["claims"]])
     return text
