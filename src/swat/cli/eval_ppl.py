@@ -11,7 +11,6 @@ the mean loss and the throughput in tokens/s.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 from swat.cli.options import (
@@ -24,6 +23,7 @@ from swat.cli.options import (
 from swat.evaluation.loading import model_kind, token_pieces
 from swat.evaluation.perplexity import stream_loss
 from swat.models.loading import DTYPES, load_model
+from swat.models.loss import perplexity
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"tokens: {result.tokens:,}  chunk size: {args.chunk_size}  model: "
           f"{model_kind(model.config)}")
     print(f"loss: {result.loss:.6f} nats/token")
-    print(f"perplexity: {math.exp(result.loss):.6f}")
+    print(f"perplexity: {perplexity(result.loss):.6f}")
     print(f"throughput: {result.tokens / elapsed:,.0f} tokens/s ({elapsed:.2f} s)")
     return 0

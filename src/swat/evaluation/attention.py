@@ -29,6 +29,7 @@ from transformers import PreTrainedModel
 
 from swat.evaluation.loading import has_attention, model_kind
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
+from swat.ops.reference import band_mask
 
 STATISTICS = {"sink_share": "sink share", "sink_ratio": "sink ratio (vs uniform)",
               "total_weight": "total weight per query", "weight_variance": "weight variance"}
@@ -38,8 +39,7 @@ def head_statistics(weights: torch.Tensor, window: int | None, sink_tokens: int)
     """Per-head statistics (each ``[heads]``) of full-sequence weights ``[batch, heads, n, n]``."""
     n = weights.shape[-1]
     positions = torch.arange(n, device=weights.device)
-    delta = positions[:, None] - positions[None, :]
-    visible = (delta >= 0) & (delta < (window or n))  # [n, n]: the band, docs/spec.md section 1
+    visible = band_mask(n, n, window, weights.device)  # [n, n]: the band, docs/spec.md section 1
     count = visible.sum(-1).to(weights.dtype)  # keys each query sees
     total = weights.sum(-1)  # [batch, heads, n]
     mean = total / count
@@ -66,7 +66,7 @@ def diagnose_attention(
                          "diagnosis does not apply to it (diagnose models with attention, e.g. swat or llama)")
     attentions = _attention_weights(model, sequences.to(model.device))
     if not attentions or len(attentions) != config.num_hidden_layers or attentions[0] is None:
-        raise RuntimeError(f"{label} returned no attention weights for output_attentions=True: "
+        raise ValueError(f"{label} returned no attention weights for output_attentions=True: "
                            "diagnose a swat model (or another model that returns them)")
     window = getattr(config, "sliding_window", None)
     layers = []

@@ -22,10 +22,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from swat.evaluation.checks import check_count
 from swat.evaluation.loading import model_kind, sequences_of
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
+from swat.utils.checks import check_count
 
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 

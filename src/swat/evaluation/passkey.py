@@ -29,11 +29,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from swat.evaluation.checks import check_count
 from swat.evaluation.loading import model_kind, receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import PREFILL_CHUNK_SIZE, prefill
+from swat.models.compat import CACHE_FIELD
 from swat.models.loss import next_token_loss
+from swat.utils.checks import check_count
 
 INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
                "I will quiz you about the important information there.")
@@ -104,7 +105,7 @@ def score_answer(model: PreTrainedModel, context: list[int], answer: list[int], 
     logits, cache = prefill(model, torch.tensor([context], device=device), chunk_size=chunk_size)
     logits = logits[:, None]
     if len(answer) > 1:
-        rest = model(input_ids=torch.tensor([answer[:-1]], device=device), cache=cache, use_cache=True).logits
+        rest = model(input_ids=torch.tensor([answer[:-1]], device=device), use_cache=True, **{CACHE_FIELD: cache}).logits
         logits = torch.cat([logits, rest], dim=1)
     targets = torch.tensor(answer, device=device)
     logits = logits[0]

@@ -15,10 +15,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from swat.evaluation.checks import check_count
 from swat.models.cache import forward_in_chunks
 from swat.models.compat import output_cache
 from swat.models.loss import next_token_loss
+from swat.utils.checks import check_count
 
 
 @dataclass

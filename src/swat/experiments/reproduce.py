@@ -43,7 +43,6 @@ from swat.data.corpus import default_data_dir, shakespeare_corpus
 from swat.data.prepare import prepare_data
 from swat.data.shards import MANIFEST_NAME, read_manifest
 from swat.evaluation.attention import diagnose_attention, write_attention_outputs
-from swat.evaluation.checks import check_count
 from swat.evaluation.length import evaluate_lengths, write_length_outputs
 from swat.evaluation.loading import has_attention, read_tokens, receptive_field, sequences_of
 from swat.evaluation.passkey import NoPasskeyCellFits, default_grid, evaluate_passkey, write_passkey_outputs
@@ -55,6 +54,7 @@ from swat.models import SWATConfig
 from swat.models.loading import load_model
 from swat.training import TrainConfig, load_config, train
 from swat.training.run_dir import RunDir
+from swat.utils.checks import check_count
 
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
 TRAIN_SHARE = 0.8  # of --minutes spent training; the rest evaluates

@@ -20,6 +20,7 @@ from transformers.cache_utils import Cache
 from swat.models.cache import PREFILL_CHUNK_SIZE, forward_in_chunks
 from swat.models.compat import output_cache
 from swat.models.loss import next_token_loss
+from swat.utils.checks import check_count
 
 
 @torch.no_grad()  # not inference_mode: the caller goes on decoding with the cache, in any mode
@@ -37,7 +38,7 @@ def prefill(
     ``attention_mask [batch, past + n]`` (zeros = left padding) works as in ``generate``:
     padding is never attended.
     """
-    _check_chunk_size(chunk_size)
+    check_count("chunk_size", chunk_size, what="tokens per forward")
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must be [batch, n] with n >= 1, got shape {tuple(input_ids.shape)}")
     chunks = forward_in_chunks(model, input_ids, chunk_size=chunk_size, cache=cache, attention_mask=attention_mask,
@@ -62,7 +63,7 @@ def streaming_nll(
         float32 ``[n - 1]`` (or ``[batch, n - 1]``): entry ``t`` is ``-log p(x_{t+1} | x_0..x_t)``.
         The perplexity is ``exp(mean)``.
     """
-    _check_chunk_size(chunk_size)
+    check_count("chunk_size", chunk_size, what="tokens per forward")
     ids = token_ids[None] if token_ids.dim() == 1 else token_ids
     if ids.dim() != 2 or ids.shape[1] < 2:
         raise ValueError(f"token_ids must be [n] or [batch, n] with n >= 2, got shape {tuple(token_ids.shape)}")
@@ -76,8 +77,3 @@ def streaming_nll(
                                                            ids[:, start + 1:start + 1 + scored], reduction="none")
             bar.update(outputs.logits.shape[1])
     return nll[0] if token_ids.dim() == 1 else nll
-
-
-def _check_chunk_size(chunk_size: int) -> None:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an int >= 1 (tokens per forward), got {chunk_size!r}")

@@ -1,4 +1,4 @@
-"""Checks of the arguments the evaluations share, raising ``ValueError`` that say what to pass."""
+"""Checks of arguments that many functions share, raising ``ValueError``s that say what to pass."""
 
 from __future__ import annotations
 
