@@ -53,6 +53,41 @@ def _row_geometry(row0, q_len, group, offset, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def _load_rows(Ptr, b, r, head, d, io_mask, s_b, s_n, s_h, s_d, UPCAST: tl.constexpr):
+    """A ``[BLOCK_M, BLOCK_D]`` tile of a query-shaped tensor (``q``, ``dO``) at rows ``(r, head)``."""
+    tile = tl.load(Ptr + b * s_b + r[:, None] * s_n + head[:, None] * s_h + d[None, :] * s_d,
+                   mask=io_mask, other=0.0)
+    if UPCAST:
+        tile = tile.to(tl.float32)
+    return tile
+
+
+@triton.jit
+def _row_terms(Slopes, Segments, b, r, head, pos_i, row_ok, sseg_b, sseg_n,
+               HAS_SLOPES: tl.constexpr, HAS_SEGMENTS: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Each row's slope ``m_h`` (0 without slopes) and segment id (its position without segments)."""
+    slope = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if HAS_SLOPES:
+        slope = tl.load(Slopes + head, mask=row_ok, other=0.0)
+    seg_i = r
+    if HAS_SEGMENTS:
+        seg_i = tl.load(Segments + b * sseg_b + pos_i * sseg_n, mask=row_ok, other=-1)
+    return slope, seg_i
+
+
+@triton.jit
+def _softmax_rows(Lse, RowDot, b, r, head, row_ok, sl_b, sl_h, sl_n,
+                  SOFTMAX: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Each row's saved log-sum-exp and ``rowsum(dO * O)`` for the softmax backward (zeros for sigmoid)."""
+    lse = tl.zeros([BLOCK_M], dtype=tl.float32)
+    row_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if SOFTMAX:
+        lse = tl.load(Lse + b * sl_b + head * sl_h + r * sl_n, mask=row_ok, other=0.0)
+        row_dot = tl.load(RowDot + b * sl_b + head * sl_h + r * sl_n, mask=row_ok, other=0.0)
+    return lse, row_dot
+
+
+@triton.jit
 def _scores(q, k_tile, pos_i, pos_j, row_ok, col_ok, slope, seg_i, seg_j, scale, sigmoid_bias, window,
             HAS_SLOPES: tl.constexpr, HAS_SEGMENTS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """One tile's scores ``[BLOCK_M, BLOCK_N]`` (float32) and the mask of the pairs in the band."""
@@ -98,16 +133,9 @@ def attention_forward_kernel(
     d = tl.arange(0, BLOCK_D)
     d_ok = d < head_dim
 
-    q = tl.load(Q + b * sq_b + r[:, None] * sq_n + head[:, None] * sq_h + d[None, :] * sq_d,
-                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-    slope = tl.zeros([BLOCK_M], dtype=tl.float32)
-    if HAS_SLOPES:
-        slope = tl.load(Slopes + head, mask=row_ok, other=0.0)
-    seg_i = r
-    if HAS_SEGMENTS:
-        seg_i = tl.load(Segments + b * sseg_b + pos_i * sseg_n, mask=row_ok, other=-1)
+    q = _load_rows(Q, b, r, head, d, row_ok[:, None] & d_ok[None, :], sq_b, sq_n, sq_h, sq_d, UPCAST)
+    slope, seg_i = _row_terms(Slopes, Segments, b, r, head, pos_i, row_ok, sseg_b, sseg_n,
+                              HAS_SLOPES, HAS_SEGMENTS, BLOCK_M)
 
     first_i = offset + row0 // group
     last_i = offset + (tl.minimum(row0 + BLOCK_M, q_len * group) - 1) // group
@@ -229,25 +257,11 @@ def attention_backward_dkdv_kernel(
         row_ok, r, g, pos_i = _row_geometry(row0, q_len, group, offset, BLOCK_M)
         head = kv_head * group + g
         io_mask = row_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + b * sq_b + r[:, None] * sq_n + head[:, None] * sq_h + d[None, :] * sq_d,
-                    mask=io_mask, other=0.0)
-        if UPCAST:
-            q = q.to(tl.float32)
-        do = tl.load(dO + b * sdo_b + r[:, None] * sdo_n + head[:, None] * sdo_h + d[None, :] * sdo_d,
-                     mask=io_mask, other=0.0)
-        if UPCAST:
-            do = do.to(tl.float32)
-        slope = tl.zeros([BLOCK_M], dtype=tl.float32)
-        if HAS_SLOPES:
-            slope = tl.load(Slopes + head, mask=row_ok, other=0.0)
-        seg_i = r
-        if HAS_SEGMENTS:
-            seg_i = tl.load(Segments + b * sseg_b + pos_i * sseg_n, mask=row_ok, other=-1)
-        lse = tl.zeros([BLOCK_M], dtype=tl.float32)
-        row_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
-        if SOFTMAX:
-            lse = tl.load(Lse + b * sl_b + head * sl_h + r * sl_n, mask=row_ok, other=0.0)
-            row_dot = tl.load(RowDot + b * sl_b + head * sl_h + r * sl_n, mask=row_ok, other=0.0)
+        q = _load_rows(Q, b, r, head, d, io_mask, sq_b, sq_n, sq_h, sq_d, UPCAST)
+        do = _load_rows(dO, b, r, head, d, io_mask, sdo_b, sdo_n, sdo_h, sdo_d, UPCAST)
+        slope, seg_i = _row_terms(Slopes, Segments, b, r, head, pos_i, row_ok, sseg_b, sseg_n,
+                                  HAS_SLOPES, HAS_SEGMENTS, BLOCK_M)
+        lse, row_dot = _softmax_rows(Lse, RowDot, b, r, head, row_ok, sl_b, sl_h, sl_n, SOFTMAX, BLOCK_M)
         p, ds = _weights_and_score_grads(q, k_tile, v_tile, do, pos_i, pos_j, row_ok, col_ok, slope, seg_i,
                                          seg_j, lse, row_dot, scale, sigmoid_bias, window,
                                          SOFTMAX, HAS_SLOPES, HAS_SEGMENTS, INPUT_PRECISION)
@@ -286,25 +300,11 @@ def attention_backward_dq_kernel(
     d = tl.arange(0, BLOCK_D)
     d_ok = d < head_dim
     io_mask = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * sq_b + r[:, None] * sq_n + head[:, None] * sq_h + d[None, :] * sq_d,
-                mask=io_mask, other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-    do = tl.load(dO + b * sdo_b + r[:, None] * sdo_n + head[:, None] * sdo_h + d[None, :] * sdo_d,
-                 mask=io_mask, other=0.0)
-    if UPCAST:
-        do = do.to(tl.float32)
-    slope = tl.zeros([BLOCK_M], dtype=tl.float32)
-    if HAS_SLOPES:
-        slope = tl.load(Slopes + head, mask=row_ok, other=0.0)
-    seg_i = r
-    if HAS_SEGMENTS:
-        seg_i = tl.load(Segments + b * sseg_b + pos_i * sseg_n, mask=row_ok, other=-1)
-    lse = tl.zeros([BLOCK_M], dtype=tl.float32)
-    row_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
-    if SOFTMAX:
-        lse = tl.load(Lse + b * sl_b + head * sl_h + r * sl_n, mask=row_ok, other=0.0)
-        row_dot = tl.load(RowDot + b * sl_b + head * sl_h + r * sl_n, mask=row_ok, other=0.0)
+    q = _load_rows(Q, b, r, head, d, io_mask, sq_b, sq_n, sq_h, sq_d, UPCAST)
+    do = _load_rows(dO, b, r, head, d, io_mask, sdo_b, sdo_n, sdo_h, sdo_d, UPCAST)
+    slope, seg_i = _row_terms(Slopes, Segments, b, r, head, pos_i, row_ok, sseg_b, sseg_n,
+                              HAS_SLOPES, HAS_SEGMENTS, BLOCK_M)
+    lse, row_dot = _softmax_rows(Lse, RowDot, b, r, head, row_ok, sl_b, sl_h, sl_n, SOFTMAX, BLOCK_M)
 
     first_i = offset + row0 // group
     last_i = offset + (tl.minimum(row0 + BLOCK_M, q_len * group) - 1) // group
