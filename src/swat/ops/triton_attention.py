@@ -167,6 +167,7 @@ def _backward(q, k, v, out, lse, grad_out, spec: AttentionSpec, block_m: int, bl
     group = heads // kv_heads
     window = spec.band(kv_len)
     segments, seg_strides = _segments(spec, q)
+    slopes = _slopes(spec, q)
     if spec.softmax:  # rowsum(dO * O), [batch, heads, q_len] like lse
         row_dot = (grad_out.float() * out.float()).sum(-1).transpose(1, 2).contiguous()
     else:
@@ -179,11 +180,11 @@ def _backward(q, k, v, out, lse, grad_out, spec: AttentionSpec, block_m: int, bl
     sizes = (q_len, kv_len, heads, group, head_dim, window, float(spec.scale), float(spec.sigmoid_bias))
     strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *lse.stride())
     attention_backward_dkdv_kernel[(-(-kv_len // block_n), batch * kv_heads)](
-        q, k, v, grad_out, lse, row_dot, dk, dv, _slopes(spec, q), segments,
+        q, k, v, grad_out, lse, row_dot, dk, dv, slopes, segments,
         *strides, *dk.stride(), *seg_strides, *sizes, **shared,
     )
     attention_backward_dq_kernel[(-(-q_len * group // block_m), batch * kv_heads)](
-        q, k, v, grad_out, lse, row_dot, dq, _slopes(spec, q), segments,
+        q, k, v, grad_out, lse, row_dot, dq, slopes, segments,
         *strides, *dq.stride(), *seg_strides, *sizes, **shared,
     )
     return dq, dk, dv

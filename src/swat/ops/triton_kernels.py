@@ -88,6 +88,26 @@ def _softmax_rows(Lse, RowDot, b, r, head, row_ok, sl_b, sl_h, sl_n,
 
 
 @triton.jit
+def _key_side(K, V, Segments, b, pos_j, col_ok, kv_head, d, d_ok,
+              sk_b, sk_n, sk_h, sk_d, sv_b, sv_n, sv_h, sv_d, sseg_b, sseg_n,
+              HAS_SEGMENTS: tl.constexpr, UPCAST: tl.constexpr):
+    """A block of keys at positions ``pos_j``: its ``K`` and ``V`` tiles ``[BLOCK_N, BLOCK_D]`` and
+    its segment ids (its positions without segments)."""
+    mask = col_ok[:, None] & d_ok[None, :]
+    k_tile = tl.load(K + b * sk_b + pos_j[:, None] * sk_n + kv_head * sk_h + d[None, :] * sk_d,
+                     mask=mask, other=0.0)
+    v_tile = tl.load(V + b * sv_b + pos_j[:, None] * sv_n + kv_head * sv_h + d[None, :] * sv_d,
+                     mask=mask, other=0.0)
+    if UPCAST:
+        k_tile = k_tile.to(tl.float32)
+        v_tile = v_tile.to(tl.float32)
+    seg_j = pos_j
+    if HAS_SEGMENTS:
+        seg_j = tl.load(Segments + b * sseg_b + pos_j * sseg_n, mask=col_ok, other=-2)
+    return k_tile, v_tile, seg_j
+
+
+@triton.jit
 def _scores(q, k_tile, pos_i, pos_j, row_ok, col_ok, slope, seg_i, seg_j, scale, sigmoid_bias, window,
             HAS_SLOPES: tl.constexpr, HAS_SEGMENTS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """One tile's scores ``[BLOCK_M, BLOCK_N]`` (float32) and the mask of the pairs in the band."""
@@ -151,17 +171,9 @@ def attention_forward_kernel(
     for start in range(lo, hi, BLOCK_N):
         pos_j = start + tl.arange(0, BLOCK_N)
         col_ok = pos_j < hi
-        k_tile = tl.load(K + b * sk_b + pos_j[:, None] * sk_n + kv_head * sk_h + d[None, :] * sk_d,
-                         mask=col_ok[:, None] & d_ok[None, :], other=0.0)
-        if UPCAST:
-            k_tile = k_tile.to(tl.float32)
-        v_tile = tl.load(V + b * sv_b + pos_j[:, None] * sv_n + kv_head * sv_h + d[None, :] * sv_d,
-                         mask=col_ok[:, None] & d_ok[None, :], other=0.0)
-        if UPCAST:
-            v_tile = v_tile.to(tl.float32)
-        seg_j = pos_j
-        if HAS_SEGMENTS:
-            seg_j = tl.load(Segments + b * sseg_b + pos_j * sseg_n, mask=col_ok, other=-2)
+        k_tile, v_tile, seg_j = _key_side(K, V, Segments, b, pos_j, col_ok, kv_head, d, d_ok,
+                                          sk_b, sk_n, sk_h, sk_d, sv_b, sv_n, sv_h, sv_d, sseg_b, sseg_n,
+                                          HAS_SEGMENTS, UPCAST)
         s, keep = _scores(q, k_tile, pos_i, pos_j, row_ok, col_ok, slope, seg_i, seg_j, scale,
                           sigmoid_bias, window, HAS_SLOPES, HAS_SEGMENTS, INPUT_PRECISION)
         if SOFTMAX:
@@ -236,17 +248,9 @@ def attention_backward_dkdv_kernel(
     d_ok = d < head_dim
     pos_j = j0 + tl.arange(0, BLOCK_N)
     col_ok = pos_j < kv_len
-    k_tile = tl.load(K + b * sk_b + pos_j[:, None] * sk_n + kv_head * sk_h + d[None, :] * sk_d,
-                     mask=col_ok[:, None] & d_ok[None, :], other=0.0)
-    if UPCAST:
-        k_tile = k_tile.to(tl.float32)
-    v_tile = tl.load(V + b * sv_b + pos_j[:, None] * sv_n + kv_head * sv_h + d[None, :] * sv_d,
-                     mask=col_ok[:, None] & d_ok[None, :], other=0.0)
-    if UPCAST:
-        v_tile = v_tile.to(tl.float32)
-    seg_j = pos_j
-    if HAS_SEGMENTS:
-        seg_j = tl.load(Segments + b * sseg_b + pos_j * sseg_n, mask=col_ok, other=-2)
+    k_tile, v_tile, seg_j = _key_side(K, V, Segments, b, pos_j, col_ok, kv_head, d, d_ok,
+                                      sk_b, sk_n, sk_h, sk_d, sv_b, sv_n, sv_h, sv_d, sseg_b, sseg_n,
+                                      HAS_SEGMENTS, UPCAST)
 
     # queries at positions j0 .. j0 + BLOCK_N - 1 + window - 1 see these keys
     first_r = tl.maximum(j0 - offset, 0)
@@ -314,17 +318,9 @@ def attention_backward_dq_kernel(
     for start in range(lo, hi, BLOCK_N):
         pos_j = start + tl.arange(0, BLOCK_N)
         col_ok = pos_j < hi
-        k_tile = tl.load(K + b * sk_b + pos_j[:, None] * sk_n + kv_head * sk_h + d[None, :] * sk_d,
-                         mask=col_ok[:, None] & d_ok[None, :], other=0.0)
-        if UPCAST:
-            k_tile = k_tile.to(tl.float32)
-        v_tile = tl.load(V + b * sv_b + pos_j[:, None] * sv_n + kv_head * sv_h + d[None, :] * sv_d,
-                         mask=col_ok[:, None] & d_ok[None, :], other=0.0)
-        if UPCAST:
-            v_tile = v_tile.to(tl.float32)
-        seg_j = pos_j
-        if HAS_SEGMENTS:
-            seg_j = tl.load(Segments + b * sseg_b + pos_j * sseg_n, mask=col_ok, other=-2)
+        k_tile, v_tile, seg_j = _key_side(K, V, Segments, b, pos_j, col_ok, kv_head, d, d_ok,
+                                          sk_b, sk_n, sk_h, sk_d, sv_b, sv_n, sv_h, sv_d, sseg_b, sseg_n,
+                                          HAS_SEGMENTS, UPCAST)
         p, ds = _weights_and_score_grads(q, k_tile, v_tile, do, pos_i, pos_j, row_ok, col_ok, slope, seg_i,
                                          seg_j, lse, row_dot, scale, sigmoid_bias, window,
                                          SOFTMAX, HAS_SLOPES, HAS_SEGMENTS, INPUT_PRECISION)
