@@ -50,6 +50,12 @@ def load_model(
             f"no tokenizer in {path} ({_first_line(error)}): save the tokenizer next to the model "
             "(tokenizer.save_pretrained)"
         ) from error
+    return load_weights(path, config, dtype).to(device).eval(), tokenizer
+
+
+def load_weights(path: str | Path, config: PretrainedConfig, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """The model of directory ``path`` for ``config``, its weights read from safetensors only;
+    ``ValueError`` naming the damage when a file cannot be read or does not fit the config."""
     try:
         model, info = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, use_safetensors=True,
                                                            trust_remote_code=False, output_loading_info=True)
@@ -67,7 +73,7 @@ def load_model(
             f"the weights in {path} do not fit its config.json ({len(names)} tensors missing or of another "
             f"shape, e.g. {names[0]}): the directory mixes files of different models; save it again"
         )
-    return model.to(device).eval(), tokenizer
+    return model
 
 
 def load_config(path: str | Path) -> PretrainedConfig:

@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from swat.data.corpus import default_data_dir
 from swat.data.shards import TokenShards
 from swat.data.tokenizer import load_tokenizer
+from swat.models import loading
 from swat.models.compat import enable_activation_checkpointing
 from swat.models.loss import next_token_loss, perplexity
 from swat.ops.device import fast_low_precision_matmul
@@ -517,8 +518,8 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any], checkpoint: Pat
 def _load_model(checkpoint: Path) -> PreTrainedModel:
     try:
         with ckpt.quiet_transformers_progress():
-            return AutoModelForCausalLM.from_pretrained(checkpoint)
-    except Exception as error:  # any failure to read the weights means the checkpoint is damaged
+            return loading.load_weights(checkpoint, loading.load_config(checkpoint))
+    except (ValueError, OSError) as error:  # the checkpoint is damaged
         raise ValueError(f"cannot load the model of {checkpoint} ({str(error).splitlines()[0][:200]}): resume from "
                          f"an earlier checkpoint by writing its name into {checkpoint.parent / ckpt.LATEST}, or "
                          "start anew with --overwrite") from None
