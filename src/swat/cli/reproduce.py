@@ -13,8 +13,8 @@ apart: SWAT, Transformer++, softmax SWA, sigmoid SWA with one-sided ALiBi and a 
 parameter count, 3000 steps (6.1M tokens) each, seeds 0, 1, 2, 32k held-out tokens per evaluation
 length; the summary gives mean +- std over the seeds and decides a claim only where a difference
 exceeds that spread. Before it starts it prints the training time it expects from the seconds
-per step it measures (about 3 h on two shared CPU cores: 0.2 s per step of the attention models,
-0.46 s of Mamba2's pure-PyTorch path), plus minutes of evaluation. --configs, --steps, --seeds
+per step it measures (about 2.4 h on two idle AMX CPU cores: 0.13-0.15 s per step of the attention
+models, 0.39 s of Mamba2's pure-PyTorch path), plus minutes of evaluation. --configs, --steps, --seeds
 and --eval-tokens override the budget's values.
 """
 
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the preset's seed)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
                         help="a preset of configs, steps, seeds and evaluation tokens: decisive = the 5 configs of "
-                             "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (about 3 h on 2 CPU cores)")
+                             "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (about 2.5 h on 2 CPU cores)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")
 

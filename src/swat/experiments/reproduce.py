@@ -53,7 +53,9 @@ from swat.experiments.seeds import STD_SUFFIX, aggregate_seeds, format_spread
 from swat.models import SWATConfig
 from swat.models.loading import load_model
 from swat.training import TrainConfig, load_config, train
+from swat.training.distributed import pick_device
 from swat.training.run_dir import RunDir
+from swat.training.trainer import use_bf16, window_loss
 from swat.utils.checks import check_count
 
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
@@ -174,20 +176,25 @@ def model_sizes(configs: dict[str, TrainConfig], vocab_size: int) -> dict[str, i
 
 
 def seconds_per_step(config: TrainConfig, vocab_size: int, repeats: int = 2) -> float:
-    """Wall time of one optimiser step of ``config`` (forward, backward, AdamW), measured here."""
+    """Wall time of one optimiser step of ``config`` (forward, backward, AdamW), measured here
+    through the call the trainer trains with (``window_loss``), on its device and precision."""
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config.model_config(vocab_size=vocab_size))
+    device = pick_device(config.train.device, local_rank=0)
+    model = AutoModelForCausalLM.from_config(config.model_config(vocab_size=vocab_size)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     micro = config.train.micro_batch_size
-    batch = torch.randint(0, vocab_size, (micro, config.data.seq_len))
+    windows = torch.randint(0, vocab_size, (micro, config.data.seq_len + 1), device=device)
     accumulation = max(1, config.train.batch_size // micro)
+    bf16 = use_bf16(config.train.bf16, device)
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
         for _ in range(accumulation):
-            model(batch, labels=batch).loss.backward()
+            window_loss(model, windows, bf16=bf16).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return min(times[1:])
 

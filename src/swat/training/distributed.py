@@ -42,11 +42,11 @@ def setup(device: str = "auto") -> DistEnv:
     if dist.is_available() and dist.is_initialized():
         world_size = dist.get_world_size()
     elif world_size > 1:
-        backend = "nccl" if _pick_device(device, local_rank).type == "cuda" else "gloo"
+        backend = "nccl" if pick_device(device, local_rank).type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
         owns_group = True
     rank = dist.get_rank() if world_size > 1 else 0
-    chosen = _pick_device(device, local_rank)
+    chosen = pick_device(device, local_rank)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen, owns_group=owns_group)
@@ -57,7 +57,7 @@ def teardown(env: DistEnv) -> None:
         dist.destroy_process_group()
 
 
-def _pick_device(device: str, local_rank: int) -> torch.device:
+def pick_device(device: str, local_rank: int) -> torch.device:
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     chosen = torch.device(device)

@@ -120,7 +120,7 @@ class Trainer:
         if state is not None:
             self._load_optimizer(state)
             _set_rng_state(state["rng"])
-        self.bf16 = _use_bf16(config.train.bf16, self.env.device)
+        self.bf16 = use_bf16(config.train.bf16, self.env.device)
         self.sampler = WindowSampler(self.train_tokens, config.data.seq_len, config.train.batch_size, config.train.seed)
         self.micro_steps = micro_steps_per_process(config.train.batch_size, config.train.micro_batch_size,
                                                    self.env.world_size)
@@ -545,7 +545,7 @@ def _due(step: int, every: int, total: int) -> bool:
     return step == total or (every > 0 and step % every == 0)
 
 
-def _use_bf16(setting: str | bool, device: torch.device) -> bool:
+def use_bf16(setting: str | bool, device: torch.device) -> bool:
     if setting == "auto":
         return fast_low_precision_matmul(device) and (device.type != "cuda" or torch.cuda.is_bf16_supported())
     if setting and not fast_low_precision_matmul(device):
