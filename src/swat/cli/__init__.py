@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 
 from swat import __version__
@@ -65,6 +66,7 @@ def _choose_evaluation(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["swat", *(sys.argv[1:] if argv is None else argv)])
     if not hasattr(args, "run"):
         parser.print_help()
         return 0

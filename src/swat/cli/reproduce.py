@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     result = reproduce(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset,
                        overrides=args.overrides, data_dir=args.data, names=names,
                        eval_tokens=args.eval_tokens, passkey_trials=args.passkey_trials, seeds=args.seeds,
-                       budget=args.budget)
+                       budget=args.budget, command=args.command_line)
     print(summary_markdown(result))
     print(f"wall time {result['wall_seconds']['total'] / 60:.1f} min; results in {args.out}/")
     return 0

@@ -52,6 +52,7 @@ from swat.experiments.mamba2 import mamba2_fields, parameter_count
 from swat.experiments.seeds import STD_SUFFIX, aggregate_seeds, format_spread
 from swat.models import SWATConfig
 from swat.models.loading import load_model
+from swat.ops.device import describe_machine
 from swat.training import TrainConfig, load_config, train
 from swat.training.distributed import pick_device
 from swat.training.run_dir import RunDir
@@ -234,13 +235,15 @@ def reproduce(
     passkey_trials: int = 5,
     seeds: Sequence[int] | None = None,
     budget: str | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train the ablations (or those in ``names``) and evaluate them; returns what
     ``reproduce.json`` holds. With ``steps=None`` the step count comes from ``minutes``; the
     held-out tokens per evaluation length (``eval_tokens``) default to 16k per hour of budget, at
     least one sequence of the longest length. ``seeds`` trains every config once per seed (default:
     the preset's one seed). A ``budget`` from :data:`BUDGETS` sets ``names``, ``steps``, ``seeds``
-    and ``eval_tokens`` where they are None. Every setting is checked before anything is trained;
+    and ``eval_tokens`` where they are None; ``command`` (the command line that ran it) and the
+    machine are recorded in the results. Every setting is checked before anything is trained;
     the training time estimated from the measured seconds per step is printed before it starts."""
     if budget is not None:
         if budget not in BUDGETS:
@@ -291,7 +294,8 @@ def reproduce(
         settings=dict(preset=preset, overrides=list(overrides), data=str(data_dir), steps=steps,
                       batch_size=base.train.batch_size, seq_len=base.data.seq_len, tokens_per_config=tokens,
                       seed=base.train.seed, seeds=[r["seed"] for r in runs if r["name"] == chosen[0].name],
-                      budget=budget, window=window, minutes=minutes, eval_tokens=eval_tokens),
+                      budget=budget, window=window, minutes=minutes, eval_tokens=eval_tokens,
+                      command=command, machine=describe_machine()),
         ablations=[dict(name=a.name, description=a.description, model=a.model, train_short=a.train_short)
                    for a in chosen],
         parameters=sizes,
@@ -443,9 +447,11 @@ def summary_markdown(result: dict[str, Any]) -> str:
             f"{s['steps']} steps x {s['batch_size']} sequences = {s['tokens_per_config']:,} tokens per config, "
             f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))}, data `{s['data']}`. "
             f"Wall time {result['wall_seconds']['total'] / 60:.1f} min "
-            f"(evaluation {result['wall_seconds']['evaluate'] / 60:.1f} min)")
+            f"(evaluation {result['wall_seconds']['evaluate'] / 60:.1f} min) on {s.get('machine', 'an unrecorded machine')}")
     reused = [name for name, seconds in result["wall_seconds"]["train"].items() if seconds is None]
     text += f"; {len(reused)} of the runs were trained by an earlier invocation.\n\n" if reused else ".\n\n"
+    if s.get("command"):
+        text += f"Command: `{s['command']}`.\n\n"
     text += "Parameters: " + ", ".join(f"{name} {count:,}" for name, count in result["parameters"].items()) + ".\n\n"
     text += markdown_table(["config", "what", "seeds"] + columns,
                            [[r["name"], r["description"], r["seeds"]] + [format_spread(r, c) for c in columns]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import platform
 from collections.abc import Callable
 
 import torch
@@ -11,15 +13,45 @@ _NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
+def _cpu_info(key: str) -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return ""
+
+
+def _cpu_flags() -> frozenset[str]:
+    return frozenset(_cpu_info("flags").split())
+
+
+def cpu_isa() -> str:
+    """The widest matrix/vector instructions of this CPU that matter for the kernels:
+    ``AMX``, ``AVX-512`` (with ``+BF16`` where it has bf16 dot products), ``AVX2`` or ``other``."""
+    flags = _cpu_flags()
+    if "amx_bf16" in flags:
+        return "AMX + AVX-512"
+    if "avx512f" in flags:
+        return "AVX-512+BF16" if "avx512_bf16" in flags else "AVX-512"
+    return "AVX2" if "avx2" in flags else "other"
+
+
+def _core_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def describe_machine() -> str:
+    """One line naming the machine a measurement ran on: CPU model, cores, instruction set,
+    whether bf16 matmuls are fast, GPU if any, and the torch version."""
+    cpu = _cpu_info("model name") or platform.processor() or platform.machine()
+    fast = "fast" if fast_low_precision_matmul(torch.device("cpu")) else "slow"
+    text = f"{cpu}, {_core_count()} cores, {cpu_isa()} (bf16 matmuls {fast})"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text + f", torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def fast_low_precision_matmul(device: torch.device) -> bool:
