@@ -1,19 +1,22 @@
 """Per-token decode latency and peak memory far into a stream: SWAT against Llama and Mistral.
 
-Three models of the same size (8 layers, hidden 512, 8 heads, vocab 32000, random fp32 weights):
-SWAT (window 512, rolling cache), Hugging Face ``LlamaForCausalLM`` (full attention, growing
-cache) and ``MistralForCausalLM`` (sliding window 512, transformers' sliding-window cache). At each
-position the model's own cache is first filled to that position with random keys and values,
-in chunks through the cache's ``update`` (the cost of a decode step depends on what the cache
-holds, not on the values in it, and this reaches 64k without a quadratic full-attention
-prefill), then single-token decode steps are timed and the median is reported. The three models'
-steps are interleaved in one process, so a shared machine's changing load hits them alike; the
-peak resident memory (``ru_maxrss``) of each comes from a separate process that runs only that
-model. On a busy machine ``--threads 1`` gives steadier numbers. What would not fit in ``--max-memory-gib`` or take longer than ``--max-seconds`` is
-estimated first and skipped with the reason printed.
+Three models of the same size (``peers.py``: 8 layers, hidden 512, 8 heads, vocab 32000, random
+weights): SWAT (window 512, rolling cache), Hugging Face ``LlamaForCausalLM`` (full attention,
+growing cache) and ``MistralForCausalLM`` (sliding window 512, transformers' sliding-window
+cache), with weights and cache in fp32 or bf16 (``model.to(torch.bfloat16)``), decoding one
+stream or a batch of them at once. For each case the model's own cache is first filled to the
+position with random keys and values, in chunks through the cache's ``update`` (the cost of a
+decode step depends on what the cache holds, not on the values in it, and this reaches 64k
+without a quadratic full-attention prefill), then decode steps (one token per stream) are timed
+and the median is reported, with tokens/s = batch / step time. All cases' steps are interleaved
+in one process, so a shared machine's changing load hits them alike; the peak resident memory
+(``ru_maxrss``) of each comes from a separate process that runs only that case. On a busy machine
+``--threads 1`` gives steadier numbers. What would not fit in ``--max-memory-gib`` or take longer
+than ``--max-seconds`` is estimated first and skipped with the reason printed.
 
-    .venv/bin/python benchmarks/bench_decode.py                 # positions 1k, 16k, 64k
+    .venv/bin/python benchmarks/bench_decode.py                 # positions 1k, 16k, 64k, fp32
     .venv/bin/python benchmarks/bench_decode.py --quick         # 1k and 4k, fewer steps
+    .venv/bin/python benchmarks/bench_decode.py --positions 4k --dtypes fp32,bf16 --batches 1,4,16
 """
 
 from __future__ import annotations
@@ -25,29 +28,18 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+from peers import MODELS, SIZE, WINDOW, build, check_names
+from transformers import DynamicCache
 
-from swat import SWATConfig, SWATForCausalLM
 from swat.cli.options import token_counts
 from swat.inference import RollingCache
+from swat.ops.device import describe_machine
 
-MODELS = ("swat", "mistral", "llama")
-SIZE = dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
-            num_attention_heads=8, num_key_value_heads=8)
-WINDOW = 512
 FILL_CHUNK = 4096
 ASSUMED_BANDWIDTH = 3e9  # bytes/s a decode step streams through the cache on this kind of CPU (estimate only)
-
-
-def build(name: str) -> torch.nn.Module:
-    """A randomly initialised model of the benchmark size."""
-    if name == "swat":
-        return SWATForCausalLM(SWATConfig(**SIZE, sliding_window=WINDOW, max_position_embeddings=2**20))
-    if name == "llama":
-        return LlamaForCausalLM(LlamaConfig(**SIZE, max_position_embeddings=2**20))
-    return MistralForCausalLM(MistralConfig(**SIZE, sliding_window=WINDOW, max_position_embeddings=2**20))
 
 
 def new_cache(model):
@@ -56,67 +48,83 @@ def new_cache(model):
     return DynamicCache(config=model.config)
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+class Case(NamedTuple):
+    """One measurement: a model with weights and cache in ``dtype``, ``batch`` streams, each
+    ``position`` tokens in."""
+    model: str
+    dtype: str
+    batch: int
+    position: int
+
+
 def stored_tokens(name: str, position: int) -> int:
     return position if name == "llama" else min(position, WINDOW)
 
 
-def kv_bytes(name: str, position: int) -> int:
+def kv_bytes(case: Case) -> int:
     head_dim = SIZE["hidden_size"] // SIZE["num_attention_heads"]
-    per_token = 2 * SIZE["num_hidden_layers"] * SIZE["num_key_value_heads"] * head_dim * 4
-    return per_token * stored_tokens(name, position)
+    per_token = 2 * SIZE["num_hidden_layers"] * SIZE["num_key_value_heads"] * head_dim * DTYPES[case.dtype].itemsize
+    return per_token * stored_tokens(case.model, case.position) * case.batch
 
 
-def estimate(name: str, position: int, steps: int) -> tuple[float, float]:
-    """(GiB, seconds) one (model, position) should need: the cache (twice, for the copy ``torch.cat`` makes)
+def estimate(case: Case, steps: int) -> tuple[float, float]:
+    """(GiB, seconds) one case should need: the cache (twice, for the copy ``torch.cat`` makes)
     plus ~1.5 GiB of weights and libraries; fill and timed steps at ``ASSUMED_BANDWIDTH``."""
-    cache = kv_bytes(name, position)
+    position = case.position
+    cache = kv_bytes(case)
     gib = (2 * cache) / 2**30 + 1.5
     step_seconds = 0.02 + 3 * cache / ASSUMED_BANDWIDTH
     fill_seconds = position / FILL_CHUNK * 0.05 + cache / ASSUMED_BANDWIDTH
     return gib, fill_seconds + (steps + 3) * step_seconds + 10
 
 
-def filled(name: str, position: int) -> tuple[torch.nn.Module, object]:
-    """The model and its cache, filled with random keys and values up to ``position``."""
+def filled(case: Case) -> tuple[torch.nn.Module, object, torch.Tensor]:
+    """The model (weights in the case's dtype, as ``model.to(dtype)`` gives), its cache filled
+    with random keys and values up to the case's position, and the next input tokens."""
     torch.manual_seed(0)
-    model = build(name).eval()
+    dtype = DTYPES[case.dtype]
+    model = build(case.model).eval().to(dtype)
     cache = new_cache(model)
     config = model.config
     heads, head_dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
-    for start in range(0, position, FILL_CHUNK):
-        length = min(FILL_CHUNK, position - start)
+    for start in range(0, case.position, FILL_CHUNK):
+        shape = (case.batch, heads, min(FILL_CHUNK, case.position - start), head_dim)
         for layer in range(config.num_hidden_layers):
-            cache.update(torch.randn(1, heads, length, head_dim), torch.randn(1, heads, length, head_dim), layer)
-    assert cache.get_seq_length() == position
-    return model, cache
+            cache.update(torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype), layer)
+    assert cache.get_seq_length() == case.position
+    return model, cache, torch.zeros(case.batch, 1, dtype=torch.long)
 
 
-def decode_step(model, cache) -> float:
+def decode_step(model, cache, tokens) -> float:
     start = time.perf_counter()
-    model(input_ids=torch.zeros(1, 1, dtype=torch.long), cache=cache, use_cache=True)
+    model(input_ids=tokens, cache=cache, use_cache=True)
     return time.perf_counter() - start
 
 
 @torch.inference_mode()
-def measure_latency(pairs: list[tuple[str, int]], steps: int, warmup: int) -> list[float]:
-    """Median ms per decode step of each (model, position), all steps interleaved round-robin so
-    that the changing load of a shared machine hits every measurement alike."""
-    runs = [filled(name, position) for name, position in pairs]
-    times = [[] for _ in pairs]
+def measure_latency(cases: list[Case], steps: int, warmup: int) -> list[float]:
+    """Median ms per decode step (one token for each of the batch's streams) of each case, all
+    steps interleaved round-robin so that the changing load of a shared machine hits every
+    measurement alike."""
+    runs = [filled(case) for case in cases]
+    times = [[] for _ in cases]
     for step in range(warmup + steps):
-        for (model, cache), samples in zip(runs, times, strict=True):
-            elapsed = decode_step(model, cache)
+        for (model, cache, tokens), samples in zip(runs, times, strict=True):
+            elapsed = decode_step(model, cache, tokens)
             if step >= warmup:
                 samples.append(elapsed)
     return [1e3 * statistics.median(samples) for samples in times]
 
 
 @torch.inference_mode()
-def measure_memory(name: str, position: int) -> dict:
-    """KV cache size and the peak resident memory of a process that only runs this model."""
-    model, cache = filled(name, position)
+def measure_memory(case: Case) -> dict:
+    """KV cache size and the peak resident memory of a process that only runs this case."""
+    model, cache, tokens = filled(case)
     for _ in range(3):
-        decode_step(model, cache)
+        decode_step(model, cache, tokens)
     stored = cache.layers[0].keys.untyped_storage().nbytes()  # the whole buffer a view may sit in
     return dict(kv_mib=2 * model.config.num_hidden_layers * stored / 2**20,
                 peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -125,8 +133,8 @@ def measure_memory(name: str, position: int) -> dict:
 def worker(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     if job["kind"] == "latency":
-        return {"ms": measure_latency([tuple(pair) for pair in job["pairs"]], job["steps"], job["warmup"])}
-    return measure_memory(job["name"], job["position"])
+        return {"ms": measure_latency([Case(*case) for case in job["cases"]], job["steps"], job["warmup"])}
+    return measure_memory(Case(*job["case"]))
 
 
 def run_worker(job: dict) -> dict:
@@ -138,68 +146,112 @@ def run_worker(job: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_all(names: list[str], positions: list[int], args: argparse.Namespace) -> list[dict]:
-    """A row per (model, position): skipped with the reason, or latency and memory."""
+def measure_all(cases: list[Case], args: argparse.Namespace) -> list[dict]:
+    """A row per case: skipped with the reason, or latency, tokens/s and memory."""
     rows = []
-    for position in positions:
-        for name in names:
-            gib, seconds = estimate(name, position, args.steps)
-            row = dict(model=name, position=position)
-            if gib > args.max_memory_gib or seconds > args.max_seconds:
-                row["skipped"] = f"estimated {gib:.1f} GiB / {seconds:.0f} s > --max-memory-gib / --max-seconds"
-            rows.append(row)
+    for case in cases:
+        gib, seconds = estimate(case, args.steps)
+        row = dict(case._asdict())
+        if gib > args.max_memory_gib or seconds > args.max_seconds:
+            row["skipped"] = f"estimated {gib:.1f} GiB / {seconds:.0f} s > --max-memory-gib / --max-seconds"
+        rows.append(row)
     runnable = [row for row in rows if "skipped" not in row]
-    pairs = [(row["model"], row["position"]) for row in runnable]
-    print(f"timing {len(pairs)} (model, position) pairs interleaved...", flush=True)
-    latency = run_worker(dict(kind="latency", pairs=pairs, steps=args.steps, warmup=args.warmup, threads=args.threads))
-    for row, ms in zip(runnable, latency.get("ms", [None] * len(runnable)), strict=True):
-        memory = run_worker(dict(kind="memory", name=row["model"], position=row["position"], threads=args.threads))
+    jobs = [Case(**{key: row[key] for key in Case._fields}) for row in runnable]
+    print(f"timing {len(jobs)} cases interleaved...", flush=True)
+    latency = run_worker(dict(kind="latency", cases=jobs, steps=args.steps, warmup=args.warmup, threads=args.threads))
+    for row, case, ms in zip(runnable, jobs, latency.get("ms", [None] * len(runnable)), strict=True):
+        memory = run_worker(dict(kind="memory", case=case, threads=args.threads))
         error = latency.get("error") or memory.get("error")
         if error:
             row["skipped"] = error
         else:
-            row.update(ms=ms, **memory)
-        print(f"  {row['model']:8s} at {row['position']:>7,}: " +
-              (f"{row['ms']:.2f} ms/token, peak {row['peak_mib']:.0f} MiB" if "ms" in row else row["skipped"]),
+            row.update(ms=ms, tokens_per_s=1e3 * case.batch / ms, **memory)
+        print(f"  {describe(case)}: " + (f"{row['ms']:.2f} ms/step, {row['tokens_per_s']:.0f} tokens/s, "
+                                         f"peak {row['peak_mib']:.0f} MiB" if "ms" in row else row["skipped"]),
               flush=True)
     return rows
 
 
+def describe(case: Case) -> str:
+    return f"{case.model:8s} {case.dtype} batch {case.batch:>3} at {case.position:>7,}"
+
+
 def table(results: list[dict]) -> str:
-    swat = {r["position"]: r["ms"] for r in results if r["model"] == "swat" and "ms" in r}
-    lines = ["| model | position | ms/token (median) | x SWAT | KV cache MiB | peak RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|"]
+    swat = {(r["dtype"], r["batch"], r["position"]): r["ms"] for r in results if r["model"] == "swat" and "ms" in r}
+    lines = ["| model | dtype | batch | position | ms/step (median) | tokens/s | x SWAT | KV cache MiB | peak RSS MiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        head = f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['position']:,} |"
         if "skipped" in r:
-            lines.append(f"| {r['model']} | {r['position']:,} | skipped: {r['skipped']} | | | |")
+            lines.append(f"{head} skipped: {r['skipped']} | | | | |")
             continue
-        ratio = f"{r['ms'] / swat[r['position']]:.2f}" if r["position"] in swat else "-"
-        lines.append(f"| {r['model']} | {r['position']:,} | {r['ms']:.2f} | {ratio} | {r['kv_mib']:.1f} | "
+        ours = swat.get((r["dtype"], r["batch"], r["position"]))
+        ratio = "-" if ours is None else f"{r['ms'] / ours:.2f}"
+        lines.append(f"{head} {r['ms']:.2f} | {r['tokens_per_s']:,.0f} | {ratio} | {r['kv_mib']:.1f} | "
                      f"{r['peak_mib']:.0f} |")
     return "\n".join(lines)
 
 
 def summary(results: list[dict]) -> list[str]:
-    ms = {(r["model"], r["position"]): r["ms"] for r in results if "ms" in r}
-    positions = sorted({p for _, p in ms})
+    """The comparisons the table supports: SWAT's latency along the stream, against its peers,
+    bf16 against fp32, and tokens/s as the batch grows."""
+    ms = {Case(**{key: r[key] for key in Case._fields}): r["ms"] for r in results if "ms" in r}
     notes = []
-    ours = [p for p in positions if ("swat", p) in ms]
-    if len(ours) >= 2:
-        first, last = ours[0], ours[-1]
-        notes.append(f"SWAT latency {last:,} / {first:,}: {ms[('swat', last)] / ms[('swat', first)]:.2f}x "
-                     "(flat = 1.00)")
-    for p in positions:
+    for (model, dtype, batch), rows in _group(ms, "position").items():
+        if model == "swat" and len(rows) > 1:
+            (first, t0), (last, t1) = rows[0], rows[-1]
+            notes.append(f"SWAT {dtype} batch {batch}: latency at {last:,} / at {first:,} = {t1 / t0:.2f} (flat = 1.00)")
+    for case, t in ms.items():
+        if case.model != "swat":
+            continue
         for peer in ("mistral", "llama"):
-            if ("swat", p) in ms and (peer, p) in ms:
-                notes.append(f"at {p:,}: {peer} / SWAT latency = {ms[(peer, p)] / ms[('swat', p)]:.2f} "
-                             "(> 1: SWAT is faster)")
+            if case._replace(model=peer) in ms:
+                notes.append(f"{case.dtype} batch {case.batch} at {case.position:,}: {peer} / SWAT latency = "
+                             f"{ms[case._replace(model=peer)] / t:.2f} (> 1: SWAT is faster)")
+        if case.dtype == "bf16" and case._replace(dtype="fp32") in ms:
+            notes.append(f"SWAT batch {case.batch} at {case.position:,}: bf16 / fp32 latency = "
+                         f"{t / ms[case._replace(dtype='fp32')]:.2f}")
+    for (model, dtype, position), rows in _group(ms, "batch").items():
+        if len(rows) > 1:
+            rates = ", ".join(f"batch {batch}: {1e3 * batch / t:,.0f}" for batch, t in rows)
+            notes.append(f"{model} {dtype} at {position:,}, tokens/s by batch: {rates}")
     return notes
+
+
+def _group(ms: dict[Case, float], field: str) -> dict[tuple, list[tuple[int, float]]]:
+    """The measurements that differ only in ``field``, sorted by it, keyed by the other fields."""
+    groups: dict[tuple, list[tuple[int, float]]] = {}
+    for case, t in ms.items():
+        others = tuple(value for name, value in case._asdict().items() if name != field)
+        groups.setdefault(others, []).append((getattr(case, field), t))
+    return {key: sorted(rows) for key, rows in groups.items()}
+
+
+def _dtypes(spec: str) -> list[str]:
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names or set(names) - set(DTYPES):
+        raise argparse.ArgumentTypeError(f"--dtypes takes a comma-separated subset of {','.join(DTYPES)}, got {spec!r}")
+    return names
+
+
+def _batches(spec: str) -> list[int]:
+    try:
+        batches = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"--batches takes comma-separated whole numbers >= 1, e.g. 1,4,16, got {spec!r}")
+    return batches
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--positions", type=token_counts, default="1k,16k,64k", help="comma-separated, k = 1024 (default: 1k,16k,64k)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
+    parser.add_argument("--dtypes", type=_dtypes, default="fp32",
+                        help="comma-separated weight and cache dtypes, fp32 and/or bf16 (default: fp32)")
+    parser.add_argument("--batches", type=_batches, default="1",
+                        help="comma-separated numbers of streams decoded at once (default: 1)")
     parser.add_argument("--steps", type=int, default=30, help="timed decode steps per measurement (default: 30)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -213,13 +265,12 @@ def main() -> int:
         return 0
     if args.quick:
         args.positions, args.steps, args.warmup = token_counts("1k,4k"), 10, 3
-    names = [n.strip() for n in args.models.split(",")]
-    unknown = set(names) - set(MODELS)
-    if unknown:
-        parser.error(f"unknown models {sorted(unknown)}: choose from {MODELS}")
-    print(f"decode benchmark: {SIZE}, window {WINDOW}, fp32, {args.threads} threads, "
+    names = check_names([n.strip() for n in args.models.split(",")])
+    cases = [Case(name, dtype, batch, position) for dtype in args.dtypes for batch in args.batches
+             for position in args.positions for name in names]
+    print(f"decode benchmark on {describe_machine()}: {SIZE}, window {WINDOW}, {args.threads} threads, "
           f"median of {args.steps} steps after {args.warmup} warm-up", flush=True)
-    results = measure_all(names, args.positions, args)
+    results = measure_all(cases, args)
     print()
     print(table(results))
     print()

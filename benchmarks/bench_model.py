@@ -1,0 +1,172 @@
+"""Training throughput of whole models: SWAT against Hugging Face Llama and Mistral of the same size.
+
+The three models of ``peers.py`` (8 layers, hidden 512, vocab 32000; SWAT and Mistral with a
+window of 512, Llama with full causal attention) each take optimiser steps on one sequence of
+random tokens per length: forward, the trainer's loss (:func:`swat.training.trainer.window_loss`,
+full logits, float32 cross-entropy, as ``swat train`` computes it for any model), backward and
+AdamW. ``bf16`` is mixed precision as ``swat train`` runs it (fp32 weights and optimiser, bf16
+autocast); ``fp32`` is plain fp32. Each model's attention is what it runs by default: SWAT's
+``auto`` backend, transformers' SDPA for Llama (PyTorch's fused causal kernel) and for Mistral
+(a dense band mask, so its cost grows with the square of the length).
+
+For each length the models' steps are interleaved (one step of each, in turn, ``--steps``
+times after a warm-up step), so a shared machine's changing load hits them alike; cells are
+tokens/s = tokens per step / median step time, ratios are SWAT's tokens/s over the peer's (> 1:
+SWAT trains faster). A case whose memory or time, estimated before it runs, exceeds
+``--max-gib`` or ``--max-seconds`` is skipped with the estimate printed.
+
+    .venv/bin/python benchmarks/bench_model.py                          # 2k, 8k, 32k; fp32 and bf16
+    .venv/bin/python benchmarks/bench_model.py --lengths 2k --dtypes fp32 --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+from peers import MODELS, SIZE, WINDOW, build, check_names
+
+from swat.cli.options import token_counts
+from swat.ops.device import describe_machine
+from swat.training.trainer import window_loss
+
+DTYPES = ("fp32", "bf16")
+ASSUMED_GFLOPS = {"fp32": 60.0, "bf16": 60.0}  # for the skip estimate only, pessimistic on purpose
+
+
+def attention_pairs(name: str, length: int) -> int:
+    """(query, key) pairs each head's attention computes: the band for SWAT, the causal triangle
+    for Llama, the whole square for Mistral's dense masked SDPA."""
+    if name == "swat":
+        return length * min(WINDOW, length)
+    if name == "llama":
+        return length * (length + 1) // 2
+    return length * length
+
+
+def estimate(name: str, length: int, dtype: str) -> tuple[float, float]:
+    """(GiB, seconds) of one training step: activations (~40 values per layer and channel, the
+    logits three times over, in float32), the optimiser's state, and for Mistral the dense mask;
+    the seconds from 6 FLOPs per parameter and token plus the attention pairs at ``ASSUMED_GFLOPS``."""
+    layers, hidden, vocab = SIZE["num_hidden_layers"], SIZE["hidden_size"], SIZE["vocab_size"]
+    parameters = 2 * vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * SIZE["intermediate_size"])
+    activations = length * (layers * 40 * hidden + 3 * vocab) * 4
+    mask = length * length if name == "mistral" else 0
+    gib = (activations + 16 * parameters + mask) / 2 ** 30 + 1.0
+    flops = 6 * parameters * length + 3 * 4 * hidden * layers * attention_pairs(name, length)
+    return gib, flops / (ASSUMED_GFLOPS[dtype] * 1e9)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, windows: torch.Tensor, bf16: bool) -> float:
+    start = time.perf_counter()
+    window_loss(model, windows, bf16=bf16).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def measure_length(names: list[str], length: int, dtypes: list[str], args: argparse.Namespace) -> list[dict]:
+    """Rows for one length: each (model, dtype) timed over interleaved steps, or skipped."""
+    rows = []
+    for dtype in dtypes:
+        for name in names:
+            gib, seconds = estimate(name, length, dtype)
+            row = dict(model=name, length=length, dtype=dtype)
+            if gib > args.max_gib or seconds * (args.steps + 1) > args.max_seconds:
+                row["skipped"] = (f"estimated {gib:.1f} GiB, {seconds:.0f} s/step "
+                                  f"(over --max-gib {args.max_gib:g} or --max-seconds {args.max_seconds:g})")
+            rows.append(row)
+    models = {}
+    for row in rows:
+        if "skipped" not in row and row["model"] not in models:
+            torch.manual_seed(0)
+            model = build(row["model"]).train()
+            models[row["model"]] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4))
+    timed = [row for row in rows if "skipped" not in row]
+    windows = torch.randint(0, SIZE["vocab_size"], (1, length + 1))
+    samples: list[list[float]] = [[] for _ in timed]
+    for step in range(args.steps + 1):  # the first round warms up
+        for row, times in zip(timed, samples, strict=True):
+            model, optimizer = models[row["model"]]
+            elapsed = train_step(model, optimizer, windows, row["dtype"] == "bf16")
+            if step:
+                times.append(elapsed)
+    for row, times in zip(timed, samples, strict=True):
+        row["seconds"] = statistics.median(times)
+        row["tokens_per_s"] = length / row["seconds"]
+    for row in rows:
+        print(f"  {row['model']:8s} {row['dtype']} at {length:>6,}: "
+              + (f"{row['tokens_per_s']:,.0f} tokens/s" if "seconds" in row else f"skipped, {row['skipped']}"),
+              flush=True)
+    return rows
+
+
+def table(rows: list[dict], names: list[str]) -> str:
+    speed = {(r["model"], r["length"], r["dtype"]): r.get("tokens_per_s") for r in rows}
+    peers = [name for name in names if name != "swat"]
+    head = (["length", "dtype"] + [f"{name} tokens/s" for name in names]
+            + [f"SWAT / {peer}" for peer in peers if "swat" in names])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    for length, dtype in dict.fromkeys((r["length"], r["dtype"]) for r in rows):
+        cells = [f"{length:,}", dtype]
+        cells += [f"{speed[(n, length, dtype)]:,.0f}" if speed[(n, length, dtype)] else "skipped" for n in names]
+        ours = speed.get(("swat", length, dtype))
+        for peer in peers if "swat" in names else []:
+            theirs = speed[(peer, length, dtype)]
+            cells.append(f"{ours / theirs:.2f}" if ours and theirs else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def growth(rows: list[dict]) -> list[str]:
+    """SWAT's tokens/s at the longest length against the shortest, per dtype (flat = 1.00)."""
+    notes = []
+    for dtype in dict.fromkeys(r["dtype"] for r in rows):
+        ours = sorted((r["length"], r["tokens_per_s"]) for r in rows
+                      if r["model"] == "swat" and r["dtype"] == dtype and "tokens_per_s" in r)
+        if len(ours) > 1:
+            (short, fast), (long, slow) = ours[0], ours[-1]
+            notes.append(f"SWAT {dtype}: tokens/s at {long:,} / at {short:,} = {slow / fast:.2f} (flat = 1.00)")
+    return notes
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=token_counts, default="2k,8k,32k", help="comma-separated, k = 1024")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated subset of fp32,bf16")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per case, after one warm-up (default: 3)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--max-gib", type=float, default=18.0, help="skip a case estimated to need more memory")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="skip a case estimated to take longer")
+    args = parser.parse_args(argv)
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    if not args.dtypes or set(args.dtypes) - set(DTYPES):
+        parser.error(f"--dtypes takes a comma-separated subset of {','.join(DTYPES)}")
+    if args.steps < 1:
+        parser.error("--steps must be >= 1")
+    args.models = check_names([n.strip() for n in args.models.split(",") if n.strip()])
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"# model training benchmark on {describe_machine()}, {args.threads} threads: {SIZE}, window {WINDOW}, "
+          f"batch 1, forward + loss + backward + AdamW, median of {args.steps} steps", flush=True)
+    rows = []
+    for length in args.lengths:
+        rows += measure_length(args.models, length, args.dtypes, args)
+    print()
+    print(table(rows, args.models))
+    print()
+    for note in growth(rows):
+        print(f"- {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
