@@ -4,7 +4,7 @@ The three models of ``peers.py`` (8 layers, hidden 512, vocab 32000; SWAT and Mi
 window of 512, Llama with full causal attention) each take optimiser steps on one sequence of
 random tokens per length: forward, the trainer's loss (:func:`swat.training.trainer.window_loss`,
 full logits, float32 cross-entropy, as ``swat train`` computes it for any model), backward and
-AdamW. ``bf16`` is mixed precision as ``swat train`` runs it (fp32 weights and optimiser, bf16
+``swat train``'s AdamW (:func:`swat.training.optim.build_optimizer`, torch's fused step). ``bf16`` is mixed precision as ``swat train`` runs it (fp32 weights and optimiser, bf16
 autocast); ``fp32`` is plain fp32. Each model's attention is what it runs by default: SWAT's
 ``auto`` backend, transformers' SDPA for Llama (PyTorch's fused causal kernel) and for Mistral
 (a dense band mask, so its cost grows with the square of the length).
@@ -31,6 +31,8 @@ from peers import MODELS, SIZE, WINDOW, build, check_names
 
 from swat.cli.options import token_counts
 from swat.ops.device import describe_machine
+from swat.training.config import OptimConfig
+from swat.training.optim import build_optimizer
 from swat.training.trainer import window_loss
 
 DTYPES = ("fp32", "bf16")
@@ -84,7 +86,7 @@ def measure_length(names: list[str], length: int, dtypes: list[str], args: argpa
         if "skipped" not in row and row["model"] not in models:
             torch.manual_seed(0)
             model = build(row["model"]).train()
-            models[row["model"]] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4))
+            models[row["model"]] = (model, build_optimizer(model, OptimConfig()))
     timed = [row for row in rows if "skipped" not in row]
     windows = torch.randint(0, SIZE["vocab_size"], (1, length + 1))
     samples: list[list[float]] = [[] for _ in timed]

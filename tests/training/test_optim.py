@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 
 from swat.models import SWATForCausalLM
 from swat.training.config import OptimConfig
-from swat.training.optim import build_optimizer, build_scheduler, param_groups
+from swat.training.optim import build_optimizer, build_scheduler, can_fuse, param_groups
 from tests.conftest import tiny_config
 
 
@@ -47,3 +48,23 @@ def test_weight_decay_on_matrices_only():
     assert decayed | kept == set(names.values())
     optimizer = build_optimizer(model, OptimConfig(betas=[0.9, 0.95]))
     assert optimizer.defaults["betas"] == (0.9, 0.95)
+
+
+def test_the_optimizer_is_fused_for_plain_tensors_and_steps_like_the_default():
+    model = SWATForCausalLM(tiny_config())
+    optim = OptimConfig(betas=[0.9, 0.95])
+    fused = build_optimizer(model, optim)
+    assert fused.defaults["fused"]
+    twin = copy.deepcopy(model)
+    default = torch.optim.AdamW(param_groups(twin, optim.weight_decay), lr=optim.lr, betas=(0.9, 0.95), eps=optim.eps,
+                                foreach=True)
+    for step in range(3):
+        for one in (model, twin):
+            torch.manual_seed(step)
+            for param in one.parameters():
+                param.grad = torch.randn_like(param)
+        fused.step()
+        default.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not can_fuse([torch.zeros(2, dtype=torch.int64)]) and not can_fuse([])
