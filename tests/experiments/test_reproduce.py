@@ -8,6 +8,7 @@ from swat.cli import main
 from swat.evaluation.loading import training_length
 from swat.experiments.reproduce import ablation_config, ablations, choose_ablations, extra_ablations
 from swat.models import configuration_swat
+from swat.ops.device import describe_machine
 from swat.training.run_dir import RunDir
 
 from .conftest import SMALL
@@ -130,6 +131,20 @@ def test_the_decisive_budget_runs_end_to_end_at_a_miniature_size(tmp_path, data_
     summary = (out / "summary.md").read_text()
     assert "Over 3 seeds, a claim holds or fails only where the difference" in summary
     assert " ± " in summary and "| mamba2 | Mamba2 (linear recurrent) of the same parameter count | 3 |" in summary
+    assert f"Command: `swat reproduce --budget decisive --steps 2 --out {out}" in summary
+    assert result["settings"]["machine"] == describe_machine() and describe_machine() in summary
+
+
+def test_estimate_prints_sizes_and_time_and_trains_nothing(tmp_path, data_dir, capsys):
+    args = ["reproduce", "--budget", "decisive", "--configs", "swat,mamba2", "--steps", "100", "--estimate",
+            "--out", str(tmp_path / "out"), "--data", str(data_dir)]
+    for item in SMALL:
+        args += ["--set", item]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "parameters: swat " in printed and ", mamba2 " in printed
+    assert "estimated training time" in printed and "(100 steps x 3 seeds)" in printed
+    assert not (tmp_path / "out").exists()
 
 
 def test_seeds_and_budget_are_checked_before_anything_runs(tmp_path, capsys):

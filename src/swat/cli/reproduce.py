@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
                         help="a preset of configs, steps, seeds and evaluation tokens: decisive = the 5 configs of "
                              "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (about 2.5 h on 2 CPU cores)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the parameter counts and the training time expected on this machine, "
+                             "measured from one step of each config, and stop (nothing is trained)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")
 
@@ -66,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     result = reproduce(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset,
                        overrides=args.overrides, data_dir=args.data, names=names,
                        eval_tokens=args.eval_tokens, passkey_trials=args.passkey_trials, seeds=args.seeds,
-                       budget=args.budget, command=args.command_line)
+                       budget=args.budget, command=args.command_line, estimate_only=args.estimate)
+    if args.estimate:
+        return 0
     print(summary_markdown(result))
     print(f"wall time {result['wall_seconds']['total'] / 60:.1f} min; results in {args.out}/")
     return 0

@@ -55,6 +55,7 @@ from swat.models.loading import load_model
 from swat.ops.device import describe_machine
 from swat.training import TrainConfig, load_config, train
 from swat.training.distributed import pick_device
+from swat.training.optim import build_optimizer
 from swat.training.run_dir import RunDir
 from swat.training.trainer import use_bf16, window_loss
 from swat.utils.checks import check_count
@@ -182,7 +183,7 @@ def seconds_per_step(config: TrainConfig, vocab_size: int, repeats: int = 2) -> 
     torch.manual_seed(0)
     device = pick_device(config.train.device, local_rank=0)
     model = AutoModelForCausalLM.from_config(config.model_config(vocab_size=vocab_size)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = build_optimizer(model, config.optim)
     micro = config.train.micro_batch_size
     windows = torch.randint(0, vocab_size, (micro, config.data.seq_len + 1), device=device)
     accumulation = max(1, config.train.batch_size // micro)
@@ -236,6 +237,7 @@ def reproduce(
     seeds: Sequence[int] | None = None,
     budget: str | None = None,
     command: str | None = None,
+    estimate_only: bool = False,
 ) -> dict[str, Any]:
     """Train the ablations (or those in ``names``) and evaluate them; returns what
     ``reproduce.json`` holds. With ``steps=None`` the step count comes from ``minutes``; the
@@ -243,7 +245,8 @@ def reproduce(
     least one sequence of the longest length. ``seeds`` trains every config once per seed (default:
     the preset's one seed). A ``budget`` from :data:`BUDGETS` sets ``names``, ``steps``, ``seeds``
     and ``eval_tokens`` where they are None; ``command`` (the command line that ran it) and the
-    machine are recorded in the results. Every setting is checked before anything is trained;
+    machine are recorded in the results. With ``estimate_only`` nothing is trained: the parameter
+    counts and the estimated training time are printed and returned. Every setting is checked before anything is trained;
     the training time estimated from the measured seconds per step is printed before it starts."""
     if budget is not None:
         if budget not in BUDGETS:
@@ -278,6 +281,9 @@ def reproduce(
           f"{base.train.batch_size * base.data.seq_len:,} tokens = {tokens:,} training tokens each, "
           f"seeds {shown_seeds}, data {data_dir}")
     estimate = estimate_training_seconds(probes, vocab_size, steps, len(seed_list))
+    if estimate_only:
+        return dict(parameters=sizes, steps=steps, seeds=seed_list, tokens_per_config=tokens,
+                    estimated_train_seconds=estimate, machine=describe_machine())
 
     runs, train_seconds = [], {}
     for ablation in chosen:
