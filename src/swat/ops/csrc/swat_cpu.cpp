@@ -1,0 +1,438 @@
+// Fused SWAT attention for the CPU, forward and backward (docs/spec.md section 1):
+//
+//     s_ij = scale * (q_i . k_j) - m_h * (i - j) + b,   o_i = sum_{0 <= i-j < w} act(s_ij) v_j
+//
+// Layout: q, out, dq are [batch, q_len, heads, dim]; k, v, dk, dv are [batch, kv_len, kv_heads, dim]
+// (contiguous). A "lane" is one (batch, head) pair in the forward and one (batch, kv head) pair in
+// the backward; a tile is one lane's block of `block` query positions against every key those
+// queries see. Per tile: one GEMM for the scores, one pass that adds the position term, masks the
+// band and segments and applies the activation, one GEMM for the output. Scores, weights and
+// accumulators are fp32; GEMM inputs are the input dtype (fp32 or bf16). Nothing is allocated per
+// tile: every thread owns its scratch buffers for the whole loop.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+// The elementwise loops are compiled for several instruction sets and picked at load time, so
+// one cached build is fast on any x86 machine; elsewhere they are compiled once, portably.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SWAT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SWAT_VECTOR_CLONES
+#endif
+
+// BLAS exported by libtorch_cpu (MKL): the fp32 GEMM and MKL's bf16 x bf16 -> fp32 GEMM.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc);
+void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k, float alpha,
+                            const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta, float* c, int ldc);
+}
+
+namespace {
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;  // CBLAS enum values
+
+using bf16 = at::BFloat16;
+
+// Row-major C[M, N] = alpha * op(A) op(B) + beta * C, op(A) [M, K], op(B) [K, N].
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  // column-major BLAS sees the transposes: C^T = op(B)^T op(A)^T
+  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+  const int mi = m, ni = n, ki = k, la = lda, lb = ldb, lc = ldc;
+  sgemm_(&tb, &ta, &ni, &mi, &ki, &alpha, b, &lb, a, &la, &beta, c, &lc);
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const bf16* a, int64_t lda,
+          const bf16* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_gemm_bf16bf16f32(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, m, n, k, alpha,
+                         reinterpret_cast<const uint16_t*>(a), lda, reinterpret_cast<const uint16_t*>(b), ldb, beta,
+                         c, ldc);
+}
+
+// --- elementwise loops (written so that the compiler vectorises them) ----------------------------
+
+// exp(x) for x in [-87, 88] (clamped), Cephes' polynomial: a few ulp, branch free.
+inline float exp_approx(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float round = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const float n = (x * 1.44269504088896341f + round) - round;
+  x = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * x * x + x + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof(two_n));
+  return y * two_n;
+}
+
+// x[c] += base + slope * c: the position term b - m_h * (i - j) of consecutive keys j.
+SWAT_VECTOR_CLONES void add_position_term(float* x, int64_t len, float base, float slope) {
+  for (int64_t c = 0; c < len; ++c) x[c] += base + slope * static_cast<float>(c);
+}
+
+SWAT_VECTOR_CLONES void mask_other_segments(float* x, const int64_t* key_segments, int64_t segment, int64_t len) {
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < len; ++c) x[c] = key_segments[c] == segment ? x[c] : minus_inf;
+}
+
+SWAT_VECTOR_CLONES void zero_other_segments(float* x, const int64_t* key_segments, int64_t segment, int64_t len) {
+  for (int64_t c = 0; c < len; ++c) x[c] = key_segments[c] == segment ? x[c] : 0.0f;
+}
+
+SWAT_VECTOR_CLONES void sigmoid_inplace(float* x, int64_t len) {
+  for (int64_t c = 0; c < len; ++c) x[c] = 1.0f / (1.0f + exp_approx(-x[c]));
+}
+
+constexpr int64_t kLanes = 16;  // independent partial results, so that reductions vectorise
+
+SWAT_VECTOR_CLONES float max_of(const float* x, int64_t len) {
+  float part[kLanes];
+  std::fill(part, part + kLanes, -std::numeric_limits<float>::infinity());
+  int64_t c = 0;
+  for (; c + kLanes <= len; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) part[l] = std::max(part[l], x[c + l]);
+  for (; c < len; ++c) part[0] = std::max(part[0], x[c]);
+  return *std::max_element(part, part + kLanes);
+}
+
+// x[c] = exp(x[c] - shift); returns the sum.
+SWAT_VECTOR_CLONES float exp_shifted(float* x, int64_t len, float shift) {
+  float part[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= len; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) part[l] += (x[c + l] = exp_approx(x[c + l] - shift));
+  for (; c < len; ++c) part[0] += (x[c] = exp_approx(x[c] - shift));
+  float sum = 0.0f;
+  for (float p : part) sum += p;
+  return sum;
+}
+
+SWAT_VECTOR_CLONES void scale_inplace(float* x, int64_t len, float factor) {
+  for (int64_t c = 0; c < len; ++c) x[c] *= factor;
+}
+
+// sigmoid: dS = dP * P * (1 - P), written over dP.
+SWAT_VECTOR_CLONES void sigmoid_grad(float* dp, const float* p, int64_t len) {
+  for (int64_t c = 0; c < len; ++c) dp[c] *= p[c] * (1.0f - p[c]);
+}
+
+// softmax: dS = P * (dP - rowsum(dO * O)), written over dP.
+SWAT_VECTOR_CLONES void softmax_grad(float* dp, const float* p, int64_t len, float row_dot) {
+  for (int64_t c = 0; c < len; ++c) dp[c] = p[c] * (dp[c] - row_dot);
+}
+
+// fp32 -> bf16, round to nearest even (the inputs are finite).
+SWAT_VECTOR_CLONES void round_to_bf16(const float* x, bf16* y, int64_t len) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(y);
+  for (int64_t c = 0; c < len; ++c) {
+    uint32_t u;
+    std::memcpy(&u, &x[c], sizeof(u));
+    out[c] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+// --- problem geometry ------------------------------------------------------------------------------
+
+struct Shape {
+  int64_t batch, q_len, kv_len, heads, kv_heads, dim, band, block;
+
+  int64_t group() const { return heads / kv_heads; }
+  int64_t offset() const { return kv_len - q_len; }  // position of query 0 among the keys
+  int64_t blocks() const { return (q_len + block - 1) / block; }
+  int64_t q_stride() const { return heads * dim; }  // between consecutive positions
+  int64_t kv_stride() const { return kv_heads * dim; }
+  int64_t max_cols() const { return std::min(kv_len, block + band - 1); }
+};
+
+struct Options {
+  float scale, bias;
+  bool softmax;
+  const float* slopes;      // [heads] or nullptr
+  const int64_t* segments;  // [batch, kv_len] or nullptr
+};
+
+// Query positions [r0, r1) (among the queries) and the keys [k0, k1) they see.
+struct Tile {
+  int64_t r0, r1, k0, k1;
+  int64_t rows() const { return r1 - r0; }
+  int64_t cols() const { return k1 - k0; }
+};
+
+Tile tile_at(const Shape& s, int64_t block_index) {
+  const int64_t r0 = block_index * s.block, r1 = std::min(r0 + s.block, s.q_len);
+  return {r0, r1, std::max<int64_t>(0, s.offset() + r0 - s.band + 1), s.offset() + r1};
+}
+
+// Per-thread buffers of one tile, allocated once per parallel chunk.
+template <typename T>
+struct Scratch {
+  std::vector<float> p, dp, rows;
+  std::vector<T> low;  // bf16 copies of p or dS for the GEMMs (unused for fp32)
+
+  Scratch(const Shape& s, bool backward)
+      : p(s.block * s.max_cols()), dp(backward ? s.block * s.max_cols() : 0), rows(s.block * s.dim),
+        low(std::is_same_v<T, float> ? 0 : s.block * s.max_cols()) {}
+};
+
+// x as a GEMM input of type T: x itself for fp32, else rounded into `low`.
+template <typename T>
+const T* gemm_input(const float* x, std::vector<T>& low, int64_t len) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    round_to_bf16(x, low.data(), len);
+    return low.data();
+  }
+}
+
+// Copies rows x cols fp32 values into a strided T matrix.
+template <typename T>
+void store_rows(const float* x, int64_t rows, int64_t cols, T* dst, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if constexpr (std::is_same_v<T, float>) {
+      std::copy(x + r * cols, x + (r + 1) * cols, dst + r * ld);
+    } else {
+      round_to_bf16(x + r * cols, dst + r * ld, cols);
+    }
+  }
+}
+
+// One row of weights over its valid keys x[0, len) (the keys j0 .. j0 + len - 1 of query i).
+// Softmax: normalised in the forward (the row's log-sum-exp goes to *lse), or from the saved
+// log-sum-exp in the backward (saved_lse).
+void row_weights(float* x, int64_t len, const Options& o, float base, float slope, const int64_t* key_segments,
+                 int64_t segment, float* lse, const float* saved_lse) {
+  add_position_term(x, len, base, slope);
+  if (key_segments) mask_other_segments(x, key_segments, segment, len);
+  if (!o.softmax) {
+    sigmoid_inplace(x, len);
+  } else if (saved_lse) {
+    exp_shifted(x, len, *saved_lse);
+  } else {  // the diagonal key is always seen, so the row is never empty and the max is finite
+    const float row_max = max_of(x, len);
+    const float sum = exp_shifted(x, len, row_max);
+    scale_inplace(x, len, 1.0f / sum);
+    if (lse) *lse = row_max + std::log(sum);
+  }
+  if (key_segments) zero_other_segments(x, key_segments, segment, len);
+}
+
+// The tile's weights act(s) as a [rows, cols] fp32 matrix in p, zero outside the band and across
+// segments (docs/spec.md section 1). lse / saved_lse: per row, with stride lse_stride.
+template <typename T>
+void tile_weights(const Shape& s, const Options& o, const T* q_tile, const T* k_tile, int64_t b, int64_t h,
+                  const Tile& t, float* p, float* lse, const float* saved_lse, int64_t lse_stride) {
+  const int64_t cols = t.cols();
+  gemm(false, true, t.rows(), cols, s.dim, o.scale, q_tile, s.q_stride(), k_tile, s.kv_stride(), 0.0f, p, cols);
+  const float slope = o.slopes ? o.slopes[h] : 0.0f;
+  const int64_t* segments = o.segments ? o.segments + b * s.kv_len : nullptr;
+  for (int64_t r = 0; r < t.rows(); ++r) {
+    float* x = p + r * cols;
+    const int64_t i = s.offset() + t.r0 + r;
+    const int64_t lo = std::max(t.k0, i - s.band + 1) - t.k0, hi = i + 1 - t.k0;  // valid columns
+    std::fill(x, x + lo, 0.0f);
+    std::fill(x + hi, x + cols, 0.0f);
+    const float base = o.bias - slope * static_cast<float>(i - t.k0 - lo);
+    row_weights(x + lo, hi - lo, o, base, slope, segments ? segments + t.k0 + lo : nullptr,
+                segments ? segments[i] : 0, lse ? lse + r * lse_stride : nullptr,
+                saved_lse ? saved_lse + r * lse_stride : nullptr);
+  }
+}
+
+// --- forward -----------------------------------------------------------------------------------
+
+template <typename T>
+void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k, const T* v, T* out, float* lse) {
+  const int64_t blocks = s.blocks(), group = s.group();
+  at::parallel_for(0, s.batch * s.heads * blocks, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> scratch(s, false);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t lane = task / blocks, b = lane / s.heads, h = lane % s.heads;
+      const Tile t = tile_at(s, task % blocks);
+      const int64_t q_at = ((b * s.q_len + t.r0) * s.heads + h) * s.dim;
+      const int64_t kv_at = ((b * s.kv_len + t.k0) * s.kv_heads + h / group) * s.dim;
+      float* row_lse = lse ? lse + (b * s.q_len + t.r0) * s.heads + h : nullptr;
+      float* p = scratch.p.data();
+      tile_weights(s, o, q + q_at, k + kv_at, b, h, t, p, row_lse, nullptr, s.heads);
+      const T* weights = gemm_input(p, scratch.low, t.rows() * t.cols());
+      if constexpr (std::is_same_v<T, float>) {
+        gemm(false, false, t.rows(), s.dim, t.cols(), 1.0f, weights, t.cols(), v + kv_at, s.kv_stride(), 0.0f,
+             out + q_at, s.q_stride());
+      } else {
+        float* rows = scratch.rows.data();
+        gemm(false, false, t.rows(), s.dim, t.cols(), 1.0f, weights, t.cols(), v + kv_at, s.kv_stride(), 0.0f,
+             rows, s.dim);
+        store_rows(rows, t.rows(), s.dim, out + q_at, s.q_stride());
+      }
+    }
+  });
+}
+
+// --- backward ----------------------------------------------------------------------------------
+
+struct Gradients {
+  float* dk;  // fp32 accumulators [splits, batch, kv_len, kv_heads, dim]
+  float* dv;
+  int64_t splits;  // query blocks of one kv lane are cut into `splits` ranges, one task each
+};
+
+// dV += P^T dO, dP = dO V^T, dS = act'(dP), dQ = scale dS K, dK += scale dS^T Q on one tile.
+template <typename T>
+void backward_tile(const Shape& s, const Options& o, const T* q, const T* k, const T* v, const T* grad_out,
+                   const float* lse, const float* row_dot, T* dq, float* dk_lane, float* dv_lane, int64_t b,
+                   int64_t h, const Tile& t, Scratch<T>& scratch) {
+  const int64_t rows = t.rows(), cols = t.cols(), ldq = s.q_stride(), ldkv = s.kv_stride();
+  const int64_t q_at = ((b * s.q_len + t.r0) * s.heads + h) * s.dim;
+  const int64_t kv_at = ((b * s.kv_len + t.k0) * s.kv_heads + h / s.group()) * s.dim;
+  const int64_t stat_at = (b * s.q_len + t.r0) * s.heads + h;  // lse, row_dot: [batch, q_len, heads]
+  float *p = scratch.p.data(), *dp = scratch.dp.data();
+  tile_weights(s, o, q + q_at, k + kv_at, b, h, t, p, nullptr, o.softmax ? lse + stat_at : nullptr, s.heads);
+  gemm(false, true, rows, cols, s.dim, 1.0f, grad_out + q_at, ldq, v + kv_at, ldkv, 0.0f, dp, cols);
+  const T* weights = gemm_input(p, scratch.low, rows * cols);
+  const int64_t key_at = t.k0 * ldkv;
+  gemm(true, false, cols, s.dim, rows, 1.0f, weights, cols, grad_out + q_at, ldq, 1.0f, dv_lane + key_at, ldkv);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (o.softmax) {
+      softmax_grad(dp + r * cols, p + r * cols, cols, row_dot[stat_at + r * s.heads]);
+    } else {
+      sigmoid_grad(dp + r * cols, p + r * cols, cols);
+    }
+  }
+  const T* ds = gemm_input(dp, scratch.low, rows * cols);
+  if constexpr (std::is_same_v<T, float>) {
+    gemm(false, false, rows, s.dim, cols, o.scale, ds, cols, k + kv_at, ldkv, 0.0f, dq + q_at, ldq);
+  } else {
+    float* dq_rows = scratch.rows.data();
+    gemm(false, false, rows, s.dim, cols, o.scale, ds, cols, k + kv_at, ldkv, 0.0f, dq_rows, s.dim);
+    store_rows(dq_rows, rows, s.dim, dq + q_at, ldq);
+  }
+  gemm(true, false, cols, s.dim, rows, o.scale, ds, cols, q + q_at, ldq, 1.0f, dk_lane + key_at, ldkv);
+}
+
+// Parallel over (batch, kv head) lanes x query ranges: each task owns its lane's dK, dV
+// accumulators of its split (no atomics); the query heads of a kv head run in the same task.
+template <typename T>
+void backward_kernel(const Shape& s, const Options& o, const T* q, const T* k, const T* v, const T* grad_out,
+                     const float* lse, const float* row_dot, T* dq, const Gradients& g) {
+  const int64_t blocks = s.blocks(), lanes = s.batch * s.kv_heads, splits = g.splits;
+  const int64_t split_size = s.batch * s.kv_len * s.kv_heads * s.dim;
+  at::parallel_for(0, lanes * splits, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> scratch(s, true);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t lane = task / splits, split = task % splits, b = lane / s.kv_heads, kv_head = lane % s.kv_heads;
+      const int64_t lane_at = split * split_size + b * s.kv_len * s.kv_heads * s.dim + kv_head * s.dim;
+      const int64_t first = blocks * split / splits, last = blocks * (split + 1) / splits;
+      for (int64_t h = kv_head * s.group(); h < (kv_head + 1) * s.group(); ++h) {
+        for (int64_t block = first; block < last; ++block) {
+          backward_tile(s, o, q, k, v, grad_out, lse, row_dot, dq, g.dk + lane_at, g.dv + lane_at, b, h,
+                        tile_at(s, block), scratch);
+        }
+      }
+    }
+  });
+}
+
+// --- entry points ------------------------------------------------------------------------------
+
+Shape shape_of(const at::Tensor& q, const at::Tensor& k, int64_t band, int64_t block) {
+  return {q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), band, block};
+}
+
+Options options_of(const std::optional<at::Tensor>& slopes, const std::optional<at::Tensor>& segment_ids,
+                   double scale, double bias, bool softmax) {
+  return {static_cast<float>(scale), static_cast<float>(bias), softmax,
+          slopes ? slopes->data_ptr<float>() : nullptr, segment_ids ? segment_ids->data_ptr<int64_t>() : nullptr};
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t band, int64_t block) {
+  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kBFloat16, "swat_cpu: fp32 or bf16 only");
+  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous(), "swat_cpu: contiguous inputs only");
+  TORCH_CHECK(band >= 1 && block >= 1, "swat_cpu: band and block must be >= 1");
+}
+
+// Returns the output and, for softmax, each row's log-sum-exp [batch, q_len, heads] (fp32).
+std::tuple<at::Tensor, at::Tensor> swat_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                const std::optional<at::Tensor>& slopes,
+                                                const std::optional<at::Tensor>& segment_ids, int64_t band,
+                                                double scale, double bias, bool softmax, int64_t block) {
+  check_inputs(q, k, v, band, block);
+  const Shape s = shape_of(q, k, band, block);
+  const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
+  at::Tensor out = at::empty_like(q);
+  at::Tensor lse = at::empty({softmax ? s.batch : 0, s.q_len, s.heads}, q.options().dtype(at::kFloat));
+  float* lse_ptr = softmax ? lse.data_ptr<float>() : nullptr;
+  if (q.scalar_type() == at::kFloat) {
+    forward_kernel(s, o, q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), out.data_ptr<float>(),
+                   lse_ptr);
+  } else {
+    forward_kernel(s, o, q.data_ptr<bf16>(), k.data_ptr<bf16>(), v.data_ptr<bf16>(), out.data_ptr<bf16>(),
+                   lse_ptr);
+  }
+  return {out, lse};
+}
+
+// Splits the query blocks of each kv lane when there are fewer lanes than threads.
+int64_t splits_for(const Shape& s) {
+  const int64_t lanes = s.batch * s.kv_heads, threads = at::get_num_threads();
+  if (lanes == 0 || lanes >= threads) return 1;
+  return std::max<int64_t>(1, std::min(s.blocks(), (threads + lanes - 1) / lanes));
+}
+
+// lse, row_dot: [batch, q_len, heads] fp32 (softmax only; row_dot = rowsum(dO * O)).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> swat_backward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& grad_out,
+    const at::Tensor& lse, const at::Tensor& row_dot, const std::optional<at::Tensor>& slopes,
+    const std::optional<at::Tensor>& segment_ids, int64_t band, double scale, double bias, bool softmax,
+    int64_t block) {
+  check_inputs(q, k, v, band, block);
+  TORCH_CHECK(grad_out.is_contiguous() && grad_out.sizes() == q.sizes(), "swat_cpu: bad grad_out");
+  const Shape s = shape_of(q, k, band, block);
+  const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
+  const int64_t splits = splits_for(s);
+  const bool direct = splits == 1 && q.scalar_type() == at::kFloat;  // accumulate in dk, dv themselves
+  at::Tensor dq = at::empty_like(q);
+  std::vector<int64_t> acc_shape = {splits, s.batch, s.kv_len, s.kv_heads, s.dim};
+  at::Tensor dk_acc = direct ? at::zeros_like(k) : at::zeros(acc_shape, k.options().dtype(at::kFloat));
+  at::Tensor dv_acc = direct ? at::zeros_like(v) : at::zeros(acc_shape, v.options().dtype(at::kFloat));
+  const Gradients g{dk_acc.data_ptr<float>(), dv_acc.data_ptr<float>(), splits};
+  const float* lse_ptr = softmax ? lse.data_ptr<float>() : nullptr;
+  const float* dot_ptr = softmax ? row_dot.data_ptr<float>() : nullptr;
+  if (q.scalar_type() == at::kFloat) {
+    backward_kernel(s, o, q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), grad_out.data_ptr<float>(),
+                    lse_ptr, dot_ptr, dq.data_ptr<float>(), g);
+  } else {
+    backward_kernel(s, o, q.data_ptr<bf16>(), k.data_ptr<bf16>(), v.data_ptr<bf16>(), grad_out.data_ptr<bf16>(),
+                    lse_ptr, dot_ptr, dq.data_ptr<bf16>(), g);
+  }
+  if (direct) return {dq, dk_acc, dv_acc};
+  return {dq, dk_acc.sum(0).to(k.scalar_type()), dv_acc.sum(0).to(v.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(swat_cpu, m) {
+  m.def("forward(Tensor q, Tensor k, Tensor v, Tensor? slopes, Tensor? segment_ids, int band, float scale, "
+        "float bias, bool softmax, int block) -> (Tensor, Tensor)",
+        &swat_forward);
+  m.def("backward(Tensor q, Tensor k, Tensor v, Tensor grad_out, Tensor lse, Tensor row_dot, Tensor? slopes, "
+        "Tensor? segment_ids, int band, float scale, float bias, bool softmax, int block) "
+        "-> (Tensor, Tensor, Tensor)",
+        &swat_backward);
+}
