@@ -14,7 +14,13 @@ import swat.ops.triton_attention as triton_backend
 from swat.ops import BACKEND_NAMES, AttentionSpec, alibi_slopes, swat_attention
 from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
 from swat.ops.reference import band_mask
-from tests.ops.helpers import assert_matches_reference, left_padding, make_qkv, packed_segments, run
+from tests.ops.helpers import (
+    assert_matches_reference,
+    errors_against_fp64,
+    left_padding,
+    make_qkv,
+    packed_segments,
+)
 
 SLOPE_MODES = ["balanced", "standard", "none", "explicit", None]
 
@@ -205,21 +211,11 @@ def test_gradcheck_chunked(activation, case):
 
 # --- float32 and bf16 ----------------------------------------------------------------------------
 
-def _errors_against_fp64(dtype, backend, q64, k64, v64, **kwargs):
-    """Max abs error of output and gradients of ``backend`` in ``dtype`` against float64 on the
-    same (``dtype``-rounded) inputs."""
-    inputs = [x.detach().to(dtype).requires_grad_() for x in (q64, k64, v64)]
-    exact_inputs = [x.detach().double().requires_grad_() for x in inputs]
-    want, want_grads = run(*exact_inputs, backend="reference", **kwargs)
-    got, got_grads = run(*inputs, backend=backend, **kwargs)
-    return [(g.double() - w).abs().max().item() for g, w in zip((got, *got_grads), (want, *want_grads), strict=True)]
-
-
 @pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
 @pytest.mark.parametrize("backend", ["chunked", "chunked_b16"])
 def test_float32_close_to_float64(with_blocks, activation, backend):
     q, k, v = make_qkv(batch=2, q_len=150, heads=4, kv_heads=2, head_dim=32)
-    errors = _errors_against_fp64(torch.float32, backend, q, k, v, window=40, slopes=alibi_slopes(4),
+    errors = errors_against_fp64(torch.float32, backend, q, k, v, window=40, slopes=alibi_slopes(4),
                                   activation=activation)
     assert max(errors) < 1e-4, errors
 
@@ -236,8 +232,8 @@ def test_bf16_error_is_that_of_a_bf16_reference(with_blocks, monkeypatch, low_pr
     monkeypatch.setattr(device_module, "fast_low_precision_matmul", lambda device: low_precision_matmul)
     q, k, v = make_qkv(batch=2, q_len=150, heads=4, kv_heads=2, head_dim=32, seed=5)
     kwargs = dict(window=40, slopes=alibi_slopes(4), activation=activation, sigmoid_bias=-1.0)
-    ours = _errors_against_fp64(torch.bfloat16, backend, q, k, v, **kwargs)
-    theirs = _errors_against_fp64(torch.bfloat16, "reference", q, k, v, **kwargs)
+    ours = errors_against_fp64(torch.bfloat16, backend, q, k, v, **kwargs)
+    theirs = errors_against_fp64(torch.bfloat16, "reference", q, k, v, **kwargs)
     for name, e_ours, e_ref in zip(["out", "dq", "dk", "dv"], ours, theirs, strict=True):
         assert e_ours <= 2 * e_ref, f"{name}: bf16 kernel error {e_ours:.3g} > 2 x bf16 reference's {e_ref:.3g}"
 

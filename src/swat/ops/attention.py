@@ -10,6 +10,7 @@ import torch
 
 from swat.ops import triton_attention as triton_backend
 from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
+from swat.ops.cpu_fused import fused_attention
 from swat.ops.decode import decode_attention
 from swat.ops.reference import reference_attention
 from swat.ops.sdpa import sdpa_attention
@@ -26,6 +27,7 @@ def _dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: At
 BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
     "reference": _dense_reference,
     "chunked": chunked_attention,
+    "fused": fused_attention,
     "decode": decode_attention,
     "sdpa": sdpa_attention,
     "triton": triton_backend.triton_attention,

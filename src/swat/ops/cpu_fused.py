@@ -99,10 +99,8 @@ class _FusedAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         spec = ctx.spec
         grad_out = grad_out.contiguous()
-        if spec.softmax:  # rowsum(dO * O) [batch, q_len, heads], docs/spec.md section 1's softmax variant
-            row_dot = (grad_out.float() * out.float()).sum(-1)
-        else:
-            row_dot = lse
+        # softmax: dS = P * (dP - rowsum(dO * O)), the row sums as [batch, q_len, heads]; unused for sigmoid
+        row_dot = (grad_out.float() * out.float()).sum(-1) if spec.softmax else lse
         dq, dk, dv = torch.ops.swat_cpu.backward(q, k, v, grad_out, lse, row_dot, ctx.slopes, spec.segment_ids,
                                                  ctx.band, spec.scale, spec.sigmoid_bias, spec.softmax, ctx.block)
         return dq, dk, dv, None, None, None

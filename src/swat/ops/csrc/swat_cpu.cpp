@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -28,6 +29,11 @@
 #define SWAT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SWAT_VECTOR_CLONES
+#endif
+#if defined(__GNUC__)
+#define SWAT_ALWAYS_INLINE inline __attribute__((always_inline))  // into every clone, to vectorise
+#else
+#define SWAT_ALWAYS_INLINE inline
 #endif
 
 // BLAS exported by libtorch_cpu (MKL): the fp32 GEMM and MKL's bf16 x bf16 -> fp32 GEMM.
@@ -64,7 +70,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 // --- elementwise loops (written so that the compiler vectorises them) ----------------------------
 
 // exp(x) for x in [-87, 88] (clamped), Cephes' polynomial: a few ulp, branch free.
-inline float exp_approx(float x) {
+SWAT_ALWAYS_INLINE float exp_approx(float x) {
   x = std::min(std::max(x, -87.0f), 88.0f);
   const float round = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
   const float n = (x * 1.44269504088896341f + round) - round;
@@ -256,31 +262,41 @@ void tile_weights(const Shape& s, const Options& o, const T* q_tile, const T* k_
   }
 }
 
+// Runs body(task, scratch) for tasks 0 .. count-1 on torch's intra-op threads. Each thread takes
+// the next task from a shared counter (tiles differ in cost, and on a busy machine a thread may be
+// descheduled), and owns one Scratch for all its tasks.
+template <typename T, typename Body>
+void run_tasks(int64_t count, const Shape& s, bool backward, const Body& body) {
+  std::atomic<int64_t> next{0};
+  const int64_t threads = std::min<int64_t>(count, at::get_num_threads());
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    Scratch<T> scratch(s, backward);
+    for (int64_t task = next++; task < count; task = next++) body(task, scratch);
+  });
+}
+
 // --- forward -----------------------------------------------------------------------------------
 
 template <typename T>
 void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k, const T* v, T* out, float* lse) {
   const int64_t blocks = s.blocks(), group = s.group();
-  at::parallel_for(0, s.batch * s.heads * blocks, 1, [&](int64_t begin, int64_t end) {
-    Scratch<T> scratch(s, false);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t lane = task / blocks, b = lane / s.heads, h = lane % s.heads;
-      const Tile t = tile_at(s, task % blocks);
-      const int64_t q_at = ((b * s.q_len + t.r0) * s.heads + h) * s.dim;
-      const int64_t kv_at = ((b * s.kv_len + t.k0) * s.kv_heads + h / group) * s.dim;
-      float* row_lse = lse ? lse + (b * s.q_len + t.r0) * s.heads + h : nullptr;
-      float* p = scratch.p.data();
-      tile_weights(s, o, q + q_at, k + kv_at, b, h, t, p, row_lse, nullptr, s.heads);
-      const T* weights = gemm_input(p, scratch.low, t.rows() * t.cols());
-      if constexpr (std::is_same_v<T, float>) {
-        gemm(false, false, t.rows(), s.dim, t.cols(), 1.0f, weights, t.cols(), v + kv_at, s.kv_stride(), 0.0f,
-             out + q_at, s.q_stride());
-      } else {
-        float* rows = scratch.rows.data();
-        gemm(false, false, t.rows(), s.dim, t.cols(), 1.0f, weights, t.cols(), v + kv_at, s.kv_stride(), 0.0f,
-             rows, s.dim);
-        store_rows(rows, t.rows(), s.dim, out + q_at, s.q_stride());
-      }
+  run_tasks<T>(s.batch * s.heads * blocks, s, false, [&](int64_t task, Scratch<T>& scratch) {
+    const int64_t lane = task / blocks, b = lane / s.heads, h = lane % s.heads;
+    const Tile t = tile_at(s, task % blocks);
+    const int64_t q_at = ((b * s.q_len + t.r0) * s.heads + h) * s.dim;
+    const int64_t kv_at = ((b * s.kv_len + t.k0) * s.kv_heads + h / group) * s.dim;
+    float* row_lse = lse ? lse + (b * s.q_len + t.r0) * s.heads + h : nullptr;
+    float* p = scratch.p.data();
+    tile_weights(s, o, q + q_at, k + kv_at, b, h, t, p, row_lse, nullptr, s.heads);
+    const T* weights = gemm_input(p, scratch.low, t.rows() * t.cols());
+    if constexpr (std::is_same_v<T, float>) {
+      gemm(false, false, t.rows(), s.dim, t.cols(), 1.0f, weights, t.cols(), v + kv_at, s.kv_stride(), 0.0f,
+           out + q_at, s.q_stride());
+    } else {
+      float* rows = scratch.rows.data();
+      gemm(false, false, t.rows(), s.dim, t.cols(), 1.0f, weights, t.cols(), v + kv_at, s.kv_stride(), 0.0f,
+           rows, s.dim);
+      store_rows(rows, t.rows(), s.dim, out + q_at, s.q_stride());
     }
   });
 }
@@ -333,17 +349,14 @@ void backward_kernel(const Shape& s, const Options& o, const T* q, const T* k, c
                      const float* lse, const float* row_dot, T* dq, const Gradients& g) {
   const int64_t blocks = s.blocks(), lanes = s.batch * s.kv_heads, splits = g.splits;
   const int64_t split_size = s.batch * s.kv_len * s.kv_heads * s.dim;
-  at::parallel_for(0, lanes * splits, 1, [&](int64_t begin, int64_t end) {
-    Scratch<T> scratch(s, true);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t lane = task / splits, split = task % splits, b = lane / s.kv_heads, kv_head = lane % s.kv_heads;
-      const int64_t lane_at = split * split_size + b * s.kv_len * s.kv_heads * s.dim + kv_head * s.dim;
-      const int64_t first = blocks * split / splits, last = blocks * (split + 1) / splits;
-      for (int64_t h = kv_head * s.group(); h < (kv_head + 1) * s.group(); ++h) {
-        for (int64_t block = first; block < last; ++block) {
-          backward_tile(s, o, q, k, v, grad_out, lse, row_dot, dq, g.dk + lane_at, g.dv + lane_at, b, h,
-                        tile_at(s, block), scratch);
-        }
+  run_tasks<T>(lanes * splits, s, true, [&](int64_t task, Scratch<T>& scratch) {
+    const int64_t lane = task / splits, split = task % splits, b = lane / s.kv_heads, kv_head = lane % s.kv_heads;
+    const int64_t lane_at = split * split_size + b * s.kv_len * s.kv_heads * s.dim + kv_head * s.dim;
+    const int64_t first = blocks * split / splits, last = blocks * (split + 1) / splits;
+    for (int64_t h = kv_head * s.group(); h < (kv_head + 1) * s.group(); ++h) {
+      for (int64_t block = first; block < last; ++block) {
+        backward_tile(s, o, q, k, v, grad_out, lse, row_dot, dq, g.dk + lane_at, g.dv + lane_at, b, h,
+                      tile_at(s, block), scratch);
       }
     }
   });
