@@ -293,18 +293,29 @@ def _pick(q_len, kv_len, window, activation, *, segment_ids=None, grad=False, de
 
 def test_auto_choices_on_the_cpu():
     """Measured crossovers (see the thresholds in swat/ops/attention.py)."""
-    # sigmoid never goes to SDPA (softmax only); long or windowed problems go to the banded kernel
-    assert _pick(4096, 4096, 512, "sigmoid") == "chunked"
-    assert _pick(4096, 4096, None, "sigmoid") == "chunked"
+    # sigmoid never goes to SDPA (softmax only); long or windowed problems go to the fused banded kernel
+    assert _pick(4096, 4096, 512, "sigmoid") == "fused"
+    assert _pick(4096, 4096, None, "sigmoid") == "fused"
     assert _pick(1, 512, 512, "sigmoid") == "decode"  # a decoding step
     assert _pick(16, 16, None, "sigmoid") == "reference"  # tiny: dense is cheaper
     assert _pick(128, 128, None, "sigmoid", grad=True) == "reference"
-    assert _pick(128, 128, None, "sigmoid") == "chunked"
+    assert _pick(128, 128, None, "sigmoid") == "fused"
+    assert _pick(4096, 4096, 512, "sigmoid", dtype=torch.float64) == "chunked"  # not in the fused kernel
     # softmax: fused causal SDPA; masked SDPA while the band is most of the keys; else banded
     assert _pick(4096, 4096, None, "softmax") == "sdpa"
     assert _pick(1, 512, 512, "softmax") == "decode"
-    assert _pick(4096, 4096, 512, "softmax") == "chunked"
-    assert _pick(8192, 8192, None, "softmax", segment_ids=torch.zeros(1, 8192)) == "chunked"  # mask too big
+    assert _pick(4096, 4096, 512, "softmax") == "fused"
+    assert _pick(8192, 8192, None, "softmax", segment_ids=torch.zeros(1, 8192)) == "fused"  # mask too big
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_auto_low_precision_on_the_cpu(monkeypatch, fast, dtype):
+    """Native low-precision matmuls: the chunked kernel (the fused one was slower there); upcast
+    to fp32 (no fast bf16 matmuls): the fused kernel."""
+    monkeypatch.setattr(device_module, "fast_low_precision_matmul", lambda device: fast)
+    for activation in ("sigmoid", "softmax"):
+        assert _pick(4096, 4096, 512, activation, dtype=dtype) == ("chunked" if fast else "fused")
 
 
 def test_auto_choices_on_a_gpu():

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from swat.ops import device
 from swat.ops import triton_attention as triton_backend
 from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
 from swat.ops.cpu_fused import fused_attention
@@ -51,6 +52,13 @@ _DENSE_PAIRS_GRAD = 256 * 256
 #   87 ms forward+backward). The mask is q_len x kv_len floats, hence the cap on its size.
 _SDPA_MASK_RATIO = 1.25
 _SDPA_MASK_MAX_PAIRS = 2 ** 24
+# - the fused C++ kernel (``swat.ops.cpu_fused``) against the banded one, on a 2-core AVX-512
+#   (+BF16) CPU, window 512, one thread: with fp32 matmuls it was faster everywhere measured
+#   (sigmoid 2k: 33 against 58 ms forward, 114 against 128 ms forward+backward; softmax 768 to 8k:
+#   1.2-1.6x, and 2x against masked SDPA at 768), so it replaces ``chunked`` where the matmuls are
+#   fp32 (fp32 inputs; bf16/fp16 on CPUs without fast low-precision matmuls, which are upcast).
+#   With native bf16 matmuls it was not faster (MKL's bf16 GEMM on this AMD CPU: 39 against 27 ms
+#   forward at 2k), so bf16 stays on ``chunked`` there.
 
 
 def swat_attention(
@@ -82,6 +90,7 @@ def swat_attention(
         activation: ``"sigmoid"`` (SWAT) or ``"softmax"`` (baselines).
         scale: a finite Python number; defaults to ``head_dim ** -0.5``.
         backend: ``"auto"``, ``"reference"`` (dense oracle), ``"chunked"`` (banded, O(q_len * w)),
+            ``"fused"`` (the banded op as one C++ CPU kernel per pass; fp64/fp16 run ``chunked``),
             ``"decode"`` (``q_len = 1`` only, a decoding step), ``"sdpa"`` (softmax only,
             PyTorch's fused attention) or ``"triton"`` (fused GPU kernels, fp16/bf16/fp32).
         segment_ids: optional ``[batch, kv_len]`` integers; a query sees only keys of its own
@@ -120,11 +129,20 @@ def _pick_backend(q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec) -> str:
         if plain_causal:
             return "sdpa"  # fused causal kernel
         dense_is_cheap = kv_len <= _SDPA_MASK_RATIO * (band + DEFAULT_BLOCK)
-        return "sdpa" if dense_is_cheap and q_len * kv_len <= _SDPA_MASK_MAX_PAIRS else "chunked"
+        return "sdpa" if dense_is_cheap and q_len * kv_len <= _SDPA_MASK_MAX_PAIRS else _banded_backend(q)
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
     if q_len * kv_len <= (_DENSE_PAIRS_GRAD if grad else _DENSE_PAIRS):
         return "reference"
-    return "chunked"
+    return _banded_backend(q)
+
+
+def _banded_backend(q: torch.Tensor) -> str:
+    """``fused`` where its matmuls run in fp32 on the CPU (see the measurements above), else
+    ``chunked``. Where the fused kernel cannot be built, ``fused`` runs ``chunked`` itself."""
+    if q.device.type != "cpu":
+        return "chunked"
+    upcast = q.dtype in (torch.bfloat16, torch.float16) and not device.fast_low_precision_matmul(q.device)
+    return "fused" if q.dtype == torch.float32 or upcast else "chunked"
 
 
 def _check_inputs(q, k, v, window, slopes, sigmoid_bias, activation, scale, backend, segment_ids) -> None:

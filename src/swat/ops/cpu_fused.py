@@ -41,11 +41,15 @@ DISABLE_ENV = "SWAT_NO_FUSED"
 # Query positions per tile: 64 was the fastest forward+backward at window 512 (benchmarks/bench_attention.py).
 DEFAULT_BLOCK = 64
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
+# Portable flags only: the cache may be shared between machines. The GEMMs are MKL's (it picks the
+# instruction set at run time) and the elementwise loops are compiled per instruction set
+# (target_clones in the source).
+_CFLAGS = ["-O3"]
 
 
 def build_directory() -> Path:
-    """Where the compiled extension is cached: one folder per torch version and source text."""
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    """Where the compiled extension is cached: one folder per torch version, source text and flags."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_CFLAGS).encode()).hexdigest()[:16]
     return Path.home() / ".cache" / "swat" / "extensions" / f"{torch.__version__}-{digest}"
 
 
@@ -57,7 +61,7 @@ def build() -> None:
 
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
-    load(name=f"swat_cpu_{directory.name.rsplit('-', 1)[1]}", sources=[str(SOURCE)], extra_cflags=["-O3"],
+    load(name=f"swat_cpu_{directory.name.rsplit('-', 1)[1]}", sources=[str(SOURCE)], extra_cflags=_CFLAGS,
          build_directory=str(directory), is_python_module=False, verbose=False)
 
 
