@@ -9,8 +9,15 @@
 // band and segments and applies the activation, one GEMM for the output. Scores, weights and
 // accumulators are fp32; GEMM inputs are the input dtype (fp32 or bf16). Nothing is allocated per
 // tile: every thread owns its scratch buffers for the whole loop.
+//
+// GEMMs: oneDNN's small-matrix kernels through at::native::cpublas::brgemm (row-major
+// C (+)= A B, no transposes; where oneDNN cannot run them it calls PyTorch's own GEMM). So every
+// product is written without transposes: K and V are transposed once per call ([batch, kv_heads,
+// dim, kv_len]), the backward accumulates dK^T and dV^T, and the few [rows, dim] transposes it
+// needs (Q^T, dO^T of a tile) cost 1/cols of the tile's GEMM work.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -36,35 +43,15 @@
 #define SWAT_ALWAYS_INLINE inline
 #endif
 
-// BLAS exported by libtorch_cpu (MKL): the fp32 GEMM and MKL's bf16 x bf16 -> fp32 GEMM.
-extern "C" {
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
-            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
-            const int* ldc);
-void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k, float alpha,
-                            const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta, float* c, int ldc);
-}
-
 namespace {
-
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;  // CBLAS enum values
 
 using bf16 = at::BFloat16;
 
-// Row-major C[M, N] = alpha * op(A) op(B) + beta * C, op(A) [M, K], op(B) [K, N].
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  // column-major BLAS sees the transposes: C^T = op(B)^T op(A)^T
-  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
-  const int mi = m, ni = n, ki = k, la = lda, lb = ldb, lc = ldc;
-  sgemm_(&tb, &ta, &ni, &mi, &ki, &alpha, b, &lb, a, &la, &beta, c, &lc);
-}
-
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const bf16* a, int64_t lda,
-          const bf16* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_gemm_bf16bf16f32(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, m, n, k, alpha,
-                         reinterpret_cast<const uint16_t*>(a), lda, reinterpret_cast<const uint16_t*>(b), ldb, beta,
-                         c, ldc);
+// Row-major C[M, N] (+)= A[M, K] B[K, N] (fp32 C; A, B fp32 or bf16), one thread.
+template <typename T>
+void gemm(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, bool accumulate,
+          float* c, int64_t ldc) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);
 }
 
 // --- elementwise loops (written so that the compiler vectorises them) ----------------------------
@@ -88,9 +75,10 @@ SWAT_ALWAYS_INLINE float exp_approx(float x) {
   return y * two_n;
 }
 
-// x[c] += base + slope * c: the position term b - m_h * (i - j) of consecutive keys j.
-SWAT_VECTOR_CLONES void add_position_term(float* x, int64_t len, float base, float slope) {
-  for (int64_t c = 0; c < len; ++c) x[c] += base + slope * static_cast<float>(c);
+// x[c] = scale * x[c] + base + slope * c: the scores with the position term b - m_h * (i - j) of
+// consecutive keys j.
+SWAT_VECTOR_CLONES void add_position_term(float* x, int64_t len, float scale, float base, float slope) {
+  for (int64_t c = 0; c < len; ++c) x[c] = scale * x[c] + base + slope * static_cast<float>(c);
 }
 
 SWAT_VECTOR_CLONES void mask_other_segments(float* x, const int64_t* key_segments, int64_t segment, int64_t len) {
@@ -186,16 +174,25 @@ Tile tile_at(const Shape& s, int64_t block_index) {
   return {r0, r1, std::max<int64_t>(0, s.offset() + r0 - s.band + 1), s.offset() + r1};
 }
 
-// Per-thread buffers of one tile, allocated once per parallel chunk.
+// Per-thread buffers of one tile, allocated once per thread.
 template <typename T>
 struct Scratch {
   std::vector<float> p, dp, rows;
   std::vector<T> low;  // bf16 copies of p or dS for the GEMMs (unused for fp32)
+  std::vector<T> q_t, grad_out_t;  // the tile's Q^T and dO^T, [dim, rows] (backward)
 
   Scratch(const Shape& s, bool backward)
       : p(s.block * s.max_cols()), dp(backward ? s.block * s.max_cols() : 0), rows(s.block * s.dim),
-        low(std::is_same_v<T, float> ? 0 : s.block * s.max_cols()) {}
+        low(std::is_same_v<T, float> ? 0 : s.block * s.max_cols()), q_t(backward ? s.block * s.dim : 0),
+        grad_out_t(backward ? s.block * s.dim : 0) {}
 };
+
+// dst[c, r] = src[r, c] for a [rows, cols] matrix with row stride ld.
+template <typename T>
+void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld, T* dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * ld + c];
+}
 
 // x as a GEMM input of type T: x itself for fp32, else rounded into `low`.
 template <typename T>
@@ -208,9 +205,10 @@ const T* gemm_input(const float* x, std::vector<T>& low, int64_t len) {
   }
 }
 
-// Copies rows x cols fp32 values into a strided T matrix.
+// Copies factor * x (rows x cols fp32 values, in place) into a strided T matrix.
 template <typename T>
-void store_rows(const float* x, int64_t rows, int64_t cols, T* dst, int64_t ld) {
+void store_rows(float* x, int64_t rows, int64_t cols, float factor, T* dst, int64_t ld) {
+  if (factor != 1.0f) scale_inplace(x, rows * cols, factor);
   for (int64_t r = 0; r < rows; ++r) {
     if constexpr (std::is_same_v<T, float>) {
       std::copy(x + r * cols, x + (r + 1) * cols, dst + r * ld);
@@ -225,7 +223,7 @@ void store_rows(const float* x, int64_t rows, int64_t cols, T* dst, int64_t ld) 
 // log-sum-exp in the backward (saved_lse).
 void row_weights(float* x, int64_t len, const Options& o, float base, float slope, const int64_t* key_segments,
                  int64_t segment, float* lse, const float* saved_lse) {
-  add_position_term(x, len, base, slope);
+  add_position_term(x, len, o.scale, base, slope);
   if (key_segments) mask_other_segments(x, key_segments, segment, len);
   if (!o.softmax) {
     sigmoid_inplace(x, len);
@@ -241,12 +239,13 @@ void row_weights(float* x, int64_t len, const Options& o, float base, float slop
 }
 
 // The tile's weights act(s) as a [rows, cols] fp32 matrix in p, zero outside the band and across
-// segments (docs/spec.md section 1). lse / saved_lse: per row, with stride lse_stride.
+// segments (docs/spec.md section 1). k_t: the tile's first key column of K^T ([dim, kv_len]).
+// lse / saved_lse: per row, with stride lse_stride.
 template <typename T>
-void tile_weights(const Shape& s, const Options& o, const T* q_tile, const T* k_tile, int64_t b, int64_t h,
+void tile_weights(const Shape& s, const Options& o, const T* q_tile, const T* k_t, int64_t b, int64_t h,
                   const Tile& t, float* p, float* lse, const float* saved_lse, int64_t lse_stride) {
   const int64_t cols = t.cols();
-  gemm(false, true, t.rows(), cols, s.dim, o.scale, q_tile, s.q_stride(), k_tile, s.kv_stride(), 0.0f, p, cols);
+  gemm(t.rows(), cols, s.dim, q_tile, s.q_stride(), k_t, s.kv_len, false, p, cols);
   const float slope = o.slopes ? o.slopes[h] : 0.0f;
   const int64_t* segments = o.segments ? o.segments + b * s.kv_len : nullptr;
   for (int64_t r = 0; r < t.rows(); ++r) {
@@ -272,91 +271,96 @@ void run_tasks(int64_t count, const Shape& s, bool backward, const Body& body) {
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     Scratch<T> scratch(s, backward);
     for (int64_t task = next++; task < count; task = next++) body(task, scratch);
+    at::native::cpublas::brgemm_release();
   });
 }
+
+// Where a tile's data starts: q-shaped tensors, k-shaped tensors, transposed K/V lanes
+// ([batch, kv_heads, dim, kv_len]) and per-row statistics ([batch, q_len, heads]).
+struct TileOffsets {
+  int64_t q, kv, kv_t, stats;
+
+  TileOffsets(const Shape& s, int64_t b, int64_t h, const Tile& t)
+      : q(((b * s.q_len + t.r0) * s.heads + h) * s.dim),
+        kv(((b * s.kv_len + t.k0) * s.kv_heads + h / s.group()) * s.dim),
+        kv_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_len + t.k0),
+        stats((b * s.q_len + t.r0) * s.heads + h) {}
+};
 
 // --- forward -----------------------------------------------------------------------------------
 
 template <typename T>
-void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k, const T* v, T* out, float* lse) {
-  const int64_t blocks = s.blocks(), group = s.group();
+void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k_t, const T* v, T* out, float* lse) {
+  const int64_t blocks = s.blocks();
   run_tasks<T>(s.batch * s.heads * blocks, s, false, [&](int64_t task, Scratch<T>& scratch) {
     const int64_t lane = task / blocks, b = lane / s.heads, h = lane % s.heads;
     const Tile t = tile_at(s, task % blocks);
-    const int64_t q_at = ((b * s.q_len + t.r0) * s.heads + h) * s.dim;
-    const int64_t kv_at = ((b * s.kv_len + t.k0) * s.kv_heads + h / group) * s.dim;
-    float* row_lse = lse ? lse + (b * s.q_len + t.r0) * s.heads + h : nullptr;
-    float* p = scratch.p.data();
-    tile_weights(s, o, q + q_at, k + kv_at, b, h, t, p, row_lse, nullptr, s.heads);
+    const TileOffsets at(s, b, h, t);
+    float *p = scratch.p.data(), *rows = scratch.rows.data();
+    tile_weights(s, o, q + at.q, k_t + at.kv_t, b, h, t, p, lse ? lse + at.stats : nullptr, nullptr, s.heads);
     const T* weights = gemm_input(p, scratch.low, t.rows() * t.cols());
-    if constexpr (std::is_same_v<T, float>) {
-      gemm(false, false, t.rows(), s.dim, t.cols(), 1.0f, weights, t.cols(), v + kv_at, s.kv_stride(), 0.0f,
-           out + q_at, s.q_stride());
-    } else {
-      float* rows = scratch.rows.data();
-      gemm(false, false, t.rows(), s.dim, t.cols(), 1.0f, weights, t.cols(), v + kv_at, s.kv_stride(), 0.0f,
-           rows, s.dim);
-      store_rows(rows, t.rows(), s.dim, out + q_at, s.q_stride());
-    }
+    gemm(t.rows(), s.dim, t.cols(), weights, t.cols(), v + at.kv, s.kv_stride(), false, rows, s.dim);
+    store_rows(rows, t.rows(), s.dim, 1.0f, out + at.q, s.q_stride());
   });
 }
 
 // --- backward ----------------------------------------------------------------------------------
 
+struct Inputs {
+  const void *q, *k, *v_t, *k_t, *grad_out;  // k_t, v_t: [batch, kv_heads, dim, kv_len]
+  const float *lse, *row_dot;                // softmax only, [batch, q_len, heads]
+};
+
 struct Gradients {
-  float* dk;  // fp32 accumulators [splits, batch, kv_len, kv_heads, dim]
-  float* dv;
+  void* dq;
+  float* dk_t;  // fp32 accumulators of dK^T, dV^T [splits, batch, kv_heads, dim, kv_len], without `scale`
+  float* dv_t;
   int64_t splits;  // query blocks of one kv lane are cut into `splits` ranges, one task each
 };
 
-// dV += P^T dO, dP = dO V^T, dS = act'(dP), dQ = scale dS K, dK += scale dS^T Q on one tile.
+// dV^T += dO^T P, dP = dO V^T, dS = act'(dP), dQ = scale dS K, dK^T += Q^T dS on one tile
+// (docs/spec.md section 1; the formulas are those of swat/ops/chunked.py).
 template <typename T>
-void backward_tile(const Shape& s, const Options& o, const T* q, const T* k, const T* v, const T* grad_out,
-                   const float* lse, const float* row_dot, T* dq, float* dk_lane, float* dv_lane, int64_t b,
+void backward_tile(const Shape& s, const Options& o, const Inputs& in, const Gradients& g, int64_t split, int64_t b,
                    int64_t h, const Tile& t, Scratch<T>& scratch) {
-  const int64_t rows = t.rows(), cols = t.cols(), ldq = s.q_stride(), ldkv = s.kv_stride();
-  const int64_t q_at = ((b * s.q_len + t.r0) * s.heads + h) * s.dim;
-  const int64_t kv_at = ((b * s.kv_len + t.k0) * s.kv_heads + h / s.group()) * s.dim;
-  const int64_t stat_at = (b * s.q_len + t.r0) * s.heads + h;  // lse, row_dot: [batch, q_len, heads]
-  float *p = scratch.p.data(), *dp = scratch.dp.data();
-  tile_weights(s, o, q + q_at, k + kv_at, b, h, t, p, nullptr, o.softmax ? lse + stat_at : nullptr, s.heads);
-  gemm(false, true, rows, cols, s.dim, 1.0f, grad_out + q_at, ldq, v + kv_at, ldkv, 0.0f, dp, cols);
+  const T *q = static_cast<const T*>(in.q), *grad_out = static_cast<const T*>(in.grad_out);
+  const int64_t rows = t.rows(), cols = t.cols();
+  const TileOffsets at(s, b, h, t);
+  const int64_t acc_at = split * s.batch * s.kv_heads * s.dim * s.kv_len + at.kv_t;
+  float *p = scratch.p.data(), *dp = scratch.dp.data(), *dq_rows = scratch.rows.data();
+  T *q_t = scratch.q_t.data(), *grad_out_t = scratch.grad_out_t.data();
+  tile_weights(s, o, q + at.q, static_cast<const T*>(in.k_t) + at.kv_t, b, h, t, p, nullptr,
+               o.softmax ? in.lse + at.stats : nullptr, s.heads);
+  gemm(rows, cols, s.dim, grad_out + at.q, s.q_stride(), static_cast<const T*>(in.v_t) + at.kv_t, s.kv_len, false,
+       dp, cols);
+  transpose(grad_out + at.q, rows, s.dim, s.q_stride(), grad_out_t);
   const T* weights = gemm_input(p, scratch.low, rows * cols);
-  const int64_t key_at = t.k0 * ldkv;
-  gemm(true, false, cols, s.dim, rows, 1.0f, weights, cols, grad_out + q_at, ldq, 1.0f, dv_lane + key_at, ldkv);
+  gemm(s.dim, cols, rows, grad_out_t, rows, weights, cols, true, g.dv_t + acc_at, s.kv_len);
   for (int64_t r = 0; r < rows; ++r) {
     if (o.softmax) {
-      softmax_grad(dp + r * cols, p + r * cols, cols, row_dot[stat_at + r * s.heads]);
+      softmax_grad(dp + r * cols, p + r * cols, cols, in.row_dot[at.stats + r * s.heads]);
     } else {
       sigmoid_grad(dp + r * cols, p + r * cols, cols);
     }
   }
   const T* ds = gemm_input(dp, scratch.low, rows * cols);
-  if constexpr (std::is_same_v<T, float>) {
-    gemm(false, false, rows, s.dim, cols, o.scale, ds, cols, k + kv_at, ldkv, 0.0f, dq + q_at, ldq);
-  } else {
-    float* dq_rows = scratch.rows.data();
-    gemm(false, false, rows, s.dim, cols, o.scale, ds, cols, k + kv_at, ldkv, 0.0f, dq_rows, s.dim);
-    store_rows(dq_rows, rows, s.dim, dq + q_at, ldq);
-  }
-  gemm(true, false, cols, s.dim, rows, o.scale, ds, cols, q + q_at, ldq, 1.0f, dk_lane + key_at, ldkv);
+  gemm(rows, s.dim, cols, ds, cols, static_cast<const T*>(in.k) + at.kv, s.kv_stride(), false, dq_rows, s.dim);
+  store_rows(dq_rows, rows, s.dim, o.scale, static_cast<T*>(g.dq) + at.q, s.q_stride());
+  transpose(q + at.q, rows, s.dim, s.q_stride(), q_t);
+  gemm(s.dim, cols, rows, q_t, rows, ds, cols, true, g.dk_t + acc_at, s.kv_len);
 }
 
 // Parallel over (batch, kv head) lanes x query ranges: each task owns its lane's dK, dV
 // accumulators of its split (no atomics); the query heads of a kv head run in the same task.
 template <typename T>
-void backward_kernel(const Shape& s, const Options& o, const T* q, const T* k, const T* v, const T* grad_out,
-                     const float* lse, const float* row_dot, T* dq, const Gradients& g) {
-  const int64_t blocks = s.blocks(), lanes = s.batch * s.kv_heads, splits = g.splits;
-  const int64_t split_size = s.batch * s.kv_len * s.kv_heads * s.dim;
-  run_tasks<T>(lanes * splits, s, true, [&](int64_t task, Scratch<T>& scratch) {
+void backward_kernel(const Shape& s, const Options& o, const Inputs& in, const Gradients& g) {
+  const int64_t blocks = s.blocks(), splits = g.splits;
+  run_tasks<T>(s.batch * s.kv_heads * splits, s, true, [&](int64_t task, Scratch<T>& scratch) {
     const int64_t lane = task / splits, split = task % splits, b = lane / s.kv_heads, kv_head = lane % s.kv_heads;
-    const int64_t lane_at = split * split_size + b * s.kv_len * s.kv_heads * s.dim + kv_head * s.dim;
     const int64_t first = blocks * split / splits, last = blocks * (split + 1) / splits;
     for (int64_t h = kv_head * s.group(); h < (kv_head + 1) * s.group(); ++h) {
       for (int64_t block = first; block < last; ++block) {
-        backward_tile(s, o, q, k, v, grad_out, lse, row_dot, dq, g.dk + lane_at, g.dv + lane_at, b, h,
-                      tile_at(s, block), scratch);
+        backward_tile(s, o, in, g, split, b, h, tile_at(s, block), scratch);
       }
     }
   });
@@ -380,6 +384,9 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   TORCH_CHECK(band >= 1 && block >= 1, "swat_cpu: band and block must be >= 1");
 }
 
+// [batch, len, kv_heads, dim] -> [batch, kv_heads, dim, len]: the B operand of Q K^T and dO V^T.
+at::Tensor transposed_lanes(const at::Tensor& x) { return x.permute({0, 2, 3, 1}).contiguous(); }
+
 // Returns the output and, for softmax, each row's log-sum-exp [batch, q_len, heads] (fp32).
 std::tuple<at::Tensor, at::Tensor> swat_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                 const std::optional<at::Tensor>& slopes,
@@ -388,14 +395,14 @@ std::tuple<at::Tensor, at::Tensor> swat_forward(const at::Tensor& q, const at::T
   check_inputs(q, k, v, band, block);
   const Shape s = shape_of(q, k, band, block);
   const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
-  at::Tensor out = at::empty_like(q);
+  at::Tensor out = at::empty_like(q), k_t = transposed_lanes(k);
   at::Tensor lse = at::empty({softmax ? s.batch : 0, s.q_len, s.heads}, q.options().dtype(at::kFloat));
   float* lse_ptr = softmax ? lse.data_ptr<float>() : nullptr;
   if (q.scalar_type() == at::kFloat) {
-    forward_kernel(s, o, q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), out.data_ptr<float>(),
+    forward_kernel(s, o, q.data_ptr<float>(), k_t.data_ptr<float>(), v.data_ptr<float>(), out.data_ptr<float>(),
                    lse_ptr);
   } else {
-    forward_kernel(s, o, q.data_ptr<bf16>(), k.data_ptr<bf16>(), v.data_ptr<bf16>(), out.data_ptr<bf16>(),
+    forward_kernel(s, o, q.data_ptr<bf16>(), k_t.data_ptr<bf16>(), v.data_ptr<bf16>(), out.data_ptr<bf16>(),
                    lse_ptr);
   }
   return {out, lse};
@@ -406,6 +413,11 @@ int64_t splits_for(const Shape& s) {
   const int64_t lanes = s.batch * s.kv_heads, threads = at::get_num_threads();
   if (lanes == 0 || lanes >= threads) return 1;
   return std::max<int64_t>(1, std::min(s.blocks(), (threads + lanes - 1) / lanes));
+}
+
+// Sums the splits of a transposed accumulator and returns it as [batch, kv_len, kv_heads, dim].
+at::Tensor gradient_of(const at::Tensor& acc_t, float factor, const at::Tensor& like) {
+  return acc_t.sum(0).mul_(factor).permute({0, 3, 1, 2}).to(like.scalar_type()).contiguous();
 }
 
 // lse, row_dot: [batch, q_len, heads] fp32 (softmax only; row_dot = rowsum(dO * O)).
@@ -419,23 +431,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> swat_backward(
   const Shape s = shape_of(q, k, band, block);
   const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
   const int64_t splits = splits_for(s);
-  const bool direct = splits == 1 && q.scalar_type() == at::kFloat;  // accumulate in dk, dv themselves
-  at::Tensor dq = at::empty_like(q);
-  std::vector<int64_t> acc_shape = {splits, s.batch, s.kv_len, s.kv_heads, s.dim};
-  at::Tensor dk_acc = direct ? at::zeros_like(k) : at::zeros(acc_shape, k.options().dtype(at::kFloat));
-  at::Tensor dv_acc = direct ? at::zeros_like(v) : at::zeros(acc_shape, v.options().dtype(at::kFloat));
-  const Gradients g{dk_acc.data_ptr<float>(), dv_acc.data_ptr<float>(), splits};
-  const float* lse_ptr = softmax ? lse.data_ptr<float>() : nullptr;
-  const float* dot_ptr = softmax ? row_dot.data_ptr<float>() : nullptr;
+  at::Tensor dq = at::empty_like(q), k_t = transposed_lanes(k), v_t = transposed_lanes(v);
+  const auto acc_options = k.options().dtype(at::kFloat);
+  at::Tensor dk_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_len}, acc_options);
+  at::Tensor dv_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_len}, acc_options);
+  const Inputs in{q.data_ptr(), k.data_ptr(), v_t.data_ptr(), k_t.data_ptr(), grad_out.data_ptr(),
+                  softmax ? lse.data_ptr<float>() : nullptr, softmax ? row_dot.data_ptr<float>() : nullptr};
+  const Gradients g{dq.data_ptr(), dk_t.data_ptr<float>(), dv_t.data_ptr<float>(), splits};
   if (q.scalar_type() == at::kFloat) {
-    backward_kernel(s, o, q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), grad_out.data_ptr<float>(),
-                    lse_ptr, dot_ptr, dq.data_ptr<float>(), g);
+    backward_kernel<float>(s, o, in, g);
   } else {
-    backward_kernel(s, o, q.data_ptr<bf16>(), k.data_ptr<bf16>(), v.data_ptr<bf16>(), grad_out.data_ptr<bf16>(),
-                    lse_ptr, dot_ptr, dq.data_ptr<bf16>(), g);
+    backward_kernel<bf16>(s, o, in, g);
   }
-  if (direct) return {dq, dk_acc, dv_acc};
-  return {dq, dk_acc.sum(0).to(k.scalar_type()), dv_acc.sum(0).to(v.scalar_type())};
+  return {dq, gradient_of(dk_t, static_cast<float>(scale), k), gradient_of(dv_t, 1.0f, v)};
 }
 
 }  // namespace
