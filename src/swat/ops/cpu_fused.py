@@ -3,7 +3,9 @@
 The kernel (``csrc/swat_cpu.cpp``) computes what :mod:`swat.ops.chunked` computes, tile by tile,
 but each tile is two GEMMs (scores, output) around one fused pass that adds the position term
 ``b - m_h * (i - j)``, masks the band and the segments and applies the activation, in per-thread
-scratch buffers; ``at::parallel_for`` runs the tiles of all (batch, head) lanes. The backward
+scratch buffers; ``at::parallel_for`` runs the tiles of all (batch, head) lanes, each thread
+taking the next tile from a shared counter. The GEMMs are oneDNN's small-matrix kernels
+(``at::native::cpublas::brgemm``; PyTorch's own GEMM where oneDNN cannot run them). The backward
 recomputes each tile's weights (softmax from the saved row log-sum-exp) and parallelises over
 (batch, kv head) lanes, each task owning its lane's ``dK``, ``dV`` accumulators, so no atomics are
 needed; with fewer lanes than threads a lane's query blocks are split over tasks whose
@@ -41,8 +43,8 @@ DISABLE_ENV = "SWAT_NO_FUSED"
 # Query positions per tile: 64 was the fastest forward+backward at window 512 (benchmarks/bench_attention.py).
 DEFAULT_BLOCK = 64
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
-# Portable flags only: the cache may be shared between machines. The GEMMs are MKL's (it picks the
-# instruction set at run time) and the elementwise loops are compiled per instruction set
+# Portable flags only: the cache may be shared between machines. The GEMMs (oneDNN, PyTorch's BLAS)
+# pick the instruction set at run time and the elementwise loops are compiled per instruction set
 # (target_clones in the source).
 _CFLAGS = ["-O3"]
 

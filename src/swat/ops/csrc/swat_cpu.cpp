@@ -10,8 +10,9 @@
 // accumulators are fp32; GEMM inputs are the input dtype (fp32 or bf16). Nothing is allocated per
 // tile: every thread owns its scratch buffers for the whole loop.
 //
-// GEMMs: oneDNN's small-matrix kernels through at::native::cpublas::brgemm (row-major
-// C (+)= A B, no transposes; where oneDNN cannot run them it calls PyTorch's own GEMM). So every
+// GEMMs: at::native::cpublas::brgemm, row-major C (+)= A B without transposes: oneDNN's
+// small-matrix kernels for fp32; for bf16 (not VNNI-packed here) and where oneDNN's kernels cannot
+// run, PyTorch's own GEMM (oneDNN's bf16 GEMM, MKL or OpenBLAS). So every
 // product is written without transposes: K and V are transposed once per call ([batch, kv_heads,
 // dim, kv_len]), the backward accumulates dK^T and dV^T, and the few [rows, dim] transposes it
 // needs (Q^T, dO^T of a tile) cost 1/cols of the tile's GEMM work.
@@ -31,7 +32,8 @@
 #include <vector>
 
 // The elementwise loops are compiled for several instruction sets and picked at load time, so
-// one cached build is fast on any x86 machine; elsewhere they are compiled once, portably.
+// one cached build is fast on any x86 machine; elsewhere they are compiled once, portably. (GCC 12
+// vectorises the exp loops in the AVX-512 clone; in the AVX2 one it leaves them scalar.)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SWAT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -47,11 +49,28 @@ namespace {
 
 using bf16 = at::BFloat16;
 
-// Row-major C[M, N] (+)= A[M, K] B[K, N] (fp32 C; A, B fp32 or bf16), one thread.
+// Row-major C[M, N] (+)= A[M, K] B[K, N] (fp32 C; A, B fp32 or bf16), one thread. With vnni, B is
+// bf16 in VNNI layout ([K / 2, ldb, 2]: pairs of rows interleaved) and K is even.
 template <typename T>
 void gemm(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, bool accumulate,
-          float* c, int64_t ldc) {
-  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);
+          float* c, int64_t ldc, bool vnni) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, vnni);
+}
+
+// Whether oneDNN's bf16 kernels for VNNI-packed B run here (where not, brgemm refuses them).
+bool vnni_bf16_available() {
+  static const bool available = [] {
+    const bf16 a[4] = {1.0f, 2.0f, 3.0f, 4.0f}, b[4] = {1.0f, 0.0f, 0.0f, 1.0f};
+    float c[4];
+    try {
+      at::native::cpublas::brgemm(2, 2, 2, 2, 2, 2, false, a, b, c, true);
+      at::native::cpublas::brgemm_release();
+    } catch (const std::exception&) {
+      return false;
+    }
+    return c[0] == 1.0f && c[1] == 2.0f && c[2] == 3.0f && c[3] == 4.0f;
+  }();
+  return available;
 }
 
 // --- elementwise loops (written so that the compiler vectorises them) ----------------------------
@@ -142,17 +161,36 @@ SWAT_VECTOR_CLONES void round_to_bf16(const float* x, bf16* y, int64_t len) {
   }
 }
 
+// dst[2c] = bf16(first[c]), dst[2c + 1] = bf16(second[c]) (0 without second): two rows of a GEMM B
+// operand in VNNI layout.
+SWAT_VECTOR_CLONES void interleave_to_bf16(const float* first, const float* second, bf16* dst, int64_t len) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(dst);
+  for (int64_t c = 0; c < len; ++c) {
+    uint32_t u, w = 0;
+    std::memcpy(&u, &first[c], sizeof(u));
+    if (second) std::memcpy(&w, &second[c], sizeof(w));
+    out[2 * c] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    out[2 * c + 1] = static_cast<uint16_t>((w + 0x7fffu + ((w >> 16) & 1u)) >> 16);
+  }
+}
+
 // --- problem geometry ------------------------------------------------------------------------------
 
 struct Shape {
   int64_t batch, q_len, kv_len, heads, kv_heads, dim, band, block;
+  // bf16 with VNNI-packed B operands: every GEMM's inner dimension is even, so tiles start at an
+  // even key and span an even number of keys, and the key axis is padded to kv_pad (even).
+  bool vnni;
+  int64_t kv_pad;
 
   int64_t group() const { return heads / kv_heads; }
   int64_t offset() const { return kv_len - q_len; }  // position of query 0 among the keys
   int64_t blocks() const { return (q_len + block - 1) / block; }
   int64_t q_stride() const { return heads * dim; }  // between consecutive positions
   int64_t kv_stride() const { return kv_heads * dim; }
-  int64_t max_cols() const { return std::min(kv_len, block + band - 1); }
+  int64_t max_cols() const { return std::min(kv_pad, block + band - 1 + (vnni ? 2 : 0)); }
+  int64_t even(int64_t n) const { return vnni ? n + (n & 1) : n; }  // an inner GEMM dimension
+  int64_t pair() const { return vnni ? 2 : 1; }  // elements per column in a K^T or V^T lane
 };
 
 struct Options {
@@ -171,27 +209,51 @@ struct Tile {
 
 Tile tile_at(const Shape& s, int64_t block_index) {
   const int64_t r0 = block_index * s.block, r1 = std::min(r0 + s.block, s.q_len);
-  return {r0, r1, std::max<int64_t>(0, s.offset() + r0 - s.band + 1), s.offset() + r1};
+  int64_t k0 = std::max<int64_t>(0, s.offset() + r0 - s.band + 1);
+  if (s.vnni) k0 -= k0 & 1;  // the extra key is outside every row's band: its weights are 0
+  return {r0, r1, k0, k0 + s.even(s.offset() + r1 - k0)};
 }
 
 // Per-thread buffers of one tile, allocated once per thread.
 template <typename T>
 struct Scratch {
   std::vector<float> p, dp, rows;
-  std::vector<T> low;  // bf16 copies of p or dS for the GEMMs (unused for fp32)
-  std::vector<T> q_t, grad_out_t;  // the tile's Q^T and dO^T, [dim, rows] (backward)
+  std::vector<T> low, low_b;  // bf16 copies of p or dS as GEMM A and B operands (unused for fp32)
+  std::vector<T> q_t, grad_out_t;  // the tile's Q^T and dO^T, [dim, even(rows)] (backward)
 
   Scratch(const Shape& s, bool backward)
       : p(s.block * s.max_cols()), dp(backward ? s.block * s.max_cols() : 0), rows(s.block * s.dim),
-        low(std::is_same_v<T, float> ? 0 : s.block * s.max_cols()), q_t(backward ? s.block * s.dim : 0),
-        grad_out_t(backward ? s.block * s.dim : 0) {}
+        low(std::is_same_v<T, float> ? 0 : s.block * s.max_cols()),
+        low_b(std::is_same_v<T, float> || !backward ? 0 : s.even(s.block) * s.max_cols()),
+        q_t(backward ? s.dim * s.even(s.block) : 0), grad_out_t(backward ? s.dim * s.even(s.block) : 0) {}
 };
 
-// dst[c, r] = src[r, c] for a [rows, cols] matrix with row stride ld.
+// dst[c, r] = src[r, c] for a [rows, cols] matrix with row stride ld; dst has ld_dst >= rows
+// columns, the extra ones zero.
 template <typename T>
-void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld, T* dst) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * ld + c];
+void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld, T* dst, int64_t ld_dst) {
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t r = 0; r < rows; ++r) dst[c * ld_dst + r] = src[r * ld + c];
+    for (int64_t r = rows; r < ld_dst; ++r) dst[c * ld_dst + r] = T(0.0f);
+  }
+}
+
+// A [rows, cols] fp32 matrix as a GEMM B operand (inner dimension rows): x itself for fp32, bf16
+// rows for plain bf16, or bf16 in VNNI layout (rows padded to even with zeros).
+template <typename T>
+const T* gemm_b_input(const float* x, int64_t rows, int64_t cols, std::vector<T>& low, bool vnni) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    if (!vnni) {
+      round_to_bf16(x, low.data(), rows * cols);
+      return low.data();
+    }
+    for (int64_t r = 0; r < rows; r += 2) {
+      interleave_to_bf16(x + r * cols, r + 1 < rows ? x + (r + 1) * cols : nullptr, low.data() + r * cols, cols);
+    }
+    return low.data();
+  }
 }
 
 // x as a GEMM input of type T: x itself for fp32, else rounded into `low`.
@@ -239,13 +301,13 @@ void row_weights(float* x, int64_t len, const Options& o, float base, float slop
 }
 
 // The tile's weights act(s) as a [rows, cols] fp32 matrix in p, zero outside the band and across
-// segments (docs/spec.md section 1). k_t: the tile's first key column of K^T ([dim, kv_len]).
+// segments (docs/spec.md section 1). k_t: the tile's first key column of K^T ([dim, kv_pad]).
 // lse / saved_lse: per row, with stride lse_stride.
 template <typename T>
 void tile_weights(const Shape& s, const Options& o, const T* q_tile, const T* k_t, int64_t b, int64_t h,
                   const Tile& t, float* p, float* lse, const float* saved_lse, int64_t lse_stride) {
   const int64_t cols = t.cols();
-  gemm(t.rows(), cols, s.dim, q_tile, s.q_stride(), k_t, s.kv_len, false, p, cols);
+  gemm(t.rows(), cols, s.dim, q_tile, s.q_stride(), k_t, s.kv_pad, false, p, cols, s.vnni);
   const float slope = o.slopes ? o.slopes[h] : 0.0f;
   const int64_t* segments = o.segments ? o.segments + b * s.kv_len : nullptr;
   for (int64_t r = 0; r < t.rows(); ++r) {
@@ -275,22 +337,25 @@ void run_tasks(int64_t count, const Shape& s, bool backward, const Body& body) {
   });
 }
 
-// Where a tile's data starts: q-shaped tensors, k-shaped tensors, transposed K/V lanes
-// ([batch, kv_heads, dim, kv_len]) and per-row statistics ([batch, q_len, heads]).
+// Where a tile's data starts: q-shaped tensors, K/V lanes ([batch, kv_heads, kv_pad, dim]),
+// transposed K/V lanes ([batch, kv_heads, dim, kv_pad]; VNNI-packed: [.., dim / 2, kv_pad, 2]),
+// the fp32 dK^T/dV^T accumulators and per-row statistics ([batch, q_len, heads]).
 struct TileOffsets {
-  int64_t q, kv, kv_t, stats;
+  int64_t q, kv, kv_t, acc_t, stats;
 
   TileOffsets(const Shape& s, int64_t b, int64_t h, const Tile& t)
       : q(((b * s.q_len + t.r0) * s.heads + h) * s.dim),
-        kv(((b * s.kv_len + t.k0) * s.kv_heads + h / s.group()) * s.dim),
-        kv_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_len + t.k0),
+        kv(((b * s.kv_heads + h / s.group()) * s.kv_pad + t.k0) * s.dim),
+        kv_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_pad + t.k0 * s.pair()),
+        acc_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_pad + t.k0),
         stats((b * s.q_len + t.r0) * s.heads + h) {}
 };
 
 // --- forward -----------------------------------------------------------------------------------
 
 template <typename T>
-void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k_t, const T* v, T* out, float* lse) {
+void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k_t, const T* v_lanes, T* out,
+                    float* lse) {
   const int64_t blocks = s.blocks();
   run_tasks<T>(s.batch * s.heads * blocks, s, false, [&](int64_t task, Scratch<T>& scratch) {
     const int64_t lane = task / blocks, b = lane / s.heads, h = lane % s.heads;
@@ -299,7 +364,7 @@ void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k_t, 
     float *p = scratch.p.data(), *rows = scratch.rows.data();
     tile_weights(s, o, q + at.q, k_t + at.kv_t, b, h, t, p, lse ? lse + at.stats : nullptr, nullptr, s.heads);
     const T* weights = gemm_input(p, scratch.low, t.rows() * t.cols());
-    gemm(t.rows(), s.dim, t.cols(), weights, t.cols(), v + at.kv, s.kv_stride(), false, rows, s.dim);
+    gemm(t.rows(), s.dim, t.cols(), weights, t.cols(), v_lanes + at.kv, s.dim, false, rows, s.dim, s.vnni);
     store_rows(rows, t.rows(), s.dim, 1.0f, out + at.q, s.q_stride());
   });
 }
@@ -307,13 +372,13 @@ void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k_t, 
 // --- backward ----------------------------------------------------------------------------------
 
 struct Inputs {
-  const void *q, *k, *v_t, *k_t, *grad_out;  // k_t, v_t: [batch, kv_heads, dim, kv_len]
+  const void *q, *k_lanes, *v_t, *k_t, *grad_out;  // layouts: see TileOffsets
   const float *lse, *row_dot;                // softmax only, [batch, q_len, heads]
 };
 
 struct Gradients {
   void* dq;
-  float* dk_t;  // fp32 accumulators of dK^T, dV^T [splits, batch, kv_heads, dim, kv_len], without `scale`
+  float* dk_t;  // fp32 accumulators of dK^T, dV^T [splits, batch, kv_heads, dim, kv_pad], without `scale`
   float* dv_t;
   int64_t splits;  // query blocks of one kv lane are cut into `splits` ranges, one task each
 };
@@ -324,18 +389,18 @@ template <typename T>
 void backward_tile(const Shape& s, const Options& o, const Inputs& in, const Gradients& g, int64_t split, int64_t b,
                    int64_t h, const Tile& t, Scratch<T>& scratch) {
   const T *q = static_cast<const T*>(in.q), *grad_out = static_cast<const T*>(in.grad_out);
-  const int64_t rows = t.rows(), cols = t.cols();
+  const int64_t rows = t.rows(), cols = t.cols(), inner_rows = s.even(rows);
   const TileOffsets at(s, b, h, t);
-  const int64_t acc_at = split * s.batch * s.kv_heads * s.dim * s.kv_len + at.kv_t;
+  const int64_t acc_at = split * s.batch * s.kv_heads * s.dim * s.kv_pad + at.acc_t;
   float *p = scratch.p.data(), *dp = scratch.dp.data(), *dq_rows = scratch.rows.data();
   T *q_t = scratch.q_t.data(), *grad_out_t = scratch.grad_out_t.data();
   tile_weights(s, o, q + at.q, static_cast<const T*>(in.k_t) + at.kv_t, b, h, t, p, nullptr,
                o.softmax ? in.lse + at.stats : nullptr, s.heads);
-  gemm(rows, cols, s.dim, grad_out + at.q, s.q_stride(), static_cast<const T*>(in.v_t) + at.kv_t, s.kv_len, false,
-       dp, cols);
-  transpose(grad_out + at.q, rows, s.dim, s.q_stride(), grad_out_t);
-  const T* weights = gemm_input(p, scratch.low, rows * cols);
-  gemm(s.dim, cols, rows, grad_out_t, rows, weights, cols, true, g.dv_t + acc_at, s.kv_len);
+  gemm(rows, cols, s.dim, grad_out + at.q, s.q_stride(), static_cast<const T*>(in.v_t) + at.kv_t, s.kv_pad, false,
+       dp, cols, s.vnni);
+  transpose(grad_out + at.q, rows, s.dim, s.q_stride(), grad_out_t, inner_rows);
+  const T* weights = gemm_b_input(p, rows, cols, scratch.low_b, s.vnni);
+  gemm(s.dim, cols, inner_rows, grad_out_t, inner_rows, weights, cols, true, g.dv_t + acc_at, s.kv_pad, s.vnni);
   for (int64_t r = 0; r < rows; ++r) {
     if (o.softmax) {
       softmax_grad(dp + r * cols, p + r * cols, cols, in.row_dot[at.stats + r * s.heads]);
@@ -344,10 +409,12 @@ void backward_tile(const Shape& s, const Options& o, const Inputs& in, const Gra
     }
   }
   const T* ds = gemm_input(dp, scratch.low, rows * cols);
-  gemm(rows, s.dim, cols, ds, cols, static_cast<const T*>(in.k) + at.kv, s.kv_stride(), false, dq_rows, s.dim);
+  gemm(rows, s.dim, cols, ds, cols, static_cast<const T*>(in.k_lanes) + at.kv, s.dim, false, dq_rows, s.dim,
+       s.vnni);
   store_rows(dq_rows, rows, s.dim, o.scale, static_cast<T*>(g.dq) + at.q, s.q_stride());
-  transpose(q + at.q, rows, s.dim, s.q_stride(), q_t);
-  gemm(s.dim, cols, rows, q_t, rows, ds, cols, true, g.dk_t + acc_at, s.kv_len);
+  transpose(q + at.q, rows, s.dim, s.q_stride(), q_t, inner_rows);
+  const T* ds_b = gemm_b_input(dp, rows, cols, scratch.low_b, s.vnni);
+  gemm(s.dim, cols, inner_rows, q_t, inner_rows, ds_b, cols, true, g.dk_t + acc_at, s.kv_pad, s.vnni);
 }
 
 // Parallel over (batch, kv head) lanes x query ranges: each task owns its lane's dK, dV
@@ -369,7 +436,9 @@ void backward_kernel(const Shape& s, const Options& o, const Inputs& in, const G
 // --- entry points ------------------------------------------------------------------------------
 
 Shape shape_of(const at::Tensor& q, const at::Tensor& k, int64_t band, int64_t block) {
-  return {q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), band, block};
+  const int64_t kv_len = k.size(1), dim = q.size(3);
+  const bool vnni = q.scalar_type() == at::kBFloat16 && dim % 2 == 0 && vnni_bf16_available();
+  return {q.size(0), q.size(1), kv_len, q.size(2), k.size(2), dim, band, block, vnni, kv_len + (vnni ? kv_len & 1 : 0)};
 }
 
 Options options_of(const std::optional<at::Tensor>& slopes, const std::optional<at::Tensor>& segment_ids,
@@ -384,8 +453,26 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   TORCH_CHECK(band >= 1 && block >= 1, "swat_cpu: band and block must be >= 1");
 }
 
-// [batch, len, kv_heads, dim] -> [batch, kv_heads, dim, len]: the B operand of Q K^T and dO V^T.
-at::Tensor transposed_lanes(const at::Tensor& x) { return x.permute({0, 2, 3, 1}).contiguous(); }
+// k or v [batch, kv_len, kv_heads, dim] with the key axis zero-padded to kv_pad.
+at::Tensor padded_keys(const at::Tensor& x, const Shape& s) {
+  return s.kv_pad == s.kv_len ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, s.kv_pad - s.kv_len});
+}
+
+// The GEMM B operand with keys as inner dimension (of P V and dS K): [batch, kv_heads, kv_pad, dim],
+// VNNI-packed [batch, kv_heads, kv_pad / 2, dim, 2].
+at::Tensor key_rows(const at::Tensor& x, const Shape& s) {
+  const at::Tensor padded = padded_keys(x, s);
+  if (!s.vnni) return padded.permute({0, 2, 1, 3}).contiguous();
+  return padded.view({s.batch, s.kv_pad / 2, 2, s.kv_heads, s.dim}).permute({0, 3, 1, 4, 2}).contiguous();
+}
+
+// The GEMM B operand with dim as inner dimension (of Q K^T and dO V^T): [batch, kv_heads, dim,
+// kv_pad], VNNI-packed [batch, kv_heads, dim / 2, kv_pad, 2].
+at::Tensor key_columns(const at::Tensor& x, const Shape& s) {
+  const at::Tensor padded = padded_keys(x, s);
+  if (!s.vnni) return padded.permute({0, 2, 3, 1}).contiguous();
+  return padded.view({s.batch, s.kv_pad, s.kv_heads, s.dim / 2, 2}).permute({0, 2, 3, 1, 4}).contiguous();
+}
 
 // Returns the output and, for softmax, each row's log-sum-exp [batch, q_len, heads] (fp32).
 std::tuple<at::Tensor, at::Tensor> swat_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -395,15 +482,15 @@ std::tuple<at::Tensor, at::Tensor> swat_forward(const at::Tensor& q, const at::T
   check_inputs(q, k, v, band, block);
   const Shape s = shape_of(q, k, band, block);
   const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
-  at::Tensor out = at::empty_like(q), k_t = transposed_lanes(k);
+  at::Tensor out = at::empty_like(q), k_t = key_columns(k, s), v_lanes = key_rows(v, s);
   at::Tensor lse = at::empty({softmax ? s.batch : 0, s.q_len, s.heads}, q.options().dtype(at::kFloat));
   float* lse_ptr = softmax ? lse.data_ptr<float>() : nullptr;
   if (q.scalar_type() == at::kFloat) {
-    forward_kernel(s, o, q.data_ptr<float>(), k_t.data_ptr<float>(), v.data_ptr<float>(), out.data_ptr<float>(),
-                   lse_ptr);
+    forward_kernel(s, o, q.data_ptr<float>(), k_t.data_ptr<float>(), v_lanes.data_ptr<float>(),
+                   out.data_ptr<float>(), lse_ptr);
   } else {
-    forward_kernel(s, o, q.data_ptr<bf16>(), k_t.data_ptr<bf16>(), v.data_ptr<bf16>(), out.data_ptr<bf16>(),
-                   lse_ptr);
+    forward_kernel(s, o, q.data_ptr<bf16>(), k_t.data_ptr<bf16>(), v_lanes.data_ptr<bf16>(),
+                   out.data_ptr<bf16>(), lse_ptr);
   }
   return {out, lse};
 }
@@ -417,7 +504,8 @@ int64_t splits_for(const Shape& s) {
 
 // Sums the splits of a transposed accumulator and returns it as [batch, kv_len, kv_heads, dim].
 at::Tensor gradient_of(const at::Tensor& acc_t, float factor, const at::Tensor& like) {
-  return acc_t.sum(0).mul_(factor).permute({0, 3, 1, 2}).to(like.scalar_type()).contiguous();
+  const at::Tensor sum = acc_t.sum(0).narrow(-1, 0, like.size(1)).mul_(factor);
+  return sum.permute({0, 3, 1, 2}).to(like.scalar_type()).contiguous();
 }
 
 // lse, row_dot: [batch, q_len, heads] fp32 (softmax only; row_dot = rowsum(dO * O)).
@@ -431,11 +519,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> swat_backward(
   const Shape s = shape_of(q, k, band, block);
   const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
   const int64_t splits = splits_for(s);
-  at::Tensor dq = at::empty_like(q), k_t = transposed_lanes(k), v_t = transposed_lanes(v);
+  at::Tensor dq = at::empty_like(q), k_t = key_columns(k, s), v_t = key_columns(v, s), k_lanes = key_rows(k, s);
   const auto acc_options = k.options().dtype(at::kFloat);
-  at::Tensor dk_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_len}, acc_options);
-  at::Tensor dv_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_len}, acc_options);
-  const Inputs in{q.data_ptr(), k.data_ptr(), v_t.data_ptr(), k_t.data_ptr(), grad_out.data_ptr(),
+  at::Tensor dk_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_pad}, acc_options);
+  at::Tensor dv_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_pad}, acc_options);
+  const Inputs in{q.data_ptr(), k_lanes.data_ptr(), v_t.data_ptr(), k_t.data_ptr(), grad_out.data_ptr(),
                   softmax ? lse.data_ptr<float>() : nullptr, softmax ? row_dot.data_ptr<float>() : nullptr};
   const Gradients g{dq.data_ptr(), dk_t.data_ptr<float>(), dv_t.data_ptr<float>(), splits};
   if (q.scalar_type() == at::kFloat) {
