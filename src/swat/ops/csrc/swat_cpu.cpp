@@ -191,6 +191,7 @@ struct Shape {
   int64_t max_cols() const { return std::min(kv_pad, block + band - 1 + (vnni ? 2 : 0)); }
   int64_t even(int64_t n) const { return vnni ? n + (n & 1) : n; }  // an inner GEMM dimension
   int64_t pair() const { return vnni ? 2 : 1; }  // elements per column in a K^T or V^T lane
+  int64_t key_rows_ld() const { return vnni ? dim : kv_stride(); }  // see key_rows
 };
 
 struct Options {
@@ -337,7 +338,8 @@ void run_tasks(int64_t count, const Shape& s, bool backward, const Body& body) {
   });
 }
 
-// Where a tile's data starts: q-shaped tensors, K/V lanes ([batch, kv_heads, kv_pad, dim]),
+// Where a tile's data starts: q-shaped tensors, K/V as GEMM B operands (k, v themselves, or
+// VNNI-packed [batch, kv_heads, kv_pad / 2, dim, 2]),
 // transposed K/V lanes ([batch, kv_heads, dim, kv_pad]; VNNI-packed: [.., dim / 2, kv_pad, 2]),
 // the fp32 dK^T/dV^T accumulators and per-row statistics ([batch, q_len, heads]).
 struct TileOffsets {
@@ -345,7 +347,8 @@ struct TileOffsets {
 
   TileOffsets(const Shape& s, int64_t b, int64_t h, const Tile& t)
       : q(((b * s.q_len + t.r0) * s.heads + h) * s.dim),
-        kv(((b * s.kv_heads + h / s.group()) * s.kv_pad + t.k0) * s.dim),
+        kv(s.vnni ? ((b * s.kv_heads + h / s.group()) * s.kv_pad + t.k0) * s.dim
+                  : ((b * s.kv_len + t.k0) * s.kv_heads + h / s.group()) * s.dim),
         kv_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_pad + t.k0 * s.pair()),
         acc_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_pad + t.k0),
         stats((b * s.q_len + t.r0) * s.heads + h) {}
@@ -364,7 +367,8 @@ void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k_t, 
     float *p = scratch.p.data(), *rows = scratch.rows.data();
     tile_weights(s, o, q + at.q, k_t + at.kv_t, b, h, t, p, lse ? lse + at.stats : nullptr, nullptr, s.heads);
     const T* weights = gemm_input(p, scratch.low, t.rows() * t.cols());
-    gemm(t.rows(), s.dim, t.cols(), weights, t.cols(), v_lanes + at.kv, s.dim, false, rows, s.dim, s.vnni);
+    gemm(t.rows(), s.dim, t.cols(), weights, t.cols(), v_lanes + at.kv, s.key_rows_ld(), false, rows, s.dim,
+         s.vnni);
     store_rows(rows, t.rows(), s.dim, 1.0f, out + at.q, s.q_stride());
   });
 }
@@ -409,8 +413,8 @@ void backward_tile(const Shape& s, const Options& o, const Inputs& in, const Gra
     }
   }
   const T* ds = gemm_input(dp, scratch.low, rows * cols);
-  gemm(rows, s.dim, cols, ds, cols, static_cast<const T*>(in.k_lanes) + at.kv, s.dim, false, dq_rows, s.dim,
-       s.vnni);
+  gemm(rows, s.dim, cols, ds, cols, static_cast<const T*>(in.k_lanes) + at.kv, s.key_rows_ld(), false, dq_rows,
+       s.dim, s.vnni);
   store_rows(dq_rows, rows, s.dim, o.scale, static_cast<T*>(g.dq) + at.q, s.q_stride());
   transpose(q + at.q, rows, s.dim, s.q_stride(), q_t, inner_rows);
   const T* ds_b = gemm_b_input(dp, rows, cols, scratch.low_b, s.vnni);
@@ -458,12 +462,11 @@ at::Tensor padded_keys(const at::Tensor& x, const Shape& s) {
   return s.kv_pad == s.kv_len ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, s.kv_pad - s.kv_len});
 }
 
-// The GEMM B operand with keys as inner dimension (of P V and dS K): [batch, kv_heads, kv_pad, dim],
-// VNNI-packed [batch, kv_heads, kv_pad / 2, dim, 2].
+// The GEMM B operand with keys as inner dimension (of P V and dS K): x itself, or VNNI-packed
+// [batch, kv_heads, kv_pad / 2, dim, 2].
 at::Tensor key_rows(const at::Tensor& x, const Shape& s) {
-  const at::Tensor padded = padded_keys(x, s);
-  if (!s.vnni) return padded.permute({0, 2, 1, 3}).contiguous();
-  return padded.view({s.batch, s.kv_pad / 2, 2, s.kv_heads, s.dim}).permute({0, 3, 1, 4, 2}).contiguous();
+  if (!s.vnni) return x;
+  return padded_keys(x, s).view({s.batch, s.kv_pad / 2, 2, s.kv_heads, s.dim}).permute({0, 3, 1, 4, 2}).contiguous();
 }
 
 // The GEMM B operand with dim as inner dimension (of Q K^T and dO V^T): [batch, kv_heads, dim,
@@ -502,10 +505,14 @@ int64_t splits_for(const Shape& s) {
   return std::max<int64_t>(1, std::min(s.blocks(), (threads + lanes - 1) / lanes));
 }
 
-// Sums the splits of a transposed accumulator and returns it as [batch, kv_len, kv_heads, dim].
+// factor * the sum of a transposed accumulator's splits, as [batch, kv_len, kv_heads, dim] in the
+// dtype of `like` (one pass over the accumulator when it has one split).
 at::Tensor gradient_of(const at::Tensor& acc_t, float factor, const at::Tensor& like) {
-  const at::Tensor sum = acc_t.sum(0).narrow(-1, 0, like.size(1)).mul_(factor);
-  return sum.permute({0, 3, 1, 2}).to(like.scalar_type()).contiguous();
+  const at::Tensor sum = acc_t.size(0) == 1 ? acc_t.select(0, 0) : acc_t.sum(0);
+  const at::Tensor view = sum.narrow(-1, 0, like.size(1)).permute({0, 3, 1, 2});
+  at::Tensor grad = at::empty(like.sizes(), like.options().dtype(at::kFloat));
+  at::mul_out(grad, view, factor);
+  return grad.to(like.scalar_type());
 }
 
 // lse, row_dot: [batch, q_len, heads] fp32 (softmax only; row_dot = rowsum(dO * O)).
