@@ -53,12 +53,11 @@ _DENSE_PAIRS_GRAD = 256 * 256
 _SDPA_MASK_RATIO = 1.25
 _SDPA_MASK_MAX_PAIRS = 2 ** 24
 # - the fused C++ kernel (``swat.ops.cpu_fused``) against the banded one, on a 2-core AVX-512
-#   (+BF16) CPU, window 512, one thread: with fp32 matmuls it was faster everywhere measured
-#   (sigmoid 2k: 33 against 58 ms forward, 114 against 128 ms forward+backward; softmax 768 to 8k:
-#   1.2-1.6x, and 2x against masked SDPA at 768), so it replaces ``chunked`` where the matmuls are
-#   fp32 (fp32 inputs; bf16/fp16 on CPUs without fast low-precision matmuls, which are upcast).
-#   With native bf16 matmuls it was not faster (MKL's bf16 GEMM on this AMD CPU: 39 against 27 ms
-#   forward at 2k), so bf16 stays on ``chunked`` there.
+#   (+BF16, no AMX) CPU, window 512, one thread, CPU time: faster everywhere measured (sigmoid 2k,
+#   fp32: 33 against 39 ms forward, 113 against 136 ms forward+backward; bf16: 19 against 28 and
+#   73 against 96 ms; softmax windows at 768 and 2k: fp32 1.0-1.3x, bf16 1.4-1.7x, and 2x or more
+#   against masked SDPA at 768), so it replaces ``chunked`` for fp32 and bf16 (and fp16 where it
+#   is upcast to fp32); fp16 with native low-precision matmuls and float64 stay on ``chunked``.
 
 
 def swat_attention(
@@ -137,12 +136,12 @@ def _pick_backend(q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec) -> str:
 
 
 def _banded_backend(q: torch.Tensor) -> str:
-    """``fused`` where its matmuls run in fp32 on the CPU (see the measurements above), else
+    """``fused`` for the CPU dtypes its kernel computes (see the measurements above), else
     ``chunked``. Where the fused kernel cannot be built, ``fused`` runs ``chunked`` itself."""
     if q.device.type != "cpu":
         return "chunked"
-    upcast = q.dtype in (torch.bfloat16, torch.float16) and not device.fast_low_precision_matmul(q.device)
-    return "fused" if q.dtype == torch.float32 or upcast else "chunked"
+    upcast = q.dtype == torch.float16 and not device.fast_low_precision_matmul(q.device)
+    return "fused" if q.dtype in (torch.float32, torch.bfloat16) or upcast else "chunked"
 
 
 def _check_inputs(q, k, v, window, slopes, sigmoid_bias, activation, scale, backend, segment_ids) -> None:
