@@ -4,8 +4,9 @@ The kernel (``csrc/swat_cpu.cpp``) computes what :mod:`swat.ops.chunked` compute
 but each tile is two GEMMs (scores, output) around one fused pass that adds the position term
 ``b - m_h * (i - j)``, masks the band and the segments and applies the activation, in per-thread
 scratch buffers; ``at::parallel_for`` runs the tiles of all (batch, head) lanes, each thread
-taking the next tile from a shared counter. The GEMMs are oneDNN's small-matrix kernels
-(``at::native::cpublas::brgemm``; PyTorch's own GEMM where oneDNN cannot run them). The backward
+taking the next tile from a shared counter. The GEMMs go through ``at::native::cpublas::brgemm``:
+oneDNN's small-matrix kernels for fp32, and for bf16 on VNNI-packed operands where oneDNN's bf16
+kernels run (AVX512-BF16, AMX); elsewhere PyTorch's own GEMM. The backward
 recomputes each tile's weights (softmax from the saved row log-sum-exp) and parallelises over
 (batch, kv head) lanes, each task owning its lane's ``dK``, ``dV`` accumulators, so no atomics are
 needed; with fewer lanes than threads a lane's query blocks are split over tasks whose
