@@ -3,6 +3,8 @@
 Peers, all measured in the same run on the same inputs (batch 1, 8 heads, head_dim 64, window 512):
 
 - ``swat``: ``swat_attention(backend="chunked", activation="sigmoid", slopes=alibi_slopes(8))``;
+- ``fused``: the same through the fused C++ CPU kernel (``backend="fused"``, ``swat.ops.cpu_fused``;
+  built, or loaded from its cache, before timing);
 - ``SDPA causal``: ``F.scaled_dot_product_attention(is_causal=True)``, full causal softmax (what a
   Transformer++ pays), O(n^2);
 - ``SDPA band``: SDPA with a boolean band mask ``0 <= i - j < 512`` (softmax sliding window the
@@ -19,10 +21,12 @@ is faster). Before running, each case's memory is estimated and cases above ``--
 skipped with the reason; a quadratic peer whose time, extrapolated from the previous length, would
 exceed ``--max-seconds`` per run is skipped the same way.
 
-It also prints swat's 8k -> 32k time growth, the machine's fp32 matmul GFLOP/s (square 2048 GEMM)
-and the fraction of it swat's forward+backward reaches on the useful band FLOPs: the six matmuls
-of attention (forward ``QK^T``, ``PV``; backward ``dV``, ``dP``, ``dQ``, ``dK``) over exactly the
-``(i, j)`` pairs in the band, ``6 * 2 * head_dim`` FLOPs per pair and head.
+It also prints swat's 8k -> 32k time growth, the machine (``describe_machine``), its fp32 and bf16
+matmul GFLOP/s (square 2048 GEMMs, the "roofs") and the fraction of the roof of their dtype that
+the chunked and fused kernels reach on the useful band FLOPs: the matmuls of attention (forward
+``QK^T``, ``PV``; backward also ``dV``, ``dP``, ``dQ``, ``dK``) over exactly the ``(i, j)`` pairs
+in the band, ``2 * 2 * head_dim`` (forward) or ``6 * 2 * head_dim`` (forward+backward) FLOPs per
+pair and head.
 
     .venv/bin/python benchmarks/bench_attention.py                  # 2k, 8k, 32k; fp32 and bf16
     .venv/bin/python benchmarks/bench_attention.py --quick          # 2k and 8k, fp32, 3 repeats
@@ -46,12 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from swat.ops import alibi_slopes, swat_attention  # noqa: E402
 from swat.ops.chunked import DEFAULT_BLOCK  # noqa: E402
-from swat.ops.device import fast_low_precision_matmul  # noqa: E402
+from swat.ops.cpu_fused import available as fused_available  # noqa: E402
+from swat.ops.device import describe_machine, fast_low_precision_matmul  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-PEERS = ("swat", "sdpa_causal", "sdpa_band", "flex")
-TITLES = {"swat": "swat (chunked, sigmoid)", "sdpa_causal": "SDPA causal", "sdpa_band": "SDPA band",
-          "flex": "Flex SW (compiled)"}
+PEERS = ("swat", "fused", "sdpa_causal", "sdpa_band", "flex")
+KERNELS = {"swat": "chunked", "fused": "fused"}  # swat's own backends
+TITLES = {"swat": "swat (chunked, sigmoid)", "fused": "swat (fused, sigmoid)", "sdpa_causal": "SDPA causal",
+          "sdpa_band": "SDPA band", "flex": "Flex SW (compiled)"}
 GIB = 2 ** 30
 
 
@@ -105,7 +111,7 @@ def memory_estimate(peer: str, n: int, args, dtype: torch.dtype, backward: bool)
     b, h, d, w = args.batch, args.heads, args.head_dim, args.window
     elem = torch.tensor([], dtype=dtype).element_size()
     io = b * n * h * d * elem * (8 if backward else 4)  # q, k, v, out (+ grads, grad_out)
-    if peer == "swat":  # fp32 tiles of block x (block + w - 1), a few alive at a time
+    if peer in KERNELS:  # fp32 tiles of block x (block + w - 1), a few alive at a time
         return io * (2 if elem < 4 else 1) + 6 * b * h * DEFAULT_BLOCK * (DEFAULT_BLOCK + w) * 4
     if peer == "flex":
         return io + (n // 128 + 1) ** 2 * 16
@@ -130,12 +136,12 @@ def build_runner(peer: str, n: int, args, dtype: torch.dtype, tensors) -> Callab
     """A function ``run(backward)`` for one peer, or a string saying why it cannot run."""
     q, k, v, go = tensors
     w = args.window
-    if peer == "swat":
+    if peer in KERNELS:
         slopes = alibi_slopes(args.heads, "balanced")
         inputs = [x.clone().requires_grad_() for x in (q, k, v)]
 
         def fn(q, k, v):
-            return swat_attention(q, k, v, window=w, slopes=slopes, activation="sigmoid", backend="chunked")
+            return swat_attention(q, k, v, window=w, slopes=slopes, activation="sigmoid", backend=KERNELS[peer])
         grad_out = go
     else:
         inputs = [x.transpose(1, 2).contiguous().requires_grad_(peer != "flex") for x in (q, k, v)]
@@ -228,12 +234,25 @@ class Timer:
         return elapsed
 
 
-def matmul_gflops(timer: Timer, repeats: int = 7, size: int = 2048) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(timer: Timer, dtype: torch.dtype = torch.float32, repeats: int = 7, size: int = 2048) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(2):
         a @ b
     times = [timer(lambda backward: a @ b, False) for _ in range(repeats)]
     return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def print_roof_fraction(results, dname: str, n: int, peer: str, backward: bool, roof: float, args) -> None:
+    """One line: the useful band GFLOP/s of a swat kernel and its fraction of the dtype's matmul roof."""
+    t = results.get((dname, n, peer, backward))
+    if not t:
+        return
+    matmuls = 6 if backward else 2
+    flops = matmuls * 2 * args.head_dim * band_pairs(n, args.window) * args.heads * args.batch
+    achieved = flops / t / 1e9
+    print(f"{TITLES[peer]} {dname} {'fwd+bwd' if backward else 'fwd'} at {n}: {flops / 1e9:.1f} GFLOP useful "
+          f"band work in {t:.3f} s = {achieved:.0f} GFLOP/s = {achieved / roof:.0%} of the {dname} roof "
+          f"({roof:.0f} GFLOP/s)")
 
 
 def fmt_ms(t: float | None) -> str:
@@ -249,9 +268,12 @@ def main(argv=None) -> None:
           f"{os.cpu_count()} cpus, load average {load0[0]:.2f}")
     print(f"# swat chunked block {DEFAULT_BLOCK}; bf16 matmuls native on this CPU: "
           f"{fast_low_precision_matmul(torch.device('cpu'))} (if not, swat computes bf16 inputs in fp32)")
+    print(f"# machine: {describe_machine()}")
+    if "fused" in args.peers:
+        print(f"# fused CPU kernel available: {fused_available()} (else the fused row is the chunked kernel)")
     timed, warmup = Timer(args.quiet), Timer(False)
-    gflops = matmul_gflops(timed)
-    print(f"# fp32 matmul (2048^3): {gflops:.0f} GFLOP/s")
+    roofs = {name: matmul_gflops(timed, DTYPES[name]) for name in args.dtypes}
+    print("# matmul roofs (2048^3): " + ", ".join(f"{name} {g:.0f} GFLOP/s" for name, g in roofs.items()))
     results: dict[tuple, float | None] = {}
     notes: list[str] = []
     last_time: dict[tuple, tuple[int, float]] = {}  # (peer, dtype, backward) -> (n, seconds)
@@ -269,7 +291,7 @@ def main(argv=None) -> None:
                         notes.append(f"skipped {label}: needs ~{need / GIB:.1f} GiB > {args.max_gib} GiB")
                         continue
                     prev = last_time.get((peer, dname, backward))
-                    if prev is not None and peer != "swat":
+                    if prev is not None and peer not in KERNELS:
                         predicted = prev[1] * (n / prev[0]) ** (1 if peer == "flex" else 2)
                         if predicted > args.max_seconds:
                             notes.append(f"skipped {label}: ~{predicted:.0f} s per run extrapolated from "
@@ -330,21 +352,17 @@ def main(argv=None) -> None:
         print(f"- {note}")
 
     print()
-    w, h, d, b = args.window, args.heads, args.head_dim, args.batch
     for dname in args.dtypes:
         for backward in (False, True):
             t8, t32 = (results.get((dname, n, "swat", backward)) for n in (8192, 32768))
             if t8 and t32:
                 print(f"swat {dname} {'fwd+bwd' if backward else 'fwd'} 8k -> 32k: x{t32 / t8:.2f} "
                       f"(linear would be x4.00)")
-    for n in args.lengths:
-        t = results.get(("fp32", n, "swat", True))
-        if t:
-            flops = 6 * 2 * d * band_pairs(n, w) * h * b
-            achieved = flops / t / 1e9
-            print(f"swat fp32 fwd+bwd at {n}: {flops / 1e9:.1f} GFLOP useful band work in {t:.3f} s = "
-                  f"{achieved:.0f} GFLOP/s = {achieved / gflops:.0%} of the measured {gflops:.0f} GFLOP/s "
-                  f"(half of it would take {2 * flops / gflops / 1e9:.3f} s)")
+    for dname in args.dtypes:
+        for n in args.lengths:
+            for peer in KERNELS:
+                for backward in (False, True):
+                    print_roof_fraction(results, dname, n, peer, backward, roofs[dname], args)
     load1 = os.getloadavg()
     print(f"load average at start {load0[0]:.2f}, at end {load1[0]:.2f} ({os.cpu_count()} cpus)")
     if timed.quiet:

@@ -40,6 +40,16 @@ def assert_matches_reference(q, k, v, atol=1e-10, rtol=1e-9, **kwargs):
         torch.testing.assert_close(g, w, atol=atol, rtol=rtol, msg=lambda m, n=name: f"d{n} ({backend}): {m}")
 
 
+def errors_against_fp64(dtype, backend, q64, k64, v64, **kwargs):
+    """Max abs error of output and gradients of ``backend`` in ``dtype`` against float64 on the
+    same (``dtype``-rounded) inputs."""
+    inputs = [x.detach().to(dtype).requires_grad_() for x in (q64, k64, v64)]
+    exact_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want, want_grads = run(*exact_inputs, backend="reference", **kwargs)
+    got, got_grads = run(*inputs, backend=backend, **kwargs)
+    return [(g.double() - w).abs().max().item() for g, w in zip((got, *got_grads), (want, *want_grads), strict=True)]
+
+
 def packed_segments(batch: int, kv_len: int, seed: int = 0) -> torch.Tensor:
     """``[batch, kv_len]`` ids of packed documents: non-decreasing, new document at random places."""
     gen = torch.Generator().manual_seed(seed)

@@ -14,7 +14,13 @@ import swat.ops.triton_attention as triton_backend
 from swat.ops import BACKEND_NAMES, AttentionSpec, alibi_slopes, swat_attention
 from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
 from swat.ops.reference import band_mask
-from tests.ops.helpers import assert_matches_reference, left_padding, make_qkv, packed_segments, run
+from tests.ops.helpers import (
+    assert_matches_reference,
+    errors_against_fp64,
+    left_padding,
+    make_qkv,
+    packed_segments,
+)
 
 SLOPE_MODES = ["balanced", "standard", "none", "explicit", None]
 
@@ -205,21 +211,11 @@ def test_gradcheck_chunked(activation, case):
 
 # --- float32 and bf16 ----------------------------------------------------------------------------
 
-def _errors_against_fp64(dtype, backend, q64, k64, v64, **kwargs):
-    """Max abs error of output and gradients of ``backend`` in ``dtype`` against float64 on the
-    same (``dtype``-rounded) inputs."""
-    inputs = [x.detach().to(dtype).requires_grad_() for x in (q64, k64, v64)]
-    exact_inputs = [x.detach().double().requires_grad_() for x in inputs]
-    want, want_grads = run(*exact_inputs, backend="reference", **kwargs)
-    got, got_grads = run(*inputs, backend=backend, **kwargs)
-    return [(g.double() - w).abs().max().item() for g, w in zip((got, *got_grads), (want, *want_grads), strict=True)]
-
-
 @pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
 @pytest.mark.parametrize("backend", ["chunked", "chunked_b16"])
 def test_float32_close_to_float64(with_blocks, activation, backend):
     q, k, v = make_qkv(batch=2, q_len=150, heads=4, kv_heads=2, head_dim=32)
-    errors = _errors_against_fp64(torch.float32, backend, q, k, v, window=40, slopes=alibi_slopes(4),
+    errors = errors_against_fp64(torch.float32, backend, q, k, v, window=40, slopes=alibi_slopes(4),
                                   activation=activation)
     assert max(errors) < 1e-4, errors
 
@@ -236,8 +232,8 @@ def test_bf16_error_is_that_of_a_bf16_reference(with_blocks, monkeypatch, low_pr
     monkeypatch.setattr(device_module, "fast_low_precision_matmul", lambda device: low_precision_matmul)
     q, k, v = make_qkv(batch=2, q_len=150, heads=4, kv_heads=2, head_dim=32, seed=5)
     kwargs = dict(window=40, slopes=alibi_slopes(4), activation=activation, sigmoid_bias=-1.0)
-    ours = _errors_against_fp64(torch.bfloat16, backend, q, k, v, **kwargs)
-    theirs = _errors_against_fp64(torch.bfloat16, "reference", q, k, v, **kwargs)
+    ours = errors_against_fp64(torch.bfloat16, backend, q, k, v, **kwargs)
+    theirs = errors_against_fp64(torch.bfloat16, "reference", q, k, v, **kwargs)
     for name, e_ours, e_ref in zip(["out", "dq", "dk", "dv"], ours, theirs, strict=True):
         assert e_ours <= 2 * e_ref, f"{name}: bf16 kernel error {e_ours:.3g} > 2 x bf16 reference's {e_ref:.3g}"
 
@@ -297,18 +293,30 @@ def _pick(q_len, kv_len, window, activation, *, segment_ids=None, grad=False, de
 
 def test_auto_choices_on_the_cpu():
     """Measured crossovers (see the thresholds in swat/ops/attention.py)."""
-    # sigmoid never goes to SDPA (softmax only); long or windowed problems go to the banded kernel
-    assert _pick(4096, 4096, 512, "sigmoid") == "chunked"
-    assert _pick(4096, 4096, None, "sigmoid") == "chunked"
+    # sigmoid never goes to SDPA (softmax only); long or windowed problems go to the fused banded kernel
+    assert _pick(4096, 4096, 512, "sigmoid") == "fused"
+    assert _pick(4096, 4096, None, "sigmoid") == "fused"
     assert _pick(1, 512, 512, "sigmoid") == "decode"  # a decoding step
     assert _pick(16, 16, None, "sigmoid") == "reference"  # tiny: dense is cheaper
     assert _pick(128, 128, None, "sigmoid", grad=True) == "reference"
-    assert _pick(128, 128, None, "sigmoid") == "chunked"
+    assert _pick(128, 128, None, "sigmoid") == "fused"
+    assert _pick(4096, 4096, 512, "sigmoid", dtype=torch.float64) == "chunked"  # not in the fused kernel
     # softmax: fused causal SDPA; masked SDPA while the band is most of the keys; else banded
     assert _pick(4096, 4096, None, "softmax") == "sdpa"
     assert _pick(1, 512, 512, "softmax") == "decode"
-    assert _pick(4096, 4096, 512, "softmax") == "chunked"
-    assert _pick(8192, 8192, None, "softmax", segment_ids=torch.zeros(1, 8192)) == "chunked"  # mask too big
+    assert _pick(4096, 4096, 512, "softmax") == "fused"
+    assert _pick(8192, 8192, None, "softmax", segment_ids=torch.zeros(1, 8192)) == "fused"  # mask too big
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_auto_low_precision_on_the_cpu(monkeypatch, fast, dtype):
+    """bf16: the fused kernel (bf16 matmuls, or fp32 ones where bf16 is upcast); fp16: the fused
+    kernel only where it is upcast to fp32 (the kernel has no fp16 path)."""
+    monkeypatch.setattr(device_module, "fast_low_precision_matmul", lambda device: fast)
+    want = "chunked" if dtype == torch.float16 and fast else "fused"
+    for activation in ("sigmoid", "softmax"):
+        assert _pick(4096, 4096, 512, activation, dtype=dtype) == want
 
 
 def test_auto_choices_on_a_gpu():

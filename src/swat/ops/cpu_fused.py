@@ -1,0 +1,132 @@
+"""Fused SWAT attention for the CPU: the op of docs/spec.md section 1 as one C++ kernel per pass.
+
+The kernel (``csrc/swat_cpu.cpp``) computes what :mod:`swat.ops.chunked` computes, tile by tile,
+but each tile is two GEMMs (scores, output) around one fused pass that adds the position term
+``b - m_h * (i - j)``, masks the band and the segments and applies the activation, in per-thread
+scratch buffers; ``at::parallel_for`` runs the tiles of all (batch, head) lanes, each thread
+taking the next tile from a shared counter. The GEMMs go through ``at::native::cpublas::brgemm``:
+oneDNN's small-matrix kernels for fp32, and for bf16 on VNNI-packed operands where oneDNN's bf16
+kernels run (AVX512-BF16, AMX); elsewhere PyTorch's own GEMM. The backward
+recomputes each tile's weights (softmax from the saved row log-sum-exp) and parallelises over
+(batch, kv head) lanes, each task owning its lane's ``dK``, ``dV`` accumulators, so no atomics are
+needed; with fewer lanes than threads a lane's query blocks are split over tasks whose
+accumulators are summed at the end.
+
+Precision as in :mod:`swat.ops.chunked`: fp32 throughout for fp32; bf16 matmul inputs with fp32
+scores, weights and accumulators for bf16 (on CPUs without fast bf16 matmuls bf16 is computed in
+fp32). float64 and float16 inputs, and tensors on other devices, are delegated to
+:func:`swat.ops.chunked.chunked_attention`.
+
+The extension is compiled on first use with ``torch.utils.cpp_extension`` into
+``~/.cache/swat/extensions/<torch version>-<source hash>`` and loaded from there afterwards
+(:func:`build` compiles it ahead of time). Where it cannot be built (no compiler, a build error),
+or with ``SWAT_NO_FUSED=1`` in the environment, the backend falls back to ``chunked`` and says so
+once, in one line.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from swat.ops.chunked import chunked_attention
+from swat.ops.device import upcast_without_fast_low_precision
+from swat.ops.spec import AttentionSpec
+
+SOURCE = Path(__file__).with_name("csrc") / "swat_cpu.cpp"
+DISABLE_ENV = "SWAT_NO_FUSED"
+# Query positions per tile: 64 was the fastest forward+backward at window 512 (benchmarks/bench_attention.py).
+DEFAULT_BLOCK = 64
+_FUSED_DTYPES = (torch.float32, torch.bfloat16)
+# Portable flags only: the cache may be shared between machines. The GEMMs (oneDNN, PyTorch's BLAS)
+# pick the instruction set at run time and the elementwise loops are compiled per instruction set
+# (target_clones in the source).
+_CFLAGS = ["-O3"]
+
+
+def build_directory() -> Path:
+    """Where the compiled extension is cached: one folder per torch version, source text and flags."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_CFLAGS).encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "swat" / "extensions" / f"{torch.__version__}-{digest}"
+
+
+@functools.cache
+def build() -> None:
+    """Compiles the extension (or finds it in the cache) and loads it into this process, which
+    registers ``torch.ops.swat_cpu.forward`` and ``backward``. Raises if it cannot be built."""
+    from torch.utils.cpp_extension import load
+
+    directory = build_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    load(name=f"swat_cpu_{directory.name.rsplit('-', 1)[1]}", sources=[str(SOURCE)], extra_cflags=_CFLAGS,
+         build_directory=str(directory), is_python_module=False, verbose=False)
+
+
+_announced: set[str] = set()
+
+
+def _announce_fallback(reason: str) -> None:
+    if reason not in _announced:
+        _announced.add(reason)
+        print(f"swat: fused CPU attention unavailable ({reason}); using the chunked kernel", file=sys.stderr)
+
+
+def available() -> bool:
+    """True when the fused kernel can run here (built and not disabled); else says why, once."""
+    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        _announce_fallback(f"{DISABLE_ENV} is set")
+        return False
+    try:
+        build()
+    except Exception as error:  # noqa: BLE001 (any build failure means: fall back)
+        _announce_fallback(f"build failed: {type(error).__name__}: {str(error).strip().splitlines()[-1][:160]}")
+        return False
+    return True
+
+
+class _FusedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, spec: AttentionSpec, slopes, block: int):
+        band = spec.band(k.shape[1])
+        out, lse = torch.ops.swat_cpu.forward(q, k, v, slopes, spec.segment_ids, band, spec.scale,
+                                              spec.sigmoid_bias, spec.softmax, block)
+        ctx.save_for_backward(q, k, v, out if spec.softmax else None, lse)
+        ctx.spec, ctx.slopes, ctx.band, ctx.block = spec, slopes, band, block
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, out, lse = ctx.saved_tensors
+        spec = ctx.spec
+        grad_out = grad_out.contiguous()
+        # softmax: dS = P * (dP - rowsum(dO * O)), the row sums as [batch, q_len, heads]; unused for sigmoid
+        row_dot = (grad_out.float() * out.float()).sum(-1) if spec.softmax else lse
+        dq, dk, dv = torch.ops.swat_cpu.backward(q, k, v, grad_out, lse, row_dot, ctx.slopes, spec.segment_ids,
+                                                 ctx.band, spec.scale, spec.sigmoid_bias, spec.softmax, ctx.block)
+        return dq, dk, dv, None, None, None
+
+
+@upcast_without_fast_low_precision
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec,
+                    block: int = DEFAULT_BLOCK) -> torch.Tensor:
+    """SWAT attention by the fused C++ CPU kernel. Shapes as in :func:`swat.ops.swat_attention`;
+    ``block`` is the number of query positions per tile.
+
+    fp32 and bf16 CPU tensors run the kernel; float64, float16, other devices, and machines where
+    the kernel cannot be built (or ``SWAT_NO_FUSED=1``) get :func:`swat.ops.chunked.chunked_attention`.
+    """
+    if q.device.type != "cpu" or q.dtype not in _FUSED_DTYPES or not available():
+        return chunked_attention(q, k, v, spec)
+    if spec.segment_ids is not None:
+        spec = AttentionSpec(window=spec.window, slopes=spec.slopes, sigmoid_bias=spec.sigmoid_bias,
+                             activation=spec.activation, scale=spec.scale,
+                             segment_ids=spec.segment_ids.to(torch.int64).contiguous())
+    slopes = None if spec.slopes is None else spec.slopes.to(torch.float32).contiguous()
+    return _FusedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), spec, slopes, int(block))

@@ -1,0 +1,554 @@
+// Fused SWAT attention for the CPU, forward and backward (docs/spec.md section 1):
+//
+//     s_ij = scale * (q_i . k_j) - m_h * (i - j) + b,   o_i = sum_{0 <= i-j < w} act(s_ij) v_j
+//
+// Layout: q, out, dq are [batch, q_len, heads, dim]; k, v, dk, dv are [batch, kv_len, kv_heads, dim]
+// (contiguous). A "lane" is one (batch, head) pair in the forward and one (batch, kv head) pair in
+// the backward; a tile is one lane's block of `block` query positions against every key those
+// queries see. Per tile: one GEMM for the scores, one pass that adds the position term, masks the
+// band and segments and applies the activation, one GEMM for the output. Scores, weights and
+// accumulators are fp32; GEMM inputs are the input dtype (fp32 or bf16). Nothing is allocated per
+// tile: every thread owns its scratch buffers for the whole loop.
+//
+// GEMMs: at::native::cpublas::brgemm, row-major C (+)= A B without transposes: oneDNN's
+// small-matrix kernels for fp32; for bf16 (not VNNI-packed here) and where oneDNN's kernels cannot
+// run, PyTorch's own GEMM (oneDNN's bf16 GEMM, MKL or OpenBLAS). So every
+// product is written without transposes: K and V are transposed once per call ([batch, kv_heads,
+// dim, kv_len]), the backward accumulates dK^T and dV^T, and the few [rows, dim] transposes it
+// needs (Q^T, dO^T of a tile) cost 1/cols of the tile's GEMM work.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+// The elementwise loops are compiled for several instruction sets and picked at load time, so
+// one cached build is fast on any x86 machine; elsewhere they are compiled once, portably. (GCC 12
+// vectorises the exp loops in the AVX-512 clone; in the AVX2 one it leaves them scalar.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SWAT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SWAT_VECTOR_CLONES
+#endif
+#if defined(__GNUC__)
+#define SWAT_ALWAYS_INLINE inline __attribute__((always_inline))  // into every clone, to vectorise
+#else
+#define SWAT_ALWAYS_INLINE inline
+#endif
+
+namespace {
+
+using bf16 = at::BFloat16;
+
+// Row-major C[M, N] (+)= A[M, K] B[K, N] (fp32 C; A, B fp32 or bf16), one thread. With vnni, B is
+// bf16 in VNNI layout ([K / 2, ldb, 2]: pairs of rows interleaved) and K is even.
+template <typename T>
+void gemm(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, bool accumulate,
+          float* c, int64_t ldc, bool vnni) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, vnni);
+}
+
+// Whether oneDNN's bf16 kernels for VNNI-packed B run here (where not, brgemm refuses them).
+bool vnni_bf16_available() {
+  static const bool available = [] {
+    const bf16 a[4] = {1.0f, 2.0f, 3.0f, 4.0f}, b[4] = {1.0f, 0.0f, 0.0f, 1.0f};
+    float c[4];
+    try {
+      at::native::cpublas::brgemm(2, 2, 2, 2, 2, 2, false, a, b, c, true);
+      at::native::cpublas::brgemm_release();
+    } catch (const std::exception&) {
+      return false;
+    }
+    return c[0] == 1.0f && c[1] == 2.0f && c[2] == 3.0f && c[3] == 4.0f;
+  }();
+  return available;
+}
+
+// --- elementwise loops (written so that the compiler vectorises them) ----------------------------
+
+// exp(x) for x in [-87, 88] (clamped), Cephes' polynomial: a few ulp, branch free.
+SWAT_ALWAYS_INLINE float exp_approx(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float round = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const float n = (x * 1.44269504088896341f + round) - round;
+  x = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * x * x + x + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof(two_n));
+  return y * two_n;
+}
+
+// x[c] = scale * x[c] + base + slope * c: the scores with the position term b - m_h * (i - j) of
+// consecutive keys j.
+SWAT_VECTOR_CLONES void add_position_term(float* x, int64_t len, float scale, float base, float slope) {
+  for (int64_t c = 0; c < len; ++c) x[c] = scale * x[c] + base + slope * static_cast<float>(c);
+}
+
+SWAT_VECTOR_CLONES void mask_other_segments(float* x, const int64_t* key_segments, int64_t segment, int64_t len) {
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < len; ++c) x[c] = key_segments[c] == segment ? x[c] : minus_inf;
+}
+
+SWAT_VECTOR_CLONES void zero_other_segments(float* x, const int64_t* key_segments, int64_t segment, int64_t len) {
+  for (int64_t c = 0; c < len; ++c) x[c] = key_segments[c] == segment ? x[c] : 0.0f;
+}
+
+SWAT_VECTOR_CLONES void sigmoid_inplace(float* x, int64_t len) {
+  for (int64_t c = 0; c < len; ++c) x[c] = 1.0f / (1.0f + exp_approx(-x[c]));
+}
+
+constexpr int64_t kLanes = 16;  // independent partial results, so that reductions vectorise
+
+SWAT_VECTOR_CLONES float max_of(const float* x, int64_t len) {
+  float part[kLanes];
+  std::fill(part, part + kLanes, -std::numeric_limits<float>::infinity());
+  int64_t c = 0;
+  for (; c + kLanes <= len; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) part[l] = std::max(part[l], x[c + l]);
+  for (; c < len; ++c) part[0] = std::max(part[0], x[c]);
+  return *std::max_element(part, part + kLanes);
+}
+
+// x[c] = exp(x[c] - shift); returns the sum.
+SWAT_VECTOR_CLONES float exp_shifted(float* x, int64_t len, float shift) {
+  float part[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= len; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) part[l] += (x[c + l] = exp_approx(x[c + l] - shift));
+  for (; c < len; ++c) part[0] += (x[c] = exp_approx(x[c] - shift));
+  float sum = 0.0f;
+  for (float p : part) sum += p;
+  return sum;
+}
+
+SWAT_VECTOR_CLONES void scale_inplace(float* x, int64_t len, float factor) {
+  for (int64_t c = 0; c < len; ++c) x[c] *= factor;
+}
+
+// sigmoid: dS = dP * P * (1 - P), written over dP.
+SWAT_VECTOR_CLONES void sigmoid_grad(float* dp, const float* p, int64_t len) {
+  for (int64_t c = 0; c < len; ++c) dp[c] *= p[c] * (1.0f - p[c]);
+}
+
+// softmax: dS = P * (dP - rowsum(dO * O)), written over dP.
+SWAT_VECTOR_CLONES void softmax_grad(float* dp, const float* p, int64_t len, float row_dot) {
+  for (int64_t c = 0; c < len; ++c) dp[c] = p[c] * (dp[c] - row_dot);
+}
+
+// fp32 -> bf16, round to nearest even (the inputs are finite).
+SWAT_VECTOR_CLONES void round_to_bf16(const float* x, bf16* y, int64_t len) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(y);
+  for (int64_t c = 0; c < len; ++c) {
+    uint32_t u;
+    std::memcpy(&u, &x[c], sizeof(u));
+    out[c] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+// dst[2c] = bf16(first[c]), dst[2c + 1] = bf16(second[c]) (0 without second): two rows of a GEMM B
+// operand in VNNI layout.
+SWAT_VECTOR_CLONES void interleave_to_bf16(const float* first, const float* second, bf16* dst, int64_t len) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(dst);
+  for (int64_t c = 0; c < len; ++c) {
+    uint32_t u, w = 0;
+    std::memcpy(&u, &first[c], sizeof(u));
+    if (second) std::memcpy(&w, &second[c], sizeof(w));
+    out[2 * c] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    out[2 * c + 1] = static_cast<uint16_t>((w + 0x7fffu + ((w >> 16) & 1u)) >> 16);
+  }
+}
+
+// --- problem geometry ------------------------------------------------------------------------------
+
+struct Shape {
+  int64_t batch, q_len, kv_len, heads, kv_heads, dim, band, block;
+  // bf16 with VNNI-packed B operands: every GEMM's inner dimension is even, so tiles start at an
+  // even key and span an even number of keys, and the key axis is padded to kv_pad (even).
+  bool vnni;
+  int64_t kv_pad;
+
+  int64_t group() const { return heads / kv_heads; }
+  int64_t offset() const { return kv_len - q_len; }  // position of query 0 among the keys
+  int64_t blocks() const { return (q_len + block - 1) / block; }
+  int64_t q_stride() const { return heads * dim; }  // between consecutive positions
+  int64_t kv_stride() const { return kv_heads * dim; }
+  int64_t max_cols() const { return std::min(kv_pad, block + band - 1 + (vnni ? 2 : 0)); }
+  int64_t even(int64_t n) const { return vnni ? n + (n & 1) : n; }  // an inner GEMM dimension
+  int64_t pair() const { return vnni ? 2 : 1; }  // elements per column in a K^T or V^T lane
+  int64_t key_rows_ld() const { return vnni ? dim : kv_stride(); }  // see key_rows
+};
+
+struct Options {
+  float scale, bias;
+  bool softmax;
+  const float* slopes;      // [heads] or nullptr
+  const int64_t* segments;  // [batch, kv_len] or nullptr
+};
+
+// Query positions [r0, r1) (among the queries) and the keys [k0, k1) they see.
+struct Tile {
+  int64_t r0, r1, k0, k1;
+  int64_t rows() const { return r1 - r0; }
+  int64_t cols() const { return k1 - k0; }
+};
+
+Tile tile_at(const Shape& s, int64_t block_index) {
+  const int64_t r0 = block_index * s.block, r1 = std::min(r0 + s.block, s.q_len);
+  int64_t k0 = std::max<int64_t>(0, s.offset() + r0 - s.band + 1);
+  if (s.vnni) k0 -= k0 & 1;  // the extra key is outside every row's band: its weights are 0
+  return {r0, r1, k0, k0 + s.even(s.offset() + r1 - k0)};
+}
+
+// Per-thread buffers of one tile, allocated once per thread.
+template <typename T>
+struct Scratch {
+  std::vector<float> p, dp, rows;
+  std::vector<T> low, low_b;  // bf16 copies of p or dS as GEMM A and B operands (unused for fp32)
+  std::vector<T> q_t, grad_out_t;  // the tile's Q^T and dO^T, [dim, even(rows)] (backward)
+
+  Scratch(const Shape& s, bool backward)
+      : p(s.block * s.max_cols()), dp(backward ? s.block * s.max_cols() : 0), rows(s.block * s.dim),
+        low(std::is_same_v<T, float> ? 0 : s.block * s.max_cols()),
+        low_b(std::is_same_v<T, float> || !backward ? 0 : s.even(s.block) * s.max_cols()),
+        q_t(backward ? s.dim * s.even(s.block) : 0), grad_out_t(backward ? s.dim * s.even(s.block) : 0) {}
+};
+
+// dst[c, r] = src[r, c] for a [rows, cols] matrix with row stride ld; dst has ld_dst >= rows
+// columns, the extra ones zero.
+template <typename T>
+void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld, T* dst, int64_t ld_dst) {
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t r = 0; r < rows; ++r) dst[c * ld_dst + r] = src[r * ld + c];
+    for (int64_t r = rows; r < ld_dst; ++r) dst[c * ld_dst + r] = T(0.0f);
+  }
+}
+
+// A [rows, cols] fp32 matrix as a GEMM B operand (inner dimension rows): x itself for fp32, bf16
+// rows for plain bf16, or bf16 in VNNI layout (rows padded to even with zeros).
+template <typename T>
+const T* gemm_b_input(const float* x, int64_t rows, int64_t cols, std::vector<T>& low, bool vnni) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    if (!vnni) {
+      round_to_bf16(x, low.data(), rows * cols);
+      return low.data();
+    }
+    for (int64_t r = 0; r < rows; r += 2) {
+      interleave_to_bf16(x + r * cols, r + 1 < rows ? x + (r + 1) * cols : nullptr, low.data() + r * cols, cols);
+    }
+    return low.data();
+  }
+}
+
+// x as a GEMM input of type T: x itself for fp32, else rounded into `low`.
+template <typename T>
+const T* gemm_input(const float* x, std::vector<T>& low, int64_t len) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    round_to_bf16(x, low.data(), len);
+    return low.data();
+  }
+}
+
+// Copies factor * x (rows x cols fp32 values, in place) into a strided T matrix.
+template <typename T>
+void store_rows(float* x, int64_t rows, int64_t cols, float factor, T* dst, int64_t ld) {
+  if (factor != 1.0f) scale_inplace(x, rows * cols, factor);
+  for (int64_t r = 0; r < rows; ++r) {
+    if constexpr (std::is_same_v<T, float>) {
+      std::copy(x + r * cols, x + (r + 1) * cols, dst + r * ld);
+    } else {
+      round_to_bf16(x + r * cols, dst + r * ld, cols);
+    }
+  }
+}
+
+// One row of weights over its valid keys x[0, len) (the keys j0 .. j0 + len - 1 of query i).
+// Softmax: normalised in the forward (the row's log-sum-exp goes to *lse), or from the saved
+// log-sum-exp in the backward (saved_lse).
+void row_weights(float* x, int64_t len, const Options& o, float base, float slope, const int64_t* key_segments,
+                 int64_t segment, float* lse, const float* saved_lse) {
+  add_position_term(x, len, o.scale, base, slope);
+  if (key_segments) mask_other_segments(x, key_segments, segment, len);
+  if (!o.softmax) {
+    sigmoid_inplace(x, len);
+  } else if (saved_lse) {
+    exp_shifted(x, len, *saved_lse);
+  } else {  // the diagonal key is always seen, so the row is never empty and the max is finite
+    const float row_max = max_of(x, len);
+    const float sum = exp_shifted(x, len, row_max);
+    scale_inplace(x, len, 1.0f / sum);
+    if (lse) *lse = row_max + std::log(sum);
+  }
+  if (key_segments) zero_other_segments(x, key_segments, segment, len);
+}
+
+// The tile's weights act(s) as a [rows, cols] fp32 matrix in p, zero outside the band and across
+// segments (docs/spec.md section 1). k_t: the tile's first key column of K^T ([dim, kv_pad]).
+// lse / saved_lse: per row, with stride lse_stride.
+template <typename T>
+void tile_weights(const Shape& s, const Options& o, const T* q_tile, const T* k_t, int64_t b, int64_t h,
+                  const Tile& t, float* p, float* lse, const float* saved_lse, int64_t lse_stride) {
+  const int64_t cols = t.cols();
+  gemm(t.rows(), cols, s.dim, q_tile, s.q_stride(), k_t, s.kv_pad, false, p, cols, s.vnni);
+  const float slope = o.slopes ? o.slopes[h] : 0.0f;
+  const int64_t* segments = o.segments ? o.segments + b * s.kv_len : nullptr;
+  for (int64_t r = 0; r < t.rows(); ++r) {
+    float* x = p + r * cols;
+    const int64_t i = s.offset() + t.r0 + r;
+    const int64_t lo = std::max(t.k0, i - s.band + 1) - t.k0, hi = i + 1 - t.k0;  // valid columns
+    std::fill(x, x + lo, 0.0f);
+    std::fill(x + hi, x + cols, 0.0f);
+    const float base = o.bias - slope * static_cast<float>(i - t.k0 - lo);
+    row_weights(x + lo, hi - lo, o, base, slope, segments ? segments + t.k0 + lo : nullptr,
+                segments ? segments[i] : 0, lse ? lse + r * lse_stride : nullptr,
+                saved_lse ? saved_lse + r * lse_stride : nullptr);
+  }
+}
+
+// Runs body(task, scratch) for tasks 0 .. count-1 on torch's intra-op threads. Each thread takes
+// the next task from a shared counter (tiles differ in cost, and on a busy machine a thread may be
+// descheduled), and owns one Scratch for all its tasks.
+template <typename T, typename Body>
+void run_tasks(int64_t count, const Shape& s, bool backward, const Body& body) {
+  std::atomic<int64_t> next{0};
+  const int64_t threads = std::min<int64_t>(count, at::get_num_threads());
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    Scratch<T> scratch(s, backward);
+    for (int64_t task = next++; task < count; task = next++) body(task, scratch);
+    at::native::cpublas::brgemm_release();
+  });
+}
+
+// Where a tile's data starts: q-shaped tensors, K/V as GEMM B operands (k, v themselves, or
+// VNNI-packed [batch, kv_heads, kv_pad / 2, dim, 2]),
+// transposed K/V lanes ([batch, kv_heads, dim, kv_pad]; VNNI-packed: [.., dim / 2, kv_pad, 2]),
+// the fp32 dK^T/dV^T accumulators and per-row statistics ([batch, q_len, heads]).
+struct TileOffsets {
+  int64_t q, kv, kv_t, acc_t, stats;
+
+  TileOffsets(const Shape& s, int64_t b, int64_t h, const Tile& t)
+      : q(((b * s.q_len + t.r0) * s.heads + h) * s.dim),
+        kv(s.vnni ? ((b * s.kv_heads + h / s.group()) * s.kv_pad + t.k0) * s.dim
+                  : ((b * s.kv_len + t.k0) * s.kv_heads + h / s.group()) * s.dim),
+        kv_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_pad + t.k0 * s.pair()),
+        acc_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_pad + t.k0),
+        stats((b * s.q_len + t.r0) * s.heads + h) {}
+};
+
+// --- forward -----------------------------------------------------------------------------------
+
+template <typename T>
+void forward_kernel(const Shape& s, const Options& o, const T* q, const T* k_t, const T* v_lanes, T* out,
+                    float* lse) {
+  const int64_t blocks = s.blocks();
+  run_tasks<T>(s.batch * s.heads * blocks, s, false, [&](int64_t task, Scratch<T>& scratch) {
+    const int64_t lane = task / blocks, b = lane / s.heads, h = lane % s.heads;
+    const Tile t = tile_at(s, task % blocks);
+    const TileOffsets at(s, b, h, t);
+    float *p = scratch.p.data(), *rows = scratch.rows.data();
+    tile_weights(s, o, q + at.q, k_t + at.kv_t, b, h, t, p, lse ? lse + at.stats : nullptr, nullptr, s.heads);
+    const T* weights = gemm_input(p, scratch.low, t.rows() * t.cols());
+    gemm(t.rows(), s.dim, t.cols(), weights, t.cols(), v_lanes + at.kv, s.key_rows_ld(), false, rows, s.dim,
+         s.vnni);
+    store_rows(rows, t.rows(), s.dim, 1.0f, out + at.q, s.q_stride());
+  });
+}
+
+// --- backward ----------------------------------------------------------------------------------
+
+struct Inputs {
+  const void *q, *k_lanes, *v_t, *k_t, *grad_out;  // layouts: see TileOffsets
+  const float *lse, *row_dot;                // softmax only, [batch, q_len, heads]
+};
+
+struct Gradients {
+  void* dq;
+  float* dk_t;  // fp32 accumulators of dK^T, dV^T [splits, batch, kv_heads, dim, kv_pad], without `scale`
+  float* dv_t;
+  int64_t splits;  // query blocks of one kv lane are cut into `splits` ranges, one task each
+};
+
+// dV^T += dO^T P, dP = dO V^T, dS = act'(dP), dQ = scale dS K, dK^T += Q^T dS on one tile
+// (docs/spec.md section 1; the formulas are those of swat/ops/chunked.py).
+template <typename T>
+void backward_tile(const Shape& s, const Options& o, const Inputs& in, const Gradients& g, int64_t split, int64_t b,
+                   int64_t h, const Tile& t, Scratch<T>& scratch) {
+  const T *q = static_cast<const T*>(in.q), *grad_out = static_cast<const T*>(in.grad_out);
+  const int64_t rows = t.rows(), cols = t.cols(), inner_rows = s.even(rows);
+  const TileOffsets at(s, b, h, t);
+  const int64_t acc_at = split * s.batch * s.kv_heads * s.dim * s.kv_pad + at.acc_t;
+  float *p = scratch.p.data(), *dp = scratch.dp.data(), *dq_rows = scratch.rows.data();
+  T *q_t = scratch.q_t.data(), *grad_out_t = scratch.grad_out_t.data();
+  tile_weights(s, o, q + at.q, static_cast<const T*>(in.k_t) + at.kv_t, b, h, t, p, nullptr,
+               o.softmax ? in.lse + at.stats : nullptr, s.heads);
+  gemm(rows, cols, s.dim, grad_out + at.q, s.q_stride(), static_cast<const T*>(in.v_t) + at.kv_t, s.kv_pad, false,
+       dp, cols, s.vnni);
+  transpose(grad_out + at.q, rows, s.dim, s.q_stride(), grad_out_t, inner_rows);
+  const T* weights = gemm_b_input(p, rows, cols, scratch.low_b, s.vnni);
+  gemm(s.dim, cols, inner_rows, grad_out_t, inner_rows, weights, cols, true, g.dv_t + acc_at, s.kv_pad, s.vnni);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (o.softmax) {
+      softmax_grad(dp + r * cols, p + r * cols, cols, in.row_dot[at.stats + r * s.heads]);
+    } else {
+      sigmoid_grad(dp + r * cols, p + r * cols, cols);
+    }
+  }
+  const T* ds = gemm_input(dp, scratch.low, rows * cols);
+  gemm(rows, s.dim, cols, ds, cols, static_cast<const T*>(in.k_lanes) + at.kv, s.key_rows_ld(), false, dq_rows,
+       s.dim, s.vnni);
+  store_rows(dq_rows, rows, s.dim, o.scale, static_cast<T*>(g.dq) + at.q, s.q_stride());
+  transpose(q + at.q, rows, s.dim, s.q_stride(), q_t, inner_rows);
+  const T* ds_b = gemm_b_input(dp, rows, cols, scratch.low_b, s.vnni);
+  gemm(s.dim, cols, inner_rows, q_t, inner_rows, ds_b, cols, true, g.dk_t + acc_at, s.kv_pad, s.vnni);
+}
+
+// Parallel over (batch, kv head) lanes x query ranges: each task owns its lane's dK, dV
+// accumulators of its split (no atomics); the query heads of a kv head run in the same task.
+template <typename T>
+void backward_kernel(const Shape& s, const Options& o, const Inputs& in, const Gradients& g) {
+  const int64_t blocks = s.blocks(), splits = g.splits;
+  run_tasks<T>(s.batch * s.kv_heads * splits, s, true, [&](int64_t task, Scratch<T>& scratch) {
+    const int64_t lane = task / splits, split = task % splits, b = lane / s.kv_heads, kv_head = lane % s.kv_heads;
+    const int64_t first = blocks * split / splits, last = blocks * (split + 1) / splits;
+    for (int64_t h = kv_head * s.group(); h < (kv_head + 1) * s.group(); ++h) {
+      for (int64_t block = first; block < last; ++block) {
+        backward_tile(s, o, in, g, split, b, h, tile_at(s, block), scratch);
+      }
+    }
+  });
+}
+
+// --- entry points ------------------------------------------------------------------------------
+
+Shape shape_of(const at::Tensor& q, const at::Tensor& k, int64_t band, int64_t block) {
+  const int64_t kv_len = k.size(1), dim = q.size(3);
+  const bool vnni = q.scalar_type() == at::kBFloat16 && dim % 2 == 0 && vnni_bf16_available();
+  return {q.size(0), q.size(1), kv_len, q.size(2), k.size(2), dim, band, block, vnni, kv_len + (vnni ? kv_len & 1 : 0)};
+}
+
+Options options_of(const std::optional<at::Tensor>& slopes, const std::optional<at::Tensor>& segment_ids,
+                   double scale, double bias, bool softmax) {
+  return {static_cast<float>(scale), static_cast<float>(bias), softmax,
+          slopes ? slopes->data_ptr<float>() : nullptr, segment_ids ? segment_ids->data_ptr<int64_t>() : nullptr};
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t band, int64_t block) {
+  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kBFloat16, "swat_cpu: fp32 or bf16 only");
+  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous(), "swat_cpu: contiguous inputs only");
+  TORCH_CHECK(band >= 1 && block >= 1, "swat_cpu: band and block must be >= 1");
+}
+
+// k or v [batch, kv_len, kv_heads, dim] with the key axis zero-padded to kv_pad.
+at::Tensor padded_keys(const at::Tensor& x, const Shape& s) {
+  return s.kv_pad == s.kv_len ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, s.kv_pad - s.kv_len});
+}
+
+// The GEMM B operand with keys as inner dimension (of P V and dS K): x itself, or VNNI-packed
+// [batch, kv_heads, kv_pad / 2, dim, 2].
+at::Tensor key_rows(const at::Tensor& x, const Shape& s) {
+  if (!s.vnni) return x;
+  return padded_keys(x, s).view({s.batch, s.kv_pad / 2, 2, s.kv_heads, s.dim}).permute({0, 3, 1, 4, 2}).contiguous();
+}
+
+// The GEMM B operand with dim as inner dimension (of Q K^T and dO V^T): [batch, kv_heads, dim,
+// kv_pad], VNNI-packed [batch, kv_heads, dim / 2, kv_pad, 2].
+at::Tensor key_columns(const at::Tensor& x, const Shape& s) {
+  const at::Tensor padded = padded_keys(x, s);
+  if (!s.vnni) return padded.permute({0, 2, 3, 1}).contiguous();
+  return padded.view({s.batch, s.kv_pad, s.kv_heads, s.dim / 2, 2}).permute({0, 2, 3, 1, 4}).contiguous();
+}
+
+// Returns the output and, for softmax, each row's log-sum-exp [batch, q_len, heads] (fp32).
+std::tuple<at::Tensor, at::Tensor> swat_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                const std::optional<at::Tensor>& slopes,
+                                                const std::optional<at::Tensor>& segment_ids, int64_t band,
+                                                double scale, double bias, bool softmax, int64_t block) {
+  check_inputs(q, k, v, band, block);
+  const Shape s = shape_of(q, k, band, block);
+  const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
+  at::Tensor out = at::empty_like(q), k_t = key_columns(k, s), v_lanes = key_rows(v, s);
+  at::Tensor lse = at::empty({softmax ? s.batch : 0, s.q_len, s.heads}, q.options().dtype(at::kFloat));
+  float* lse_ptr = softmax ? lse.data_ptr<float>() : nullptr;
+  if (q.scalar_type() == at::kFloat) {
+    forward_kernel(s, o, q.data_ptr<float>(), k_t.data_ptr<float>(), v_lanes.data_ptr<float>(),
+                   out.data_ptr<float>(), lse_ptr);
+  } else {
+    forward_kernel(s, o, q.data_ptr<bf16>(), k_t.data_ptr<bf16>(), v_lanes.data_ptr<bf16>(),
+                   out.data_ptr<bf16>(), lse_ptr);
+  }
+  return {out, lse};
+}
+
+// Splits the query blocks of each kv lane when there are fewer lanes than threads.
+int64_t splits_for(const Shape& s) {
+  const int64_t lanes = s.batch * s.kv_heads, threads = at::get_num_threads();
+  if (lanes == 0 || lanes >= threads) return 1;
+  return std::max<int64_t>(1, std::min(s.blocks(), (threads + lanes - 1) / lanes));
+}
+
+// factor * the sum of a transposed accumulator's splits, as [batch, kv_len, kv_heads, dim] in the
+// dtype of `like` (one pass over the accumulator when it has one split).
+at::Tensor gradient_of(const at::Tensor& acc_t, float factor, const at::Tensor& like) {
+  const at::Tensor sum = acc_t.size(0) == 1 ? acc_t.select(0, 0) : acc_t.sum(0);
+  const at::Tensor view = sum.narrow(-1, 0, like.size(1)).permute({0, 3, 1, 2});
+  at::Tensor grad = at::empty(like.sizes(), like.options().dtype(at::kFloat));
+  at::mul_out(grad, view, factor);
+  return grad.to(like.scalar_type());
+}
+
+// lse, row_dot: [batch, q_len, heads] fp32 (softmax only; row_dot = rowsum(dO * O)).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> swat_backward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& grad_out,
+    const at::Tensor& lse, const at::Tensor& row_dot, const std::optional<at::Tensor>& slopes,
+    const std::optional<at::Tensor>& segment_ids, int64_t band, double scale, double bias, bool softmax,
+    int64_t block) {
+  check_inputs(q, k, v, band, block);
+  TORCH_CHECK(grad_out.is_contiguous() && grad_out.sizes() == q.sizes(), "swat_cpu: bad grad_out");
+  const Shape s = shape_of(q, k, band, block);
+  const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
+  const int64_t splits = splits_for(s);
+  at::Tensor dq = at::empty_like(q), k_t = key_columns(k, s), v_t = key_columns(v, s), k_lanes = key_rows(k, s);
+  const auto acc_options = k.options().dtype(at::kFloat);
+  at::Tensor dk_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_pad}, acc_options);
+  at::Tensor dv_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_pad}, acc_options);
+  const Inputs in{q.data_ptr(), k_lanes.data_ptr(), v_t.data_ptr(), k_t.data_ptr(), grad_out.data_ptr(),
+                  softmax ? lse.data_ptr<float>() : nullptr, softmax ? row_dot.data_ptr<float>() : nullptr};
+  const Gradients g{dq.data_ptr(), dk_t.data_ptr<float>(), dv_t.data_ptr<float>(), splits};
+  if (q.scalar_type() == at::kFloat) {
+    backward_kernel<float>(s, o, in, g);
+  } else {
+    backward_kernel<bf16>(s, o, in, g);
+  }
+  return {dq, gradient_of(dk_t, static_cast<float>(scale), k), gradient_of(dv_t, 1.0f, v)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(swat_cpu, m) {
+  m.def("forward(Tensor q, Tensor k, Tensor v, Tensor? slopes, Tensor? segment_ids, int band, float scale, "
+        "float bias, bool softmax, int block) -> (Tensor, Tensor)",
+        &swat_forward);
+  m.def("backward(Tensor q, Tensor k, Tensor v, Tensor grad_out, Tensor lse, Tensor row_dot, Tensor? slopes, "
+        "Tensor? segment_ids, int band, float scale, float bias, bool softmax, int block) "
+        "-> (Tensor, Tensor, Tensor)",
+        &swat_backward);
+}
