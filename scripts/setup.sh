@@ -10,4 +10,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet torch==2.13.0
 .venv/bin/python -m pip install --quiet -e ".[dev,eval]"
+# the fused CPU attention kernel, compiled now rather than on first use (where no compiler is
+# present swat says so in one line and runs its pure-PyTorch kernel instead)
+.venv/bin/python -c "from swat.ops import cpu_fused; cpu_fused.available()"
 echo "swat installed in $(pwd)/.venv"

@@ -64,8 +64,11 @@ def build() -> None:
 
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
-    load(name=f"swat_cpu_{directory.name.rsplit('-', 1)[1]}", sources=[str(SOURCE)], extra_cflags=_CFLAGS,
-         build_directory=str(directory), is_python_module=False, verbose=False)
+    name = f"swat_cpu_{directory.name.rsplit('-', 1)[1]}"
+    if not (directory / f"{name}.so").is_file():
+        print(f"swat: compiling the fused CPU attention kernel into {directory} (once, about 20 s)", file=sys.stderr)
+    load(name=name, sources=[str(SOURCE)], extra_cflags=_CFLAGS, build_directory=str(directory),
+         is_python_module=False, verbose=False)
 
 
 _announced: set[str] = set()
