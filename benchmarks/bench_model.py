@@ -12,11 +12,14 @@ autocast); ``fp32`` is plain fp32. Each model's attention is what it runs by def
 For each length the models' steps are interleaved (one step of each, in turn, ``--steps``
 times after a warm-up step), so a shared machine's changing load hits them alike; cells are
 tokens/s = tokens per step / median step time, ratios are SWAT's tokens/s over the peer's (> 1:
-SWAT trains faster). A case whose memory or time, estimated before it runs, exceeds
+SWAT trains faster). At 32k the activations and the 32k-vocabulary logits of one sequence
+need about 25 GiB; ``--gradient-checkpointing`` (as ``train.gradient_checkpointing``) cuts the
+activations to a layer's. A case whose memory or time, estimated before it runs, exceeds
 ``--max-gib`` or ``--max-seconds`` is skipped with the estimate printed.
 
     .venv/bin/python benchmarks/bench_model.py                          # 2k, 8k, 32k; fp32 and bf16
     .venv/bin/python benchmarks/bench_model.py --lengths 2k --dtypes fp32 --steps 2
+    .venv/bin/python benchmarks/bench_model.py --lengths 2k,32k --models swat --gradient-checkpointing
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from peers import MODELS, SIZE, WINDOW, build, check_names
 
 from swat.cli.options import token_counts
+from swat.models.compat import enable_activation_checkpointing
 from swat.ops.device import describe_machine
 from swat.training.config import OptimConfig
 from swat.training.optim import build_optimizer
@@ -49,16 +53,17 @@ def attention_pairs(name: str, length: int) -> int:
     return length * length
 
 
-def estimate(name: str, length: int, dtype: str) -> tuple[float, float]:
-    """(GiB, seconds) of one training step: activations (~40 values per layer and channel, the
-    logits three times over, in float32), the optimiser's state, and for Mistral the dense mask;
-    the seconds from 6 FLOPs per parameter and token plus the attention pairs at ``ASSUMED_GFLOPS``."""
+def estimate(name: str, length: int, dtype: str, checkpointing: bool = False) -> tuple[float, float]:
+    """(GiB, seconds) of one training step: activations (~30 values per layer and channel, 2 with
+    gradient checkpointing; the logits three times over; float32), the optimiser's state, and for
+    Mistral the dense mask; the seconds from 6 FLOPs per parameter and token (8 with
+    checkpointing's recomputation) plus the attention pairs at ``ASSUMED_GFLOPS``."""
     layers, hidden, vocab = SIZE["num_hidden_layers"], SIZE["hidden_size"], SIZE["vocab_size"]
     parameters = 2 * vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * SIZE["intermediate_size"])
-    activations = length * (layers * 40 * hidden + 3 * vocab) * 4
+    activations = length * (layers * (2 if checkpointing else 30) * hidden + 3 * vocab) * 4
     mask = length * length if name == "mistral" else 0
     gib = (activations + 16 * parameters + mask) / 2 ** 30 + 1.0
-    flops = 6 * parameters * length + 3 * 4 * hidden * layers * attention_pairs(name, length)
+    flops = (8 if checkpointing else 6) * parameters * length + 4 * 4 * hidden * layers * attention_pairs(name, length)
     return gib, flops / (ASSUMED_GFLOPS[dtype] * 1e9)
 
 
@@ -75,7 +80,7 @@ def measure_length(names: list[str], length: int, dtypes: list[str], args: argpa
     rows = []
     for dtype in dtypes:
         for name in names:
-            gib, seconds = estimate(name, length, dtype)
+            gib, seconds = estimate(name, length, dtype, args.gradient_checkpointing)
             row = dict(model=name, length=length, dtype=dtype)
             if gib > args.max_gib or seconds * (args.steps + 1) > args.max_seconds:
                 row["skipped"] = (f"estimated {gib:.1f} GiB, {seconds:.0f} s/step "
@@ -86,6 +91,8 @@ def measure_length(names: list[str], length: int, dtypes: list[str], args: argpa
         if "skipped" not in row and row["model"] not in models:
             torch.manual_seed(0)
             model = build(row["model"]).train()
+            if args.gradient_checkpointing:
+                enable_activation_checkpointing(model)
             models[row["model"]] = (model, build_optimizer(model, OptimConfig()))
     timed = [row for row in rows if "skipped" not in row]
     windows = torch.randint(0, SIZE["vocab_size"], (1, length + 1))
@@ -141,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated subset of fp32,bf16")
     parser.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per case, after one warm-up (default: 3)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute each layer in the backward (train.gradient_checkpointing): memory for 32k")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--max-gib", type=float, default=18.0, help="skip a case estimated to need more memory")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="skip a case estimated to take longer")
@@ -158,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"# model training benchmark on {describe_machine()}, {args.threads} threads: {SIZE}, window {WINDOW}, "
-          f"batch 1, forward + loss + backward + AdamW, median of {args.steps} steps", flush=True)
+          f"batch 1, forward + loss + backward + AdamW{', gradient checkpointing' if args.gradient_checkpointing else ''}, "
+          f"median of {args.steps} steps", flush=True)
     rows = []
     for length in args.lengths:
         rows += measure_length(args.models, length, args.dtypes, args)
