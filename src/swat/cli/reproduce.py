@@ -13,9 +13,11 @@ apart: SWAT, Transformer++, softmax SWA, sigmoid SWA with one-sided ALiBi and a 
 parameter count, 3000 steps (6.1M tokens) each, seeds 0, 1, 2, 32k held-out tokens per evaluation
 length; the summary gives mean +- std over the seeds and decides a claim only where a difference
 exceeds that spread. Before it starts it prints the training time it expects from the seconds
-per step it measures (about 2.4 h on two idle AMX CPU cores: 0.13-0.15 s per step of the attention
-models, 0.39 s of Mamba2's pure-PyTorch path), plus minutes of evaluation. --configs, --steps, --seeds
-and --eval-tokens override the budget's values.
+per step it measures (2.4 h on two idle AMX CPU cores, 3.6 h on two AVX-512 cores without AMX,
+where Mamba2's pure-PyTorch path takes 0.64 s a step against 0.18-0.21 s for the attention models),
+plus minutes of evaluation; --estimate prints that and stops. --configs, --steps, --seeds and
+--eval-tokens override the budget's values; several invocations with disjoint --configs can train
+side by side into one --out (each run is locked), and a last one evaluates them all.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the preset's seed)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
                         help="a preset of configs, steps, seeds and evaluation tokens: decisive = the 5 configs of "
-                             "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (about 2.5 h on 2 CPU cores)")
+                             "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (2.4-3.6 h on 2 CPU cores)")
     parser.add_argument("--estimate", action="store_true",
                         help="print the parameter counts and the training time expected on this machine, "
                              "measured from one step of each config, and stop (nothing is trained)")

@@ -46,8 +46,10 @@ DEFAULT_BLOCK = 64
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
 # Portable flags only: the cache may be shared between machines. The GEMMs (oneDNN, PyTorch's BLAS)
 # pick the instruction set at run time and the elementwise loops are compiled per instruction set
-# (target_clones in the source).
-_CFLAGS = ["-O3"]
+# (target_clones in the source). Without -fno-trapping-math GCC 12 keeps the clamp of exp's
+# argument as a branch in the AVX2 clone, which leaves the sigmoid and softmax loops scalar there
+# (the kernel signals no floating-point exceptions, so nothing depends on trapping).
+_CFLAGS = ["-O3", "-fno-trapping-math"]
 
 
 def build_directory() -> Path:

@@ -33,7 +33,7 @@
 
 // The elementwise loops are compiled for several instruction sets and picked at load time, so
 // one cached build is fast on any x86 machine; elsewhere they are compiled once, portably. (GCC 12
-// vectorises the exp loops in the AVX-512 clone; in the AVX2 one it leaves them scalar.)
+// vectorises the exp loops in the AVX2 clone only with -fno-trapping-math, which cpu_fused.py passes.)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SWAT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
