@@ -31,7 +31,7 @@ import time
 from typing import NamedTuple
 
 import torch
-from peers import MODELS, SIZE, WINDOW, build, check_names
+from peers import MODELS, SIZE, WINDOW, build, check_names, print_report
 from transformers import DynamicCache
 
 from swat.cli.options import token_counts
@@ -271,11 +271,7 @@ def main() -> int:
     print(f"decode benchmark on {describe_machine()}: {SIZE}, window {WINDOW}, {args.threads} threads, "
           f"median of {args.steps} steps after {args.warmup} warm-up", flush=True)
     results = measure_all(cases, args)
-    print()
-    print(table(results))
-    print()
-    for note in summary(results):
-        print(f"- {note}")
+    print_report(table(results), summary(results))
     return 0
 
 

@@ -30,7 +30,7 @@ import sys
 import time
 
 import torch
-from peers import MODELS, SIZE, WINDOW, build, check_names
+from peers import MODELS, SIZE, WINDOW, build, check_names, print_report
 
 from swat.cli.options import token_counts
 from swat.models.compat import enable_activation_checkpointing
@@ -172,11 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for length in args.lengths:
         rows += measure_length(args.models, length, args.dtypes, args)
-    print()
-    print(table(rows, args.models))
-    print()
-    for note in growth(rows):
-        print(f"- {note}")
+    print_report(table(rows, args.models), growth(rows))
     return 0
 
 

@@ -39,3 +39,12 @@ def check_names(names: list[str]) -> list[str]:
     if unknown:
         raise SystemExit(f"unknown models {unknown}: choose from {','.join(MODELS)}")
     return names
+
+
+def print_report(table: str, notes: list[str]) -> None:
+    """The table of a benchmark run, then its notes as a list."""
+    print()
+    print(table)
+    print()
+    for note in notes:
+        print(f"- {note}")
