@@ -14,6 +14,11 @@ from swat.training.run_dir import RunDir
 from .conftest import SMALL
 
 
+def small_overrides() -> list[str]:
+    """``--set`` arguments that shrink every config to the test size."""
+    return [part for item in SMALL for part in ("--set", item)]
+
+
 def test_the_eight_configs_share_everything_but_attention(data_dir):
     overrides = [f"data.dir={data_dir}"]
     configs = {a.name: ablation_config("tiny", overrides, a, steps=50) for a in ablations(64)}
@@ -55,8 +60,7 @@ def test_cli_trains_evaluates_and_reuses_two_configs(tmp_path, data_dir, monkeyp
     out = tmp_path / "results"
     args = ["reproduce", "--steps", "3", "--out", str(out), "--data", str(data_dir), "--configs",
             "transformer++,swat", "--eval-tokens", "512", "--passkey-trials", "1"]
-    for item in SMALL:
-        args += ["--set", item]
+    args += small_overrides()
     assert main(args) == 0
     result = json.loads((out / "reproduce.json").read_text())
     assert [row["name"] for row in result["summary"]] == ["transformer++", "swat"]
@@ -109,8 +113,7 @@ def test_the_decisive_budget_runs_end_to_end_at_a_miniature_size(tmp_path, data_
     out = tmp_path / "decisive"
     args = ["reproduce", "--budget", "decisive", "--steps", "2", "--out", str(out), "--data", str(data_dir),
             "--eval-tokens", "512", "--passkey-trials", "1"]
-    for item in SMALL:
-        args += ["--set", item]
+    args += small_overrides()
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "parameters: transformer++ " in printed and ", mamba2 " in printed
@@ -138,8 +141,7 @@ def test_the_decisive_budget_runs_end_to_end_at_a_miniature_size(tmp_path, data_
 def test_estimate_prints_sizes_and_time_and_trains_nothing(tmp_path, data_dir, capsys):
     args = ["reproduce", "--budget", "decisive", "--configs", "swat,mamba2", "--steps", "100", "--estimate",
             "--out", str(tmp_path / "out"), "--data", str(data_dir)]
-    for item in SMALL:
-        args += ["--set", item]
+    args += small_overrides()
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "parameters: swat " in printed and ", mamba2 " in printed

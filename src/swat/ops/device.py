@@ -24,6 +24,7 @@ def _cpu_info(key: str) -> str:
     return ""
 
 
+@functools.cache
 def _cpu_flags() -> frozenset[str]:
     return frozenset(_cpu_info("flags").split())
 
