@@ -18,6 +18,11 @@ where Mamba2's pure-PyTorch path takes 0.64 s a step against 0.18-0.21 s for the
 plus minutes of evaluation; --estimate prints that and stops. --configs, --steps, --seeds and
 --eval-tokens override the budget's values; several invocations with disjoint --configs can train
 side by side into one --out (each run is locked), and a last one evaluates them all.
+
+Claims are decided from configs paired by seed (same seed, same batches): each difference's 95%
+interval (t over the seeds) must exclude 0. --summarize rebuilds summary.md and the claims in
+reproduce.json from the evaluations saved in OUT/reproduce.json, training and evaluating nothing
+(the runs need not exist), e.g. after a change of the claims' statistics.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import argparse
 import torch
 
 from swat.cli.options import positive_float, positive_int
-from swat.experiments.reproduce import BUDGETS, reproduce, summary_markdown
+from swat.experiments.reproduce import BUDGETS, rebuild_summary, reproduce, summary_markdown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,11 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimate", action="store_true",
                         help="print the parameter counts and the training time expected on this machine, "
                              "measured from one step of each config, and stop (nothing is trained)")
+    parser.add_argument("--summarize", action="store_true",
+                        help="rebuild OUT/summary.md and the claims from the evaluations saved in OUT/reproduce.json; "
+                             "nothing is trained or evaluated")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.summarize:
+        print(summary_markdown(rebuild_summary(args.out, command=args.command_line)))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     names = None

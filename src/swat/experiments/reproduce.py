@@ -15,8 +15,10 @@ seeds; :func:`ablation_run`), then all are evaluated on the held-out split:
 
 ``OUT/summary.md`` holds the table and the paper's claims checked against these numbers
 (:mod:`swat.experiments.claims`); with several seeds, the mean and standard deviation over them
-(:mod:`swat.experiments.seeds`), and a claim is decided only where a difference exceeds that spread.
-``OUT/reproduce.json`` holds everything, with the settings and wall times.
+(:mod:`swat.experiments.seeds`), and a claim is decided from the differences of configs paired by
+seed, where their 95% interval excludes 0. ``OUT/reproduce.json`` holds everything, with the
+settings and wall times; :func:`rebuild_summary` writes the summary and the claims again from it
+(``swat reproduce --out OUT --summarize``), with no run or checkpoint needed.
 
 The ``decisive`` budget (:data:`BUDGETS`) is the comparison the paper is about at a scale that
 can tell the models apart on two CPU cores: SWAT, Transformer++, softmax SWA, sigmoid SWA with
@@ -42,12 +44,13 @@ from transformers import AutoModelForCausalLM
 from swat.data.corpus import default_data_dir, shakespeare_corpus
 from swat.data.prepare import prepare_data
 from swat.data.shards import MANIFEST_NAME, read_manifest
+from swat.errors import UserError
 from swat.evaluation.attention import diagnose_attention, write_attention_outputs
 from swat.evaluation.length import evaluate_lengths, write_length_outputs
 from swat.evaluation.loading import has_attention, read_tokens, receptive_field, sequences_of
 from swat.evaluation.passkey import NoPasskeyCellFits, default_grid, evaluate_passkey, write_passkey_outputs
 from swat.evaluation.results import markdown_table, write_json, write_text
-from swat.experiments.claims import VERDICTS, check_claims, extrapolation_column
+from swat.experiments.claims import check_claims, claims_markdown, extrapolation_column
 from swat.experiments.mamba2 import mamba2_fields, parameter_count
 from swat.experiments.seeds import STD_SUFFIX, aggregate_seeds, format_spread
 from swat.models import SWATConfig
@@ -311,12 +314,34 @@ def reproduce(
                           total=time.perf_counter() - started),
         **evaluation,
     )
+    return summarize(out, result)
+
+
+def summarize(out: str | Path, result: dict[str, Any]) -> dict[str, Any]:
+    """The per-seed rows, their mean over seeds and the claims of ``result``'s evaluations, written
+    with everything into ``OUT/reproduce.json`` and as ``OUT/summary.md``; returns ``result``."""
     result["per_seed"] = summary_rows(result)
     result["summary"] = aggregate_seeds(result["per_seed"])
-    result["claims"] = check_claims(result["summary"], LENGTH_MULTIPLES[-1])
-    write_json(out / "reproduce.json", result)
-    write_text(out / "summary.md", summary_markdown(result))
+    result["claims"] = check_claims(result["per_seed"], LENGTH_MULTIPLES[-1])
+    write_json(Path(out) / "reproduce.json", result)
+    write_text(Path(out) / "summary.md", summary_markdown(result))
     return result
+
+
+def rebuild_summary(out: str | Path, command: str | None = None) -> dict[str, Any]:
+    """``OUT/summary.md`` and the summary and claims in ``OUT/reproduce.json`` again from the
+    evaluations saved in that ``reproduce.json`` (nothing is trained or evaluated, so the runs
+    and their checkpoints need not exist): what a change of the summary or of the claims'
+    statistics needs. ``command`` (the command line that rebuilt it) is recorded as
+    ``summarized_by``."""
+    path = Path(out) / "reproduce.json"
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: --summarize rebuilds the summary of an earlier `swat reproduce "
+                        "--out OUT`; pass that OUT")
+    result = json.loads(path.read_text())
+    if command is not None:
+        result["summarized_by"] = command
+    return summarize(out, result)
 
 
 def estimate_training_seconds(configs: dict[str, TrainConfig], vocab_size: int, steps: int, seeds: int) -> float:
@@ -458,6 +483,9 @@ def summary_markdown(result: dict[str, Any]) -> str:
     text += f"; {len(reused)} of the runs were trained by an earlier invocation.\n\n" if reused else ".\n\n"
     if s.get("command"):
         text += f"Command: `{s['command']}`.\n\n"
+    if result.get("summarized_by"):
+        text += (f"Summary and claims rebuilt from the saved evaluations in reproduce.json by "
+                 f"`{result['summarized_by']}`.\n\n")
     text += "Parameters: " + ", ".join(f"{name} {count:,}" for name, count in result["parameters"].items()) + ".\n\n"
     text += markdown_table(["config", "what", "seeds"] + columns,
                            [[r["name"], r["description"], r["seeds"]] + [format_spread(r, c) for c in columns]
@@ -471,12 +499,4 @@ def summary_markdown(result: dict[str, Any]) -> str:
     if result.get("passkey_skipped"):
         text += f"\npasskey: skipped, {result['passkey_skipped']}\n"
     text += "\n## Claims\n\n"
-    if len(seeds) > 1:
-        text += (f"Over {len(seeds)} seeds, a claim holds or fails only where the difference it rests on exceeds "
-                 "the seed spread (the sum of the two standard deviations); otherwise it is inconclusive.\n\n")
-    else:
-        text += ("One seed: no spread is measured, so any difference decides a claim; train several seeds "
-                 "(--seeds 0,1,2 or --budget decisive) for a verdict with error bars.\n\n")
-    text += markdown_table(["claim", "our evidence", "verdict"],
-                           [[c["claim"], c["evidence"], VERDICTS[c["holds"]]] for c in result["claims"]])
-    return text
+    return text + claims_markdown(result["claims"], len(seeds))
