@@ -11,16 +11,16 @@ budget. Re-running reuses finished runs in OUT/runs.
 --budget decisive runs the comparison the paper is about, at a budget that can tell the models
 apart: SWAT, Transformer++, softmax SWA, sigmoid SWA with one-sided ALiBi and a Mamba2 of the same
 parameter count, 3000 steps (6.1M tokens) each, seeds 0, 1, 2, 32k held-out tokens per evaluation
-length; the summary gives mean +- std over the seeds and decides a claim only where a difference
-exceeds that spread. Before it starts it prints the training time it expects from the seconds
+length; the summary gives mean +- std over the seeds and each claim's paired differences (below).
+Before it starts it prints the training time it expects from the seconds
 per step it measures (2.4 h on two idle AMX CPU cores, 3.6 h on two AVX-512 cores without AMX,
 where Mamba2's pure-PyTorch path takes 0.64 s a step against 0.18-0.21 s for the attention models),
 plus minutes of evaluation; --estimate prints that and stops. --configs, --steps, --seeds and
 --eval-tokens override the budget's values; several invocations with disjoint --configs can train
 side by side into one --out (each run is locked), and a last one evaluates them all.
 
-Claims are decided from configs paired by seed (same seed, same batches): each difference's 95%
-interval (t over the seeds) must exclude 0. --summarize rebuilds summary.md and the claims in
+Claims are decided from configs paired by seed (same seed, same batches): a claim holds or fails
+only where each difference's 95% interval (t over the seeds) excludes 0. --summarize rebuilds summary.md and the claims in
 reproduce.json from the evaluations saved in OUT/reproduce.json, training and evaluating nothing
 (the runs need not exist), e.g. after a change of the claims' statistics.
 """

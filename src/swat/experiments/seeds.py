@@ -5,6 +5,11 @@ attention statistics). :func:`aggregate_seeds` turns them into one row per confi
 mean of each column and, under ``"COLUMN std"``, the sample standard deviation over the seeds
 (``ddof = 1``; 0 for a single seed). NaN values (an evaluation that does not apply, e.g. the sink
 ratio of a recurrent model) are left out; a column with no finite value stays NaN.
+
+Two configs trained with the same seed pair up (:func:`by_seed`), and the claims
+(:mod:`swat.experiments.claims`) take the mean of the per-seed differences with its Student's t
+interval (:func:`mean_interval`); :func:`t_quantile` computes the quantile exactly from the closed
+form of t's distribution for whole degrees of freedom, so no statistics package is needed.
 """
 
 from __future__ import annotations
