@@ -58,10 +58,12 @@ class Side:
 
 
 def config(name: str, label: str | None = None) -> Side:
+    """The side of the config ``name``, shown as ``label`` (default: its usual spelling)."""
     return Side(label or LABELS.get(name, name), name=name)
 
 
 def threshold(value: float) -> Side:
+    """A fixed value, the same for every seed (e.g. :data:`STABLE_RATIO`)."""
     return Side(f"{value:g}", threshold=value)
 
 
