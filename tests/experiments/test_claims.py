@@ -139,3 +139,9 @@ def test_summarize_rebuilds_from_reproduce_json_and_says_so(tmp_path, capsys):
     with pytest.raises(UserError, match="does not exist: --summarize rebuilds the summary of an earlier"):
         rebuild_summary(tmp_path / "missing")
     assert main(["reproduce", "--out", str(tmp_path / "missing"), "--summarize"]) == 2
+
+
+def test_summarize_refuses_a_reproduce_json_of_an_older_format(tmp_path):
+    (tmp_path / "reproduce.json").write_text(json.dumps({"settings": {}, "summary": []}))
+    with pytest.raises(UserError, match="has no runs, length: it was written by an older swat reproduce"):
+        rebuild_summary(tmp_path)

@@ -339,6 +339,10 @@ def rebuild_summary(out: str | Path, command: str | None = None) -> dict[str, An
         raise UserError(f"{path} does not exist: --summarize rebuilds the summary of an earlier `swat reproduce "
                         "--out OUT`; pass that OUT")
     result = json.loads(path.read_text())
+    missing = [key for key in ("runs", "length") if key not in result]
+    if missing:
+        raise UserError(f"{path} has no {', '.join(missing)}: it was written by an older swat reproduce, whose "
+                        "evaluations --summarize cannot read; run swat reproduce again with that --out")
     if command is not None:
         result["summarized_by"] = command
     return summarize(out, result)
