@@ -69,7 +69,7 @@ class SWATPreTrainedModel(PreTrainedModel):
 
 class SWATModel(SWATPreTrainedModel):
     def __init__(self, config: SWATConfig) -> None:
-        config.check()
+        config.validate()
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
