@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from swat.cli import main
 from swat.data.shards import write_split
+from swat.errors import UserError
 from swat.evaluation.length import evaluate_lengths, parse_lengths
 from swat.evaluation.loading import read_tokens, sequences_of
 from swat.evaluation.passkey import evaluate_passkey
@@ -187,14 +188,27 @@ def test_swat_debug_shows_the_traceback(files, monkeypatch):
         main(_args(["generate", "--model", "{garbage_config}", "--prompt", "x"], files))
 
 
-def test_a_bug_still_shows_its_traceback(files, monkeypatch):
-    """Only the user's errors (ValueError, OSError) become one line; anything else is a bug."""
+@pytest.mark.parametrize("bug", [RuntimeError("a bug"), ValueError("a bug"), OSError(28, "No space left on device")])
+def test_a_bug_still_shows_its_traceback(files, monkeypatch, bug):
+    """Only the user's errors (UserError, a missing file, a permission, an existing output) become
+    one line; anything else, a bare ValueError from a bug included, keeps its traceback."""
     def broken(*args, **kwargs):
-        raise RuntimeError("a bug")
+        raise bug
 
     monkeypatch.setattr("swat.cli.generate.load_model", broken)
-    with pytest.raises(RuntimeError, match="a bug"):
+    with pytest.raises(type(bug), match=str(bug.args[-1])):
         main(_args(GENERATE, files))
+
+
+@pytest.mark.parametrize("error", [UserError("change this"), FileNotFoundError("no such file: x"),
+                                   PermissionError("x is not writable"), FileExistsError("x exists")])
+def test_user_errors_are_one_line(files, monkeypatch, capsys, error):
+    def refused(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("swat.cli.generate.load_model", refused)
+    code, err = _run(_args(GENERATE, files), capsys)
+    assert code == 2 and err == f"swat generate: {error}\n"
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import argparse
 import torch
 
 from swat.cli.options import positive_float, positive_int
+from swat.errors import UserError
 from swat.experiments.reproduce import BUDGETS, reproduce, summary_markdown
 
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.configs is not None:
         names = [n.strip() for n in args.configs.split(",") if n.strip()]
         if not names:
-            raise ValueError(f"--configs {args.configs!r} names no config: pass e.g. --configs transformer++,swat")
+            raise UserError(f"--configs {args.configs!r} names no config: pass e.g. --configs transformer++,swat")
     result = reproduce(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset,
                        overrides=args.overrides, data_dir=args.data, names=names,
                        eval_tokens=args.eval_tokens, passkey_trials=args.passkey_trials, seeds=args.seeds,

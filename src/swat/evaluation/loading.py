@@ -16,6 +16,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from swat.data.shards import TokenShards, read_manifest
 from swat.data.tokenizer import tokenizer_fingerprint
+from swat.errors import UserError
 from swat.training.run_dir import RunDir
 
 __all__ = ["has_attention", "model_kind", "model_label", "read_text", "read_tokens", "receptive_field", "sequences_of", "token_pieces",
@@ -123,12 +124,12 @@ def _text_blocks(path: Path, block_chars: int) -> Iterator[str]:
             try:
                 block = file.read(block_chars)
             except UnicodeDecodeError as error:
-                raise ValueError(f"{path} is not UTF-8 text ({error}): pass a UTF-8 text file "
+                raise UserError(f"{path} is not UTF-8 text ({error}): pass a UTF-8 text file "
                                  "(convert it with e.g. iconv -t utf-8), or a prepared data directory") from None
             if not block:
                 return
             if "\x00" in block:
-                raise ValueError(f"{path} contains NUL bytes, so it is binary, not text: pass a UTF-8 text file "
+                raise UserError(f"{path} contains NUL bytes, so it is binary, not text: pass a UTF-8 text file "
                                  "or a prepared data directory")
             yield block
 
@@ -167,7 +168,7 @@ def _cut_text(blocks: Iterator[str], tokenizer: PreTrainedTokenizerBase, piece_c
 def _shard_pieces(data_dir: Path, tokenizer: PreTrainedTokenizerBase, split: str) -> Iterator[torch.Tensor]:
     manifest = read_manifest(data_dir)
     if split not in manifest["splits"]:
-        raise ValueError(f"{data_dir} has no {split!r} split (it has {sorted(manifest['splits'])}): prepare it "
+        raise UserError(f"{data_dir} has no {split!r} split (it has {sorted(manifest['splits'])}): prepare it "
                          "with held-out data (swat data prepare ... --heldout-files FILES), or pass a text file")
     _check_same_tokenizer(data_dir, manifest, tokenizer)
     for chunk in TokenShards(data_dir, split).iter_chunks():
@@ -176,7 +177,7 @@ def _shard_pieces(data_dir: Path, tokenizer: PreTrainedTokenizerBase, split: str
 
 def _check_same_tokenizer(data_dir: Path, manifest: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> None:
     if manifest["vocab_size"] != len(tokenizer):
-        raise ValueError(
+        raise UserError(
             f"{data_dir} was tokenised with a vocabulary of {manifest['vocab_size']} tokens but the model's tokenizer "
             f"has {len(tokenizer)}: evaluate on a text file instead, or on data prepared with the model's tokenizer"
         )
@@ -189,7 +190,7 @@ def _check_same_tokenizer(data_dir: Path, manifest: dict[str, Any], tokenizer: P
         raise FileNotFoundError(f"cannot load the tokenizer of {data_dir} from {tokenizer_dir} ({error}): "
                                 "prepare the data again") from None
     if tokenizer_fingerprint(data_tokenizer) != tokenizer_fingerprint(tokenizer):
-        raise ValueError(
+        raise UserError(
             f"{data_dir} was tokenised with another tokenizer than the model's (both have {len(tokenizer)} tokens, "
             "but their vocabularies, merges or pre-tokenisation differ, so the ids stand for other text): evaluate "
             "on a text file, or prepare the data with the model's tokenizer "
@@ -202,7 +203,7 @@ def sequences_of(tokens: torch.Tensor, length: int, count: int) -> torch.Tensor:
     (fewer if the stream is short, at least one)."""
     available = len(tokens) // length
     if available == 0:
-        raise ValueError(f"the text has {len(tokens)} tokens, fewer than one sequence of {length}: "
+        raise UserError(f"the text has {len(tokens)} tokens, fewer than one sequence of {length}: "
                          "give a longer text or a shorter length")
     count = min(count, available)
     return tokens[: count * length].view(count, length)

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from swat.errors import UserError
 from swat.models.cache import forward_in_chunks
 from swat.models.compat import output_cache
 from swat.models.loss import next_token_loss
@@ -68,5 +69,5 @@ def stream_loss(
             if max_tokens is not None and tokens >= max_tokens:
                 break
     if tokens < 2:
-        raise ValueError(f"the text has {tokens} token(s): perplexity needs at least 2, pass a longer text")
+        raise UserError(f"the text has {tokens} token(s): perplexity needs at least 2, pass a longer text")
     return StreamLoss(tokens=tokens, scored=tokens - 1, nll_sum=nll_sum.item())

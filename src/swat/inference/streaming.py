@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 
+from swat.errors import UserError
 from swat.models.cache import PREFILL_CHUNK_SIZE, forward_in_chunks
 from swat.models.compat import output_cache
 from swat.models.loss import next_token_loss
@@ -40,7 +41,7 @@ def prefill(
     """
     check_count("chunk_size", chunk_size, what="tokens per forward")
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be [batch, n] with n >= 1, got shape {tuple(input_ids.shape)}")
+        raise UserError(f"input_ids must be [batch, n] with n >= 1, got shape {tuple(input_ids.shape)}")
     chunks = forward_in_chunks(model, input_ids, chunk_size=chunk_size, cache=cache, attention_mask=attention_mask,
                                logits_to_keep=1)
     _, outputs = deque(chunks, maxlen=1).pop()  # run every chunk, keep the last one's outputs
@@ -66,7 +67,7 @@ def streaming_nll(
     check_count("chunk_size", chunk_size, what="tokens per forward")
     ids = token_ids[None] if token_ids.dim() == 1 else token_ids
     if ids.dim() != 2 or ids.shape[1] < 2:
-        raise ValueError(f"token_ids must be [n] or [batch, n] with n >= 2, got shape {tuple(token_ids.shape)}")
+        raise UserError(f"token_ids must be [n] or [batch, n] with n >= 2, got shape {tuple(token_ids.shape)}")
     ids = ids.to(model.device)
     n = ids.shape[1]
     nll = torch.empty(ids.shape[0], n - 1, dtype=torch.float32, device=ids.device)

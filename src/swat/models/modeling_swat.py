@@ -19,6 +19,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils.generic import can_return_tuple
 
+from swat.errors import UserError
 from swat.layers import GatedMLP, RMSNorm, SWATAttention, rope_cos_sin
 from swat.models.cache import PREFILL_CHUNK_SIZE, RollingCache, forward_in_chunks
 from swat.models.compat import CACHE_FIELD, cache_argument, model_output, output_cache
@@ -148,18 +149,18 @@ class SWATModel(SWATPreTrainedModel):
         come from the model's own logits, nor in a training forward on an accelerator, where it
         would make every step wait for the device (there the embedding itself refuses them)."""
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+            raise UserError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is not None:
             if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
-                raise ValueError(f"inputs_embeds must be [batch, seq, hidden_size] = [batch, seq, "
+                raise UserError(f"inputs_embeds must be [batch, seq, hidden_size] = [batch, seq, "
                                  f"{self.config.hidden_size}], got shape {tuple(inputs_embeds.shape)}")
             tokens = inputs_embeds.shape[1]
         else:
             if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-                raise ValueError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}; "
+                raise UserError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}; "
                                  "pass vectors as inputs_embeds")
             if input_ids.dim() != 2:
-                raise ValueError(f"input_ids must be 2-D [batch, seq], got shape {tuple(input_ids.shape)}"
+                raise UserError(f"input_ids must be 2-D [batch, seq], got shape {tuple(input_ids.shape)}"
                                  + ("; add the batch dimension: input_ids[None]" if input_ids.dim() == 1 else ""))
             tokens = input_ids.shape[1]
             decoding = past > 0 and tokens == 1
@@ -167,14 +168,14 @@ class SWATModel(SWATPreTrainedModel):
             if input_ids.numel() and not decoding and free_to_read:
                 low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one read of the device
                 if low < 0 or high >= self.config.vocab_size:
-                    raise ValueError(
+                    raise UserError(
                         f"input_ids must lie in 0 .. vocab_size - 1 = {self.config.vocab_size - 1}, got ids from "
                         f"{low} to {high}: tokenize with the model's tokenizer, or build the model with a "
                         "vocab_size that covers the tokenizer"
                     )
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
         if tokens == 0 or batch == 0:
-            raise ValueError(f"the input is empty (batch {batch}, seq {tokens}): pass at least one row of at least "
+            raise UserError(f"the input is empty (batch {batch}, seq {tokens}): pass at least one row of at least "
                              "one token")
 
     @staticmethod
@@ -203,18 +204,18 @@ class SWATModel(SWATPreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(past, past + seq, device=inputs_embeds.device)[None]
         elif position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch) or position_ids.shape[1] != seq:
-            raise ValueError(f"position_ids must be [batch or 1, seq] = [{batch} or 1, {seq}] (one per new token), "
+            raise UserError(f"position_ids must be [batch or 1, seq] = [{batch} or 1, {seq}] (one per new token), "
                              f"got shape {tuple(position_ids.shape)}; or leave them out to number from {past}")
         if attention_mask is not None:
             if segment_ids is not None:
-                raise ValueError("pass attention_mask (padding) or segment_ids (packed documents), not both")
+                raise UserError("pass attention_mask (padding) or segment_ids (packed documents), not both")
             if attention_mask.dim() != 2:
-                raise ValueError(f"attention_mask must be 2-D [batch, past + seq] of 1 (token) and 0 (padding), "
+                raise UserError(f"attention_mask must be 2-D [batch, past + seq] of 1 (token) and 0 (padding), "
                                  f"got shape {tuple(attention_mask.shape)}; pass segment_ids for other patterns")
             segment_ids = attention_mask.long()
         if segment_ids is not None and tuple(segment_ids.shape) != (batch, past + seq):
             name = "segment_ids" if attention_mask is None else "attention_mask"
-            raise ValueError(f"{name} must cover the {past} cached tokens and the {seq} new ones: shape "
+            raise UserError(f"{name} must cover the {past} cached tokens and the {seq} new ones: shape "
                              f"[batch, past + seq] = [{batch}, {past + seq}], got {tuple(segment_ids.shape)}; pass "
                              f"one entry per token so far, cached and new, as generate does")
         return position_ids, segment_ids

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from swat.errors import UserError
+
 
 @dataclass
 class DistEnv:
@@ -64,11 +66,11 @@ def pick_device(device: str, local_rank: int) -> torch.device:
     if chosen.type == "cuda" and chosen.index is None:
         chosen = torch.device(f"cuda:{local_rank}")
     if chosen.type == "cuda" and chosen.index >= torch.cuda.device_count():
-        raise ValueError(f"train.device={device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+        raise UserError(f"train.device={device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
                          "use train.device=cpu, auto, or an existing cuda:N")
     module = getattr(torch, chosen.type, None)
     if chosen.type not in ("cpu", "cuda") and (module is None or not module.is_available()):
-        raise ValueError(f"train.device={device}: no {chosen.type} device here; use train.device=cpu or auto")
+        raise UserError(f"train.device={device}: no {chosen.type} device here; use train.device=cpu or auto")
     return chosen
 
 
