@@ -76,7 +76,7 @@ CLI_ROWS = [
         r"mapping of sections", _write("list.yaml", "- 1\n- 2\n")),
     Row("missing-config", ["train", "--config", "{tmp}/nope.yaml"], 2, r"pass a YAML file or one of the presets"),
     Row("unknown-device", [*TRAIN, "--set", "train.device=gpu"], 2, r"train.device must be auto, cpu, cuda or cuda:N"),
-    Row("absent-device", [*TRAIN, "--set", "train.device=cuda:99"], 2, r"use train.device=cpu, auto"),
+    Row("absent-device", [*TRAIN, "--set", "train.device=cuda:99"], 2, r"use train.device=cpu or auto"),
     Row("device-type-without-backend", [*TRAIN, "--set", "train.device=meta"], 2, r"use train.device=cpu or auto"),
     Row("negative-seed", [*TRAIN, "--set", "train.seed=-1"], 2, r"train.seed must be >= 0"),
     Row("zero-batch", [*TRAIN, "--set", "train.batch_size=0"], 2, r"train.batch_size must be >= 1"),

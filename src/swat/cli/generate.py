@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if 0 < args.temperature < MIN_TEMPERATURE:
         raise UserError(f"--temperature {args.temperature:g} is too small to sample with (the logits overflow): "
-                         f"pass 0 for greedy decoding, or a temperature >= {MIN_TEMPERATURE:g}")
+                        f"pass 0 for greedy decoding, or a temperature >= {MIN_TEMPERATURE:g}")
     prompt = read_prompt(args.prompt, args.prompt_file)
     model, tokenizer = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)

@@ -48,7 +48,7 @@ def head_statistics(weights: torch.Tensor, window: int | None, sink_tokens: int)
     sees_sink = (positions >= sink_tokens) & visible[:, :sink_tokens].all(-1)
     if not bool(sees_sink.any()):
         raise UserError(f"no query sees all of the first {sink_tokens} tokens and is not one of them: "
-                         "use a longer text or fewer --sink-tokens")
+                        "use a longer text or fewer --sink-tokens")
     sink = weights[..., sink_tokens:, :sink_tokens].sum(-1)[..., sees_sink[sink_tokens:]]
     share = sink / total[..., sees_sink]
     uniform = sink_tokens / count[sees_sink]
@@ -64,7 +64,7 @@ def diagnose_attention(
     config = model.config
     if not has_attention(config):
         raise UserError(f"{label} is {model_kind(config)}: it has no attention weights, so the attention "
-                         "diagnosis does not apply to it (diagnose models with attention, e.g. swat or llama)")
+                        "diagnosis does not apply to it (diagnose models with attention, e.g. swat or llama)")
     attentions = _attention_weights(model, sequences.to(model.device))
     if not attentions or len(attentions) != config.num_hidden_layers or attentions[0] is None:
         raise UserError(f"{label} returned no attention weights for output_attentions=True: "

@@ -171,7 +171,7 @@ def run_harness(
     unknown = [task for task in tasks if task not in task_manager.all_tasks]
     if unknown:
         raise UserError(f"unknown lm-eval task(s) {unknown}: check the names (`lm-eval ls tasks`) or pass "
-                         "--include-path DIR with the YAML files of local tasks")
+                        "--include-path DIR with the YAML files of local tasks")
     output = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager, limit=limit,
                                      num_fewshot=num_fewshot, log_samples=False, random_seed=seed,
                                      numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)

@@ -125,12 +125,12 @@ def _text_blocks(path: Path, block_chars: int) -> Iterator[str]:
                 block = file.read(block_chars)
             except UnicodeDecodeError as error:
                 raise UserError(f"{path} is not UTF-8 text ({error}): pass a UTF-8 text file "
-                                 "(convert it with e.g. iconv -t utf-8), or a prepared data directory") from None
+                                "(convert it with e.g. iconv -t utf-8), or a prepared data directory") from None
             if not block:
                 return
             if "\x00" in block:
                 raise UserError(f"{path} contains NUL bytes, so it is binary, not text: pass a UTF-8 text file "
-                                 "or a prepared data directory")
+                                "or a prepared data directory")
             yield block
 
 
@@ -169,7 +169,7 @@ def _shard_pieces(data_dir: Path, tokenizer: PreTrainedTokenizerBase, split: str
     manifest = read_manifest(data_dir)
     if split not in manifest["splits"]:
         raise UserError(f"{data_dir} has no {split!r} split (it has {sorted(manifest['splits'])}): prepare it "
-                         "with held-out data (swat data prepare ... --heldout-files FILES), or pass a text file")
+                        "with held-out data (swat data prepare ... --heldout-files FILES), or pass a text file")
     _check_same_tokenizer(data_dir, manifest, tokenizer)
     for chunk in TokenShards(data_dir, split).iter_chunks():
         yield torch.from_numpy(chunk)
@@ -204,6 +204,6 @@ def sequences_of(tokens: torch.Tensor, length: int, count: int) -> torch.Tensor:
     available = len(tokens) // length
     if available == 0:
         raise UserError(f"the text has {len(tokens)} tokens, fewer than one sequence of {length}: "
-                         "give a longer text or a shorter length")
+                        "give a longer text or a shorter length")
     count = min(count, available)
     return tokens[: count * length].view(count, length)

@@ -52,7 +52,7 @@ def mamba2_fields(target: int, *, vocab_size: int, hidden_size: int, tie_word_em
     expands = [expand for expand in EXPANDS if expand * hidden_size % HEAD_DIM == 0]
     if not expands:
         raise UserError(f"hidden_size {hidden_size} times one of the expansions {EXPANDS} must be a multiple of "
-                         f"{HEAD_DIM} (the Mamba2 head size): choose e.g. a hidden_size that is a multiple of 16")
+                        f"{HEAD_DIM} (the Mamba2 head size): choose e.g. a hidden_size that is a multiple of 16")
     best, best_error = None, float("inf")
     for expand, state_size in itertools.product(expands, STATE_SIZES):
         for layers in range(1, MAX_LAYERS + 1):
@@ -67,6 +67,6 @@ def mamba2_fields(target: int, *, vocab_size: int, hidden_size: int, tie_word_em
                 break
     if best_error > SIZE_TOLERANCE:
         raise UserError(f"no Mamba2 with hidden_size {hidden_size} has within {SIZE_TOLERANCE:.0%} of {target:,} "
-                         f"parameters (nearest {best_error:.1%} off): change the SWAT config's size")
+                        f"parameters (nearest {best_error:.1%} off): change the SWAT config's size")
     return best
 

@@ -153,15 +153,15 @@ class SWATModel(SWATPreTrainedModel):
         if inputs_embeds is not None:
             if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
                 raise UserError(f"inputs_embeds must be [batch, seq, hidden_size] = [batch, seq, "
-                                 f"{self.config.hidden_size}], got shape {tuple(inputs_embeds.shape)}")
+                                f"{self.config.hidden_size}], got shape {tuple(inputs_embeds.shape)}")
             tokens = inputs_embeds.shape[1]
         else:
             if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
                 raise UserError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}; "
-                                 "pass vectors as inputs_embeds")
+                                "pass vectors as inputs_embeds")
             if input_ids.dim() != 2:
                 raise UserError(f"input_ids must be 2-D [batch, seq], got shape {tuple(input_ids.shape)}"
-                                 + ("; add the batch dimension: input_ids[None]" if input_ids.dim() == 1 else ""))
+                                + ("; add the batch dimension: input_ids[None]" if input_ids.dim() == 1 else ""))
             tokens = input_ids.shape[1]
             decoding = past > 0 and tokens == 1
             free_to_read = input_ids.device.type == "cpu" or not torch.is_grad_enabled()
@@ -176,7 +176,7 @@ class SWATModel(SWATPreTrainedModel):
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
         if tokens == 0 or batch == 0:
             raise UserError(f"the input is empty (batch {batch}, seq {tokens}): pass at least one row of at least "
-                             "one token")
+                            "one token")
 
     @staticmethod
     def positions_and_segments(
@@ -205,19 +205,19 @@ class SWATModel(SWATPreTrainedModel):
             position_ids = torch.arange(past, past + seq, device=inputs_embeds.device)[None]
         elif position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch) or position_ids.shape[1] != seq:
             raise UserError(f"position_ids must be [batch or 1, seq] = [{batch} or 1, {seq}] (one per new token), "
-                             f"got shape {tuple(position_ids.shape)}; or leave them out to number from {past}")
+                            f"got shape {tuple(position_ids.shape)}; or leave them out to number from {past}")
         if attention_mask is not None:
             if segment_ids is not None:
                 raise UserError("pass attention_mask (padding) or segment_ids (packed documents), not both")
             if attention_mask.dim() != 2:
                 raise UserError(f"attention_mask must be 2-D [batch, past + seq] of 1 (token) and 0 (padding), "
-                                 f"got shape {tuple(attention_mask.shape)}; pass segment_ids for other patterns")
+                                f"got shape {tuple(attention_mask.shape)}; pass segment_ids for other patterns")
             segment_ids = attention_mask.long()
         if segment_ids is not None and tuple(segment_ids.shape) != (batch, past + seq):
             name = "segment_ids" if attention_mask is None else "attention_mask"
             raise UserError(f"{name} must cover the {past} cached tokens and the {seq} new ones: shape "
-                             f"[batch, past + seq] = [{batch}, {past + seq}], got {tuple(segment_ids.shape)}; pass "
-                             f"one entry per token so far, cached and new, as generate does")
+                            f"[batch, past + seq] = [{batch}, {past + seq}], got {tuple(segment_ids.shape)}; pass "
+                            f"one entry per token so far, cached and new, as generate does")
         return position_ids, segment_ids
 
 

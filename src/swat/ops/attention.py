@@ -171,7 +171,7 @@ def _check_qkv(q, k, v) -> None:
         raise UserError(f"q and k must agree on batch and head_dim: q {tuple(q_shape)}, k {tuple(k_shape)}")
     if min(heads, k_shape[2], head_dim) < 1:
         raise UserError(f"heads, kv_heads and head_dim must be >= 1, got q {tuple(q_shape)}, k {tuple(k_shape)}; "
-                         "check the reshape into [batch, seq, heads, head_dim]")
+                        "check the reshape into [batch, seq, heads, head_dim]")
     if q_len > k_shape[1]:
         raise UserError(
             f"q_len ({q_len}) must be <= kv_len ({k_shape[1]}): the queries are the last q_len "
@@ -184,7 +184,7 @@ def _check_qkv(q, k, v) -> None:
         raise UserError(f"q, k, v must share a dtype, got {dtype}, {k.dtype}, {v.dtype}")
     if not dtype.is_floating_point:
         raise UserError(f"q, k, v must be floating point (float16, bfloat16, float32 or float64), got {dtype}; "
-                         "convert them first, e.g. q.float()")
+                        "convert them first, e.g. q.float()")
     device = q.device
     if k.device != device or v.device != device:
         _refuse_other_devices(device, k=k.device, v=v.device)
@@ -194,7 +194,7 @@ def _refuse_other_devices(device: torch.device, **devices: torch.device) -> None
     elsewhere = [f"{name} on {other}" for name, other in devices.items() if other != device]
     if elsewhere:
         raise UserError(f"every tensor argument must be on q's device ({device}), got {', '.join(elsewhere)}; "
-                         "move it there with .to(q.device)")
+                        "move it there with .to(q.device)")
 
 
 def _check_slopes(slopes, q: torch.Tensor) -> None:
@@ -202,12 +202,12 @@ def _check_slopes(slopes, q: torch.Tensor) -> None:
         return
     if not isinstance(slopes, torch.Tensor):
         raise UserError(f"slopes must be a float tensor [heads] (e.g. swat.ops.alibi_slopes(heads)) or None, "
-                         f"got {type(slopes).__name__}")
+                        f"got {type(slopes).__name__}")
     if tuple(slopes.shape) != (q.shape[2],):
         raise UserError(f"slopes must have shape [heads] = [{q.shape[2]}], got {tuple(slopes.shape)}")
     if not slopes.dtype.is_floating_point:
         raise UserError(f"slopes must be floating point (ALiBi slopes are fractions), got {slopes.dtype}; "
-                         "pass swat.ops.alibi_slopes(heads) or convert with .float()")
+                        "pass swat.ops.alibi_slopes(heads) or convert with .float()")
     if slopes.device != q.device:
         _refuse_other_devices(q.device, slopes=slopes.device)
 
@@ -225,7 +225,7 @@ def _check_segment_ids(segment_ids, q: torch.Tensor, k: torch.Tensor) -> None:
     dtype = segment_ids.dtype
     if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
         raise UserError(f"segment_ids must be integers (one id per document), got {dtype}; convert them with "
-                         ".long() (a padding mask becomes segment ids as mask.long())")
+                        ".long() (a padding mask becomes segment ids as mask.long())")
     if segment_ids.device != q.device:
         _refuse_other_devices(q.device, segment_ids=segment_ids.device)
 
@@ -249,4 +249,4 @@ def _check_finite(name: str, value) -> None:
     is_number = type(value) is float or (isinstance(value, numbers.Real) and not isinstance(value, bool))
     if not (is_number and math.isfinite(value)):
         raise UserError(f"{name} must be a finite Python number, got {value!r}; pass a float such as -1.0 "
-                         "(a tensor would need a host sync to read)")
+                        "(a tensor would need a host sync to read)")

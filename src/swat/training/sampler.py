@@ -23,7 +23,7 @@ class WindowSampler:
     def __init__(self, tokens, seq_len: int, batch_size: int, seed: int) -> None:
         if len(tokens) < seq_len + 1:
             raise UserError(f"the token stream has {len(tokens)} tokens, fewer than seq_len + 1 = {seq_len + 1}: "
-                             "use more data or a shorter data.seq_len")
+                            "use more data or a shorter data.seq_len")
         self.tokens = tokens
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -47,7 +47,7 @@ def micro_steps_per_process(batch_size: int, micro_batch_size: int, world_size: 
     """Micro-batches per process per step: the global batch split over processes and micro-batches."""
     if batch_size % (world_size * micro_batch_size):
         raise UserError(f"train.batch_size ({batch_size}) must be a multiple of processes x "
-                         f"train.micro_batch_size ({world_size} x {micro_batch_size}): change one of them")
+                        f"train.micro_batch_size ({world_size} x {micro_batch_size}): change one of them")
     return batch_size // (world_size * micro_batch_size)
 
 
