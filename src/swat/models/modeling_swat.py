@@ -123,12 +123,15 @@ class SWATModel(SWATPreTrainedModel):
                                                inputs_embeds.dtype)
 
         hidden_states = inputs_embeds
-        all_hidden_states, all_attentions = [], []  # each layer's input, each layer's weights
+        all_hidden_states = [] if output_hidden_states else None  # each layer's input, kept only when asked:
+        all_attentions = [] if output_attentions else None  # otherwise a layer's input is freed after it
         for layer in self.layers:
-            all_hidden_states.append(hidden_states)
+            if all_hidden_states is not None:
+                all_hidden_states.append(hidden_states)
             hidden_states, weights = layer(hidden_states, position_embeddings, cache=cache, segment_ids=segment_ids,
                                            output_attentions=output_attentions)
-            all_attentions.append(weights)
+            if all_attentions is not None:
+                all_attentions.append(weights)
         hidden_states = self.norm(hidden_states)
         return model_output(
             BaseModelOutputWithPast,
@@ -223,6 +226,7 @@ class SWATModel(SWATPreTrainedModel):
 
 class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    accepts_loss_kwargs = True  # transformers' Trainer passes num_items_in_batch (the forward has no **kwargs)
 
     def __init__(self, config: SWATConfig) -> None:
         super().__init__(config)
@@ -247,7 +251,7 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         past_key_values: Cache | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
-        **unused,
+        tokenizer: object | None = None,
     ) -> CausalLMOutputWithPast:
         """Causal LM forward (arguments as :meth:`SWATModel.forward`). ``logits_to_keep``: logits
         of the last ``n`` positions only (0 = all), or of the positions a tensor lists. With
@@ -255,8 +259,11 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         :func:`swat.models.loss.causal_lm_loss` (labels shifted inside, ``num_items_in_batch``
         as in transformers' gradient accumulation).
 
-        ``unused``: what ``generate`` hands every model besides its inputs (e.g. the
-        ``tokenizer`` of ``stop_strings``); nothing in it changes the result."""
+        The arguments are exactly these (no ``**kwargs``), so a misspelt one is a ``TypeError``
+        rather than silently ignored; they cover what ``generate``, transformers' ``Trainer`` and
+        pipelines, and lm-evaluation-harness pass (``return_dict`` is taken by
+        ``can_return_tuple``). ``tokenizer``: what ``generate`` hands every model with
+        ``stop_strings``; unused."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
