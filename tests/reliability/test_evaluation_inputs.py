@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 from swat.cli import main
 from swat.data.shards import write_split
 from swat.errors import UserError
+from swat.evaluation.heldout import read_tokens, sequences_of
 from swat.evaluation.length import evaluate_lengths, parse_lengths
-from swat.evaluation.loading import read_tokens, sequences_of
 from swat.evaluation.passkey import evaluate_passkey
 from swat.evaluation.perplexity import stream_loss
 from swat.experiments.reproduce import choose_ablations, reproduce

@@ -14,7 +14,8 @@ import argparse
 from swat.cli.options import add_device_argument, add_text_argument, int_at_least, positive_int
 from swat.errors import UserError
 from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
-from swat.evaluation.loading import model_label, read_tokens, sequences_of
+from swat.evaluation.heldout import read_tokens, sequences_of
+from swat.evaluation.model_info import model_label
 from swat.models.loading import load_model
 
 

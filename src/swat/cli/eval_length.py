@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 
 from swat.cli.options import add_device_argument, add_text_argument, positive_int, token_counts
+from swat.evaluation.heldout import read_tokens
 from swat.evaluation.length import evaluate_lengths, length_markdown, write_length_outputs
-from swat.evaluation.loading import model_label, read_tokens, training_length
+from swat.evaluation.model_info import model_label, training_length
 from swat.models.loading import load_model
 
 

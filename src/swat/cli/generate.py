@@ -28,8 +28,8 @@ from swat.cli.options import (
     probability,
 )
 from swat.errors import UserError
-from swat.evaluation.loading import read_text
 from swat.models.loading import DTYPES, load_model
+from swat.utils.text import read_text
 
 # below this a temperature is greedy decoding in effect, and logits / temperature overflow float32
 MIN_TEMPERATURE = 1e-4

@@ -28,7 +28,7 @@ import torch
 from transformers import PreTrainedModel
 
 from swat.errors import UserError
-from swat.evaluation.loading import has_attention, model_kind
+from swat.evaluation.model_info import has_attention, model_kind
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.ops.reference import band_mask
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.errors import UserError
-from swat.evaluation.loading import receptive_field
+from swat.evaluation.model_info import receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
 from swat.models.loading import load_model

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from swat.errors import UserError
-from swat.evaluation.loading import model_kind, sequences_of
+from swat.evaluation.heldout import sequences_of
+from swat.evaluation.model_info import model_kind
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
 from swat.utils.checks import check_count

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.errors import UserError
-from swat.evaluation.loading import model_kind, receptive_field
+from swat.evaluation.model_info import model_kind, receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import PREFILL_CHUNK_SIZE, prefill
 from swat.models.compat import CACHE_FIELD

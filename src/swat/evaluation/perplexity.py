@@ -1,6 +1,6 @@
 """Perplexity of a token stream of any length, fed to the model piece by piece through its cache.
 
-The stream arrives as consecutive pieces (e.g. :func:`swat.evaluation.loading.token_pieces`) and
+The stream arrives as consecutive pieces (e.g. :func:`swat.evaluation.heldout.token_pieces`) and
 goes through the model ``chunk_size`` tokens at a time, all through one cache
 (:func:`swat.inference.streaming.next_token_nll`), so every token after the first is scored given
 everything before it, as in one forward over the whole stream.

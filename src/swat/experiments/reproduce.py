@@ -43,8 +43,9 @@ from swat.data.corpus import default_data_dir, shakespeare_corpus
 from swat.data.prepare import prepare_data
 from swat.data.shards import MANIFEST_NAME, read_manifest
 from swat.evaluation.attention import diagnose_attention, write_attention_outputs
+from swat.evaluation.heldout import read_tokens, sequences_of
 from swat.evaluation.length import evaluate_lengths, write_length_outputs
-from swat.evaluation.loading import has_attention, read_tokens, receptive_field, sequences_of
+from swat.evaluation.model_info import has_attention, receptive_field
 from swat.evaluation.passkey import NoPasskeyCellFits, default_grid, evaluate_passkey, write_passkey_outputs
 from swat.evaluation.results import markdown_table, write_json, write_text
 from swat.experiments.claims import VERDICTS, check_claims, extrapolation_column
