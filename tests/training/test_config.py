@@ -112,3 +112,12 @@ def test_cli_reports_config_errors_without_a_traceback(capsys):
     assert "did you mean 'lr'" in capsys.readouterr().err
     assert main(["train", "--config", "tiny", "--set", "train.steps=5", "--print-config"]) == 0
     assert "steps: 5" in capsys.readouterr().out
+
+
+def test_set_takes_several_overrides_after_one_flag_or_one_per_flag(capsys):
+    from swat.cli import main
+
+    for argv in (["--set", "train.steps=5", "optim.lr=0.5"], ["--set", "train.steps=5", "--set", "optim.lr=0.5"]):
+        assert main(["train", "--config", "tiny", *argv, "--print-config"]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["train"]["steps"] == 5 and printed["optim"]["lr"] == 0.5

@@ -17,7 +17,8 @@ from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", required=True, metavar="DIR", help="saved model directories")
+    parser.add_argument("--model", "--models", dest="models", nargs="+", required=True, metavar="DIR",
+                        help="saved model directory (or several)")
     add_text_argument(parser)
     parser.add_argument("--lengths", type=token_counts, default="256,512,1k,2k,4k",
                         help="evaluation lengths in tokens, k = 1024 (default: 256,512,1k,2k,4k)")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from swat.errors import UserError
 from swat.evaluation.length import parse_lengths
 from swat.models.loading import DTYPES
-from swat.utils.checks import check_device
+from swat.utils.checks import MAX_SEED, check_device, check_seeds
 
 
 def add_text_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -56,7 +56,27 @@ def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], in
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
-seed = int_at_least(0, 2**32 - 1)  # what torch, numpy and random all take
+seed = int_at_least(0, MAX_SEED)
+
+
+def seed_list(text: str) -> list[int]:
+    """Comma-separated training seeds, e.g. ``0,1,2`` (:func:`swat.utils.checks.check_seeds`)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read the seeds {text!r}: use whole numbers, e.g. 0,1,2") from None
+    try:
+        check_seeds(seeds)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return seeds
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE ...``: training config overrides, several after one ``--set`` or one per
+    ``--set`` (both spellings, in any mix, give one list)."""
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=help)
 
 
 def add_seed_argument(parser: argparse.ArgumentParser, help: str = "random seed (default: 0)") -> None:

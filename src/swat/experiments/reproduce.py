@@ -59,7 +59,7 @@ from swat.training.distributed import pick_device
 from swat.training.optim import build_optimizer
 from swat.training.run_dir import RunDir
 from swat.training.trainer import use_bf16, window_loss
-from swat.utils.checks import check_count
+from swat.utils.checks import check_count, check_seeds
 
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
 TRAIN_SHARE = 0.8  # of --minutes spent training; the rest evaluates
@@ -332,9 +332,8 @@ def estimate_training_seconds(configs: dict[str, TrainConfig], vocab_size: int, 
 
 def _check_settings(*, minutes: float, steps: int | None, eval_tokens: int | None, passkey_trials: int,
                     seeds: Sequence[int] | None) -> None:
-    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or any(
-            not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 for seed in seeds)):
-        raise ValueError(f"seeds must be distinct whole numbers >= 0, e.g. 0,1,2, got {list(seeds)!r}")
+    if seeds is not None:
+        check_seeds(seeds)
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
         raise ValueError(f"minutes must be a finite number > 0 (the wall-time budget), got {minutes!r}")
     for name, value, optional in (("steps", steps, True), ("eval_tokens", eval_tokens, True),

@@ -14,6 +14,16 @@ def check_count(name: str, value: object, minimum: int = 1, what: str = "") -> N
         raise UserError(f"{name} must be an int >= {minimum}{explained}, got {value!r}")
 
 
+MAX_SEED = 2**32 - 1  # the largest seed torch, numpy and random all take
+
+
+def check_seeds(seeds) -> None:
+    """Training seeds: at least one, distinct whole numbers in ``0 .. MAX_SEED``."""
+    if not seeds or len(set(seeds)) != len(seeds) or not all(
+            isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED for seed in seeds):
+        raise UserError(f"seeds must be distinct whole numbers >= 0, e.g. 0,1,2, got {list(seeds)!r}")
+
+
 def check_device(text: str, instead: str, present: bool = True) -> torch.device:
     """The torch device ``text`` names (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...); with
     ``present``, one this machine has. ``instead`` says what to pass otherwise, in the words of
