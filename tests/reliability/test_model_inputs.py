@@ -54,7 +54,8 @@ def _load_config_json(**changes) -> Callable[[SWATForCausalLM, Path], object]:
 
 
 def _model_from_changed_config(**changes) -> Callable[[SWATForCausalLM, Path], object]:
-    """Fields assigned after the config was made are checked when a model is built from it."""
+    """Fields assigned after the config was made are checked as they are assigned; the rules
+    across fields, when a model is built from it."""
     def call(model: SWATForCausalLM, tmp: Path) -> object:
         config = tiny_config()
         for name, value in changes.items():

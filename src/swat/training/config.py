@@ -3,7 +3,9 @@
 A config is the merge ``TrainConfig defaults <- preset or YAML file <- --set overrides``
 (``OmegaConf.merge(structured(TrainConfig), load(yaml), from_dotlist(overrides))``), so every
 key has a type and a default, and a misspelt key or a value of the wrong type is an error that
-says what to change. The sections:
+says what to change. Each section checks its values in its dataclass's ``__post_init__`` (which
+``OmegaConf.to_object`` runs, as does a section made in Python), and ``TrainConfig`` checks that
+the model section makes a valid model config. The sections:
 
     name: tiny
     model: {preset: tiny, sliding_window: 64}     # a model preset + any SWATConfig field, or
