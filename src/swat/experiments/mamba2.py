@@ -48,7 +48,7 @@ def mamba2_fields(target: int, *, vocab_size: int, hidden_size: int, tie_word_em
                   chunk_size: int = 64) -> dict[str, Any]:
     """The ``model`` section (``model.type: mamba2``) of the Mamba2 with ``hidden_size`` whose
     parameter count is nearest ``target``, over the layers, ``expand`` and ``state_size``;
-    ``ValueError`` when none is within ``SIZE_TOLERANCE``."""
+    ``UserError`` when none is within ``SIZE_TOLERANCE``."""
     expands = [expand for expand in EXPANDS if expand * hidden_size % HEAD_DIM == 0]
     if not expands:
         raise UserError(f"hidden_size {hidden_size} times one of the expansions {EXPANDS} must be a multiple of "
