@@ -9,14 +9,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from swat.data.shards import write_split
-from swat.evaluation.loading import (
-    model_label,
-    read_tokens,
-    receptive_field,
-    sequences_of,
-    token_pieces,
-    training_length,
-)
+from swat.evaluation.heldout import read_tokens, sequences_of, token_pieces
+from swat.evaluation.model_info import model_label, receptive_field, training_length
 from swat.models.loading import load_model
 from swat.training.run_dir import RunDir
 

@@ -7,8 +7,9 @@ from transformers import Mamba2Config
 
 from swat.cli import main
 from swat.evaluation.attention import diagnose_attention
+from swat.evaluation.heldout import read_tokens, sequences_of
 from swat.evaluation.length import evaluate_lengths
-from swat.evaluation.loading import model_kind, read_tokens, sequences_of
+from swat.evaluation.model_info import model_kind
 from swat.evaluation.passkey import evaluate_passkey, passkey_markdown
 from swat.models.loading import load_model
 

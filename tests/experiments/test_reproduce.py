@@ -5,7 +5,7 @@ import pytest
 
 import swat.experiments.reproduce as experiment
 from swat.cli import main
-from swat.evaluation.loading import training_length
+from swat.evaluation.model_info import training_length
 from swat.experiments.reproduce import ablation_config, ablations, choose_ablations, extra_ablations
 from swat.models import configuration_swat
 from swat.ops.device import describe_machine

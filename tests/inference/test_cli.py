@@ -104,7 +104,7 @@ def test_eval_ppl_streams_the_text_in_pieces_with_the_tokens_of_the_whole(model_
     ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
     with torch.no_grad():
         expected = math.exp(model(ids[None], labels=ids[None]).loss.item())
-    monkeypatch.setattr("swat.evaluation.loading.TEXT_PIECE_CHARS", 40)  # a few lines per piece
+    monkeypatch.setattr("swat.evaluation.heldout.TEXT_PIECE_CHARS", 40)  # a few lines per piece
     assert main(["eval", "ppl", "--model", str(model_dir), "--text", str(tmp_path / "book.txt"),
                  "--chunk-size", "16"]) == 0
     printed = capsys.readouterr().out

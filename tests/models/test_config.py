@@ -1,13 +1,17 @@
 import json
 import math
+import typing
 
 import pytest
 import torch
 from transformers import AutoConfig
 
 from swat import PRESETS, SWATConfig, SWATForCausalLM, alibi_slopes, preset_config
+from swat.errors import UserError
+from swat.models import configuration_swat
 from swat.models.configuration_swat import MAX_EMBEDDING_PARAMETERS
 from swat.models.hub import AUTO_MAP
+from swat.ops import ACTIVATIONS, ALIBI_MODES, BACKEND_NAMES
 from tests.conftest import tiny_config
 
 
@@ -73,14 +77,14 @@ def test_slopes_follow_the_alibi_field():
          "head_dim must be even"),
         (dict(alibi="balanced", num_attention_heads=1, num_key_value_heads=1), "even number of heads"),
         (dict(alibi=[0.1, 0.2]), "one slope per attention head"),
-        (dict(alibi="sideways"), "unknown alibi mode"),
+        (dict(alibi="sideways"), r"alibi must be one of \('balanced', 'standard', 'none'\) or a list"),
         (dict(attention_backend="sdpa"), "softmax only"),
-        (dict(attention_backend="flash"), "attention_backend must be one of"),
+        (dict(attention_backend="flash"), r"'attention_backend' expected one of \('auto', "),
         (dict(alibi_retain_scale=-1.0), "magnitude"),
     ],
 )
 def test_invalid_configs_are_rejected_with_a_fix(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError, match=message):
         tiny_config(**overrides)
 
 
@@ -122,7 +126,7 @@ def test_a_saved_config_with_a_misspelt_key_names_the_field(tmp_path):
     tiny_config().save_pretrained(tmp_path)
     path = tmp_path / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "sigmoid_bais": -2.0}))
-    with pytest.raises(ValueError, match=r"'sigmoid_bais' \(did you mean 'sigmoid_bias'\?\)"):
+    with pytest.raises(UserError, match=r"'sigmoid_bais' \(did you mean 'sigmoid_bias'\?\)"):
         AutoConfig.from_pretrained(tmp_path)
 
 
@@ -130,6 +134,74 @@ def test_the_embedding_bound_is_inclusive():
     config = SWATConfig(vocab_size=2**21, hidden_size=2**10, intermediate_size=8, num_hidden_layers=1,
                         num_attention_heads=2)
     assert config.vocab_size * config.hidden_size == MAX_EMBEDDING_PARAMETERS
-    with pytest.raises(ValueError, match="above the 2,147,483,648"):
+    with pytest.raises(UserError, match="above the 2,147,483,648"):
         SWATConfig(vocab_size=2**21 + 1, hidden_size=2**10, intermediate_size=8, num_hidden_layers=1,
                    num_attention_heads=2)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(use_rope=3), r"Field 'use_rope' expected bool, got int \(value: 3\)"),
+    (dict(qk_norm="yes"), r"Field 'qk_norm' expected bool, got str"),
+    (dict(attention_activation=1), r"Field 'attention_activation' expected one of \('sigmoid', 'softmax'\)"),
+    (dict(alibi=["steep"]), r"Field 'alibi' with value \['steep'\] doesn't match"),
+    (dict(rope_theta="10000"), r"rope_theta must be a finite number > 0, got '10000'"),
+    (dict(hidden_size=True), r"hidden_size must be an int >= 1, got True"),
+    (dict(eos_token_id=[1, 2.0]), r"Field 'eos_token_id' with value \[1, 2.0\] doesn't match"),
+])
+def test_field_types_are_checked(fields, message):
+    """The annotations are real types (not strings), so huggingface_hub's strict validation checks
+    them; a field with its own validator says what it must be."""
+    with pytest.raises(UserError, match=r"^invalid SWATConfig: " + message):
+        tiny_config(**fields)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("use_rope", "no", r"Field 'use_rope' expected bool, got str"),
+    ("sliding_window", 0, r"sliding_window must be an int >= 1 or None \(full attention\), got 0"),
+    ("sigmoid_bias", float("inf"), r"sigmoid_bias must be a finite number"),
+    ("attention_backend", "cuda", r"'attention_backend' expected one of"),
+])
+def test_assignment_after_construction_is_checked(name, value, message):
+    config = tiny_config()
+    with pytest.raises(UserError, match=message):
+        setattr(config, name, value)
+    assert getattr(config, name) == getattr(tiny_config(), name)  # the refused value is not kept
+
+
+def test_rules_across_fields_are_checked_when_a_model_is_built():
+    """A field assigned on its own can break a rule between fields (``validate_*``); the model
+    refuses such a config."""
+    config = tiny_config(sliding_window=64, attention_activation="softmax", sigmoid_bias=0.0)
+    config.sigmoid_bias = -1.0
+    with pytest.raises(UserError, match="softmax cancels"):
+        SWATForCausalLM(config)
+
+
+def test_numbers_may_be_ints():
+    config = tiny_config(rope_theta=10000, rms_norm_eps=1, sigmoid_bias=-2, alibi=[1, 0, 0, 0], initializer_range=0)
+    assert config.rope_theta == 10000 and config.alibi == [1, 0, 0, 0]
+
+
+def test_the_enumerations_are_the_ops():
+    assert typing.get_args(configuration_swat.AttentionActivation) == ACTIVATIONS
+    assert typing.get_args(configuration_swat.AlibiMode) == ALIBI_MODES
+    assert typing.get_args(configuration_swat.AttentionBackend) == BACKEND_NAMES
+
+
+def test_a_config_saved_by_an_earlier_version_loads(tmp_path):
+    """What ``save_pretrained`` wrote before the fields were typed: ints where floats are meant,
+    generation parameters, transformers' bookkeeping."""
+    saved = {
+        "alibi": [0.5, -0.25, 0, 1], "alibi_retain_scale": 0.03131115459882583, "architectures": ["SWATForCausalLM"],
+        "attention_activation": "sigmoid", "attention_backend": "auto", "auto_map": AUTO_MAP, "bos_token_id": None,
+        "dtype": "float32", "eos_token_id": [1, 2], "head_dim": 8, "hidden_act": "silu", "hidden_size": 32,
+        "initializer_range": 0.02, "intermediate_size": 16, "max_position_embeddings": 2048, "model_type": "swat",
+        "num_attention_heads": 4, "num_hidden_layers": 1, "num_key_value_heads": 4, "pad_token_id": None,
+        "qk_norm": True, "rms_norm_eps": 1e-06, "rope_theta": 10000, "sigmoid_bias": -2, "sliding_window": 512,
+        "tie_word_embeddings": False, "transformers_version": "5.25.0", "use_cache": True, "use_rope": True,
+        "vocab_size": 50, "max_length": 20, "torch_dtype": "float32",
+    }
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, SWATConfig) and config.sigmoid_bias == -2 and config.eos_token_id == [1, 2]
+    assert torch.equal(config.slopes(), torch.tensor([0.5, -0.25, 0.0, 1.0]))

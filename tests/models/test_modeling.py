@@ -1,3 +1,5 @@
+import weakref
+
 import pytest
 import torch
 from transformers import (
@@ -13,6 +15,7 @@ from swat import SWATForCausalLM, SWATModel
 from swat.models import RollingCache
 from swat.models.compat import enable_activation_checkpointing, output_cache
 from tests.conftest import tiny_config
+from tests.evaluation.conftest import make_tokenizer
 
 
 def _model(**overrides) -> SWATForCausalLM:
@@ -176,3 +179,41 @@ def test_tied_embeddings_share_one_matrix(tmp_path):
     assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
     tokens = torch.randint(0, 97, (1, 20))
     assert torch.equal(loaded(tokens).logits, model(tokens).logits)
+
+
+@pytest.mark.parametrize("output_hidden_states", [False, True])
+def test_a_layers_input_is_freed_after_it_unless_hidden_states_are_asked_for(output_hidden_states):
+    """While layer ``i`` runs, the inputs of layers ``1 .. i - 1`` are gone (the embeddings, layer
+    0's input, are the forward's own argument) unless the caller asked for them."""
+    model = _model(num_hidden_layers=4)
+    inputs, alive = [], []
+
+    def record(layer, args):
+        alive.append([ref() is not None for ref in inputs[1:]])
+        inputs.append(weakref.ref(args[0]))
+
+    for layer in model.model.layers:
+        layer.register_forward_pre_hook(record)
+    with torch.no_grad():
+        out = model(torch.ones(1, 16, dtype=torch.long), output_hidden_states=output_hidden_states)
+    assert alive == [[], [], [output_hidden_states], [output_hidden_states] * 2]
+    assert (out.hidden_states is not None) == output_hidden_states
+
+
+def test_a_misspelt_forward_argument_is_an_error():
+    model = _model()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'attenton_mask'"):
+        model(torch.ones(1, 4, dtype=torch.long), attenton_mask=torch.ones(1, 4))
+
+
+def test_what_generate_passes_is_accepted():
+    """The forward takes no ``**kwargs``; every option below makes generate pass something."""
+    tokenizer = make_tokenizer("the cat sat on the mat. " * 20, vocab_size=300)
+    model = _model(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    for options in [dict(do_sample=True, top_k=5), dict(num_beams=2), dict(use_cache=False), dict(attention_mask=mask),
+                    dict(output_hidden_states=True, output_attentions=True, output_scores=True,
+                         output_logits=True, return_dict_in_generate=True),
+                    dict(stop_strings=["mat"], tokenizer=tokenizer), dict(prefill_chunk_size=2)]:
+        model.generate(ids, max_new_tokens=3, pad_token_id=0, **options)

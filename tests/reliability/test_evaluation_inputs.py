@@ -14,14 +14,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from swat.cli import main
+from swat.cli import build_parser, main
 from swat.data.shards import write_split
+from swat.errors import UserError
+from swat.evaluation.heldout import read_tokens, sequences_of
 from swat.evaluation.length import evaluate_lengths, parse_lengths
-from swat.evaluation.loading import read_tokens, sequences_of
 from swat.evaluation.passkey import evaluate_passkey
 from swat.evaluation.perplexity import stream_loss
 from swat.experiments.reproduce import choose_ablations, reproduce
 from swat.models.loading import load_model
+from swat.utils.checks import check_seeds
 from tests.evaluation.conftest import make_text, make_tokenizer, save_model
 
 
@@ -187,14 +189,27 @@ def test_swat_debug_shows_the_traceback(files, monkeypatch):
         main(_args(["generate", "--model", "{garbage_config}", "--prompt", "x"], files))
 
 
-def test_a_bug_still_shows_its_traceback(files, monkeypatch):
-    """Only the user's errors (ValueError, OSError) become one line; anything else is a bug."""
+@pytest.mark.parametrize("bug", [RuntimeError("a bug"), ValueError("a bug"), OSError(28, "No space left on device")])
+def test_a_bug_still_shows_its_traceback(files, monkeypatch, bug):
+    """Only the user's errors (UserError, a missing file, a permission, an existing output) become
+    one line; anything else, a bare ValueError from a bug included, keeps its traceback."""
     def broken(*args, **kwargs):
-        raise RuntimeError("a bug")
+        raise bug
 
     monkeypatch.setattr("swat.cli.generate.load_model", broken)
-    with pytest.raises(RuntimeError, match="a bug"):
+    with pytest.raises(type(bug), match=str(bug.args[-1])):
         main(_args(GENERATE, files))
+
+
+@pytest.mark.parametrize("error", [UserError("change this"), FileNotFoundError("no such file: x"),
+                                   PermissionError("x is not writable"), FileExistsError("x exists")])
+def test_user_errors_are_one_line(files, monkeypatch, capsys, error):
+    def refused(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("swat.cli.generate.load_model", refused)
+    code, err = _run(_args(GENERATE, files), capsys)
+    assert code == 2 and err == f"swat generate: {error}\n"
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +244,18 @@ def test_the_python_api_refuses_bad_input_saying_what_to_change(files, model_and
     model, tokenizer = model_and_tokenizer
     with pytest.raises(error, match=message):
         call(files, model, tokenizer)
+
+
+def test_the_commands_spell_shared_options_alike():
+    """``--model`` names the model(s) of every command (``eval length`` also takes ``--models``);
+    ``--set`` takes overrides after one flag or one per flag; seeds follow one rule."""
+    parser = build_parser()
+    for flag in ("--model", "--models"):
+        assert parser.parse_args(["eval", "length", flag, "a", "b", "--text", "t"]).models == ["a", "b"]
+    assert parser.parse_args(["eval", "passkey", "--model", "a", "b"]).model == ["a", "b"]
+    for argv in (["--set", "a=1", "b=2"], ["--set", "a=1", "--set", "b=2"]):
+        assert parser.parse_args(["reproduce", *argv]).overrides == ["a=1", "b=2"]
+        assert parser.parse_args(["train", *argv]).overrides == ["a=1", "b=2"]
+    assert parser.parse_args(["reproduce", "--seeds", "0,1,2"]).seeds == [0, 1, 2]
+    with pytest.raises(UserError, match=r"seeds must be distinct whole numbers >= 0, e\.g\. 0,1,2, got \[1, 1\]"):
+        check_seeds([1, 1])

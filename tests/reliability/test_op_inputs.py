@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from swat.errors import UserError
 from swat.ops import BACKENDS, alibi_slopes, swat_attention
 from swat.ops import triton_attention as triton_backend
 
@@ -62,43 +63,43 @@ FINITE = r"{} must be a finite Python number, got {}; pass a float"
 
 ROWS = [
     # dtypes of q, k, v
-    Row("qkv-int64", _op(*qkv(dtype=torch.int64)), ValueError, FLOATING.format("torch.int64")),
-    Row("qkv-int8", _op(*qkv(dtype=torch.int8)), ValueError, FLOATING.format("torch.int8")),
-    Row("qkv-bool", _op(*qkv(dtype=torch.bool)), ValueError, FLOATING.format("torch.bool")),
-    Row("qkv-complex", _op(*qkv(dtype=torch.complex64)), ValueError, FLOATING.format("torch.complex64")),
-    Row("qkv-int-chunked", _op(*qkv(dtype=torch.int32), backend="chunked"), ValueError,
+    Row("qkv-int64", _op(*qkv(dtype=torch.int64)), UserError, FLOATING.format("torch.int64")),
+    Row("qkv-int8", _op(*qkv(dtype=torch.int8)), UserError, FLOATING.format("torch.int8")),
+    Row("qkv-bool", _op(*qkv(dtype=torch.bool)), UserError, FLOATING.format("torch.bool")),
+    Row("qkv-complex", _op(*qkv(dtype=torch.complex64)), UserError, FLOATING.format("torch.complex64")),
+    Row("qkv-int-chunked", _op(*qkv(dtype=torch.int32), backend="chunked"), UserError,
         FLOATING.format("torch.int32")),
-    Row("q-not-a-tensor", _op(q=[[1.0]]), ValueError, r"q must be a torch\.Tensor \[batch, seq, heads, head_dim\]"),
+    Row("q-not-a-tensor", _op(q=[[1.0]]), UserError, r"q must be a torch\.Tensor \[batch, seq, heads, head_dim\]"),
     # devices
-    Row("k-other-device", _op(k=qkv(device=META)[1]), ValueError, ON_META.format("k")),
-    Row("v-other-device", _op(v=qkv(device=META)[2]), ValueError, ON_META.format("v")),
-    Row("slopes-other-device", _op(slopes=alibi_slopes(HEADS).to(META)), ValueError, ON_META.format("slopes")),
+    Row("k-other-device", _op(k=qkv(device=META)[1]), UserError, ON_META.format("k")),
+    Row("v-other-device", _op(v=qkv(device=META)[2]), UserError, ON_META.format("v")),
+    Row("slopes-other-device", _op(slopes=alibi_slopes(HEADS).to(META)), UserError, ON_META.format("slopes")),
     Row("segment-ids-other-device", _op(segment_ids=torch.zeros(2, LENGTH, dtype=torch.long, device=META)),
-        ValueError, ON_META.format("segment_ids")),
+        UserError, ON_META.format("segment_ids")),
     # empty head dimensions (zero lengths are not errors: see test_no_queries_give_an_empty_output)
-    Row("kv-heads-0", _op(*qkv(heads=0, kv_heads=0)), ValueError,
+    Row("kv-heads-0", _op(*qkv(heads=0, kv_heads=0)), UserError,
         r"heads, kv_heads and head_dim must be >= 1, .*check the reshape"),
-    Row("head-dim-0", _op(*qkv(head_dim=0)), ValueError, r"heads, kv_heads and head_dim must be >= 1"),
+    Row("head-dim-0", _op(*qkv(head_dim=0)), UserError, r"heads, kv_heads and head_dim must be >= 1"),
     # segment ids
-    Row("segment-ids-float", _op(segment_ids=torch.zeros(2, LENGTH)), ValueError,
+    Row("segment-ids-float", _op(segment_ids=torch.zeros(2, LENGTH)), UserError,
         SEGMENTS_DTYPE.format("torch.float32")),
-    Row("segment-ids-bool", _op(segment_ids=torch.ones(2, LENGTH, dtype=torch.bool)), ValueError,
+    Row("segment-ids-bool", _op(segment_ids=torch.ones(2, LENGTH, dtype=torch.bool)), UserError,
         SEGMENTS_DTYPE.format("torch.bool") + r" \(a padding mask becomes segment ids as mask\.long\(\)\)"),
-    Row("segment-ids-list", _op(segment_ids=[[0] * LENGTH] * 2), ValueError,
+    Row("segment-ids-list", _op(segment_ids=[[0] * LENGTH] * 2), UserError,
         r"segment_ids must be an integer tensor \[batch, kv_len\] or None, got list"),
     # the scalars
-    Row("sigmoid-bias-nan", _op(sigmoid_bias=float("nan")), ValueError, FINITE.format("sigmoid_bias", "nan")),
-    Row("sigmoid-bias-inf", _op(sigmoid_bias=float("-inf")), ValueError, FINITE.format("sigmoid_bias", "-inf")),
-    Row("sigmoid-bias-none", _op(sigmoid_bias=None), ValueError, FINITE.format("sigmoid_bias", "None")),
-    Row("sigmoid-bias-string", _op(sigmoid_bias="-1"), ValueError, FINITE.format("sigmoid_bias", "'-1'")),
-    Row("sigmoid-bias-tensor", _op(sigmoid_bias=torch.tensor(-1.0)), ValueError,
+    Row("sigmoid-bias-nan", _op(sigmoid_bias=float("nan")), UserError, FINITE.format("sigmoid_bias", "nan")),
+    Row("sigmoid-bias-inf", _op(sigmoid_bias=float("-inf")), UserError, FINITE.format("sigmoid_bias", "-inf")),
+    Row("sigmoid-bias-none", _op(sigmoid_bias=None), UserError, FINITE.format("sigmoid_bias", "None")),
+    Row("sigmoid-bias-string", _op(sigmoid_bias="-1"), UserError, FINITE.format("sigmoid_bias", "'-1'")),
+    Row("sigmoid-bias-tensor", _op(sigmoid_bias=torch.tensor(-1.0)), UserError,
         FINITE.format("sigmoid_bias", r"tensor\(-1\.\)") + r".*host sync"),
-    Row("scale-nan", _op(scale=float("nan")), ValueError, FINITE.format("scale", "nan")),
-    Row("scale-inf", _op(scale=float("inf")), ValueError, FINITE.format("scale", "inf")),
+    Row("scale-nan", _op(scale=float("nan")), UserError, FINITE.format("scale", "nan")),
+    Row("scale-inf", _op(scale=float("inf")), UserError, FINITE.format("scale", "inf")),
     # slopes
-    Row("slopes-int", _op(slopes=torch.ones(HEADS, dtype=torch.long)), ValueError, SLOPES_DTYPE.format("torch.int64")),
-    Row("slopes-bool", _op(slopes=torch.ones(HEADS, dtype=torch.bool)), ValueError, SLOPES_DTYPE.format("torch.bool")),
-    Row("slopes-list", _op(slopes=[0.5, 0.25, 0.125, 0.0625]), ValueError,
+    Row("slopes-int", _op(slopes=torch.ones(HEADS, dtype=torch.long)), UserError, SLOPES_DTYPE.format("torch.int64")),
+    Row("slopes-bool", _op(slopes=torch.ones(HEADS, dtype=torch.bool)), UserError, SLOPES_DTYPE.format("torch.bool")),
+    Row("slopes-list", _op(slopes=[0.5, 0.25, 0.125, 0.0625]), UserError,
         r"slopes must be a float tensor \[heads\] \(e\.g\. swat\.ops\.alibi_slopes\(heads\)\) or None, got list"),
     # the triton backend where it cannot run
     Row("triton-not-installed", _without_triton, ValueError,

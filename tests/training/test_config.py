@@ -1,8 +1,9 @@
 import pytest
 import yaml
 
+from swat.errors import UserError
 from swat.models.presets import PRESETS
-from swat.training.config import load_config, preset_names
+from swat.training.config import DataConfig, OptimConfig, RunConfig, TrainConfig, load_config, preset_names
 
 
 def test_every_preset_loads_and_trains_longer_than_its_window():
@@ -62,11 +63,18 @@ def test_yaml_file_and_dict_sources(tmp_path):
     ("optim.min_lr=1", "0 <= optim.min_lr <= optim.lr"),
     ("model.sliding_window=0", "sliding_window must be an int >= 1"),
     ("model.preset=huge", "model.preset must be one of"),
+    ("model.use_rope=3", r"'model.use_rope' must be bool, got 3"),
+    ("model.rope_theta=abc", r"'model.rope_theta' must be float or null|'model.rope_theta' must be float, got 'abc'"),
+    ("train.device=gpu", "train.device must be auto, cpu, cuda or cuda:N"),
+    ("train.seed=-1", "train.seed must be >= 0, got -1"),
+    ("eval.every=-1", "eval.every must be >= 0"),
+    ("checkpoint.keep_last=0", "checkpoint.keep_last must be >= 1"),
+    ("log.every=0", "log.every must be >= 1"),
     ("steps", "must look like section.key=value"),
     ("optim.lr.x=1", "is a value, not a section"),
 ])
 def test_bad_configs_say_what_to_change(override, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError, match=message):
         load_config("tiny", [override])
 
 
@@ -83,6 +91,20 @@ def test_bad_config_files_say_what_is_wrong(tmp_path):
         load_config(typo)
 
 
+def test_each_section_checks_itself():
+    """The checks live in the sections' dataclasses (``__post_init__``), so a section made in
+    Python is checked as one read from YAML is."""
+    with pytest.raises(UserError, match=r"need optim.lr > 0 and 0 <= optim.min_lr <= optim.lr, got 0.1 and 0.2"):
+        OptimConfig(lr=0.1, min_lr=0.2)
+    with pytest.raises(UserError, match="train.batch_size .* must be a multiple of"):
+        RunConfig(batch_size=6, micro_batch_size=4)
+    with pytest.raises(UserError, match="data.seq_len must be >= 1"):
+        DataConfig(seq_len=0)
+    with pytest.raises(UserError, match="model.sliding_window must be an int >= 1"):
+        TrainConfig(model={"sliding_window": 0})
+    assert TrainConfig().model == {"preset": "tiny"}
+
+
 def test_cli_reports_config_errors_without_a_traceback(capsys):
     from swat.cli import main
 
@@ -90,3 +112,12 @@ def test_cli_reports_config_errors_without_a_traceback(capsys):
     assert "did you mean 'lr'" in capsys.readouterr().err
     assert main(["train", "--config", "tiny", "--set", "train.steps=5", "--print-config"]) == 0
     assert "steps: 5" in capsys.readouterr().out
+
+
+def test_set_takes_several_overrides_after_one_flag_or_one_per_flag(capsys):
+    from swat.cli import main
+
+    for argv in (["--set", "train.steps=5", "optim.lr=0.5"], ["--set", "train.steps=5", "--set", "optim.lr=0.5"]):
+        assert main(["train", "--config", "tiny", *argv, "--print-config"]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["train"]["steps"] == 5 and printed["optim"]["lr"] == 0.5

@@ -2,10 +2,11 @@
 defines ``add_arguments(parser)`` and ``run(args) -> int``; its docstring's first line is its help.
 
 Errors in what the user passed are reported as one line, ``swat COMMAND: MESSAGE``, with exit code
-2: argparse's usage errors, and any ``ValueError`` or ``OSError`` (a missing file, an existing
-output, a damaged model directory, ...) a command raises, whose message says what to change. Set
-the environment variable ``SWAT_DEBUG=1`` to get the traceback instead. Any other exception is a
-bug and shows its traceback."""
+2: argparse's usage errors, a :class:`swat.errors.UserError` (what every check of the user's
+input raises, saying what to change) and the OS errors a user causes (a missing file, a
+permission, an existing output). Set the environment variable ``SWAT_DEBUG=1`` to get the
+traceback instead. Any other exception, a bare ``ValueError`` included, is a bug and shows its
+traceback."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ import shlex
 import sys
 
 from swat import __version__
+from swat.errors import UserError
+
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+               NotADirectoryError)
+"""What ``main`` reports in one line: the user can correct each (other ``OSError``s, a full disk
+or an I/O error, keep their traceback)."""
 
 COMMANDS: dict[str, str] = {
     "demo": "swat.cli.demo",
@@ -60,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _choose_evaluation(args: argparse.Namespace) -> int:
-    raise ValueError(f"choose an evaluation: swat eval {{{','.join(EVAL_COMMANDS)}}} (see swat eval --help)")
+    raise UserError(f"choose an evaluation: swat eval {{{','.join(EVAL_COMMANDS)}}} (see swat eval --help)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as error:
+    except USER_ERRORS as error:
         if os.environ.get("SWAT_DEBUG") == "1":
             raise
         message = " ".join(str(error).split("\n")).strip() or type(error).__name__

@@ -19,6 +19,7 @@ from swat.data.corpus import default_data_dir, shakespeare_corpus
 from swat.data.prepare import DEFAULT_VOCAB_SIZE, prepare_data
 from swat.data.shards import TokenShards, read_manifest
 from swat.data.sources import DEFAULT_HELDOUT_FRACTION, dataset_documents
+from swat.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     if bool(args.paths) == (args.dataset is not None):
-        raise ValueError("give either text files/directories or --dataset, not both or neither")
+        raise UserError("give either text files/directories or --dataset, not both or neither")
     start = time.perf_counter()
     inputs = args.paths
     if args.dataset is not None:

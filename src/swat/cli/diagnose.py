@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 
 from swat.cli.options import add_device_argument, add_text_argument, int_at_least, positive_int
+from swat.errors import UserError
 from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
-from swat.evaluation.loading import model_label, read_tokens, sequences_of
+from swat.evaluation.heldout import read_tokens, sequences_of
+from swat.evaluation.model_info import model_label
 from swat.models.loading import load_model
 
 
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ValueError("choose a diagnostic: swat diagnose attention (see swat diagnose --help)")
+    raise UserError("choose a diagnostic: swat diagnose attention (see swat diagnose --help)")
 
 
 def run_attention(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from swat.cli.options import (
     non_negative_int,
     positive_float,
 )
+from swat.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,16 +40,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         from swat.evaluation.harness import harness_markdown, run_harness, write_harness_outputs
     except ImportError as error:
-        raise ValueError(f"lm-evaluation-harness is not installed ({error}): pip install 'swat-lm[eval]'") from error
+        raise UserError(f"lm-evaluation-harness is not installed ({error}): pip install 'swat-lm[eval]'") from error
 
     limit = args.limit
     if limit is not None and limit >= 1:
         limit = int(limit)
     tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
     if not tasks:
-        raise ValueError(f"--tasks {args.tasks!r} names no task: pass comma-separated names, e.g. --tasks piqa,arc_easy")
+        raise UserError(f"--tasks {args.tasks!r} names no task: pass comma-separated names, e.g. --tasks piqa,arc_easy")
     if args.limit is not None and args.limit != int(args.limit) and args.limit > 1:
-        raise ValueError(f"--limit {args.limit:g} is neither a whole number of examples nor a fraction < 1")
+        raise UserError(f"--limit {args.limit:g} is neither a whole number of examples nor a fraction < 1")
     result = run_harness(args.model, tasks, include_path=args.include_path, limit=limit,
                          num_fewshot=args.num_fewshot, max_length=args.max_length, device=args.device,
                          seed=args.seed)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 
 from swat.cli.options import add_device_argument, add_text_argument, positive_int, token_counts
+from swat.evaluation.heldout import read_tokens
 from swat.evaluation.length import evaluate_lengths, length_markdown, write_length_outputs
-from swat.evaluation.loading import model_label, read_tokens, training_length
+from swat.evaluation.model_info import model_label, training_length
 from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", required=True, metavar="DIR", help="saved model directories")
+    parser.add_argument("--model", "--models", dest="models", nargs="+", required=True, metavar="DIR",
+                        help="saved model directory (or several)")
     add_text_argument(parser)
     parser.add_argument("--lengths", type=token_counts, default="256,512,1k,2k,4k",
                         help="evaluation lengths in tokens, k = 1024 (default: 256,512,1k,2k,4k)")

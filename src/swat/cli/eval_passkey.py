@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from swat.cli.options import add_device_argument, add_seed_argument, positive_int, token_counts
-from swat.evaluation.loading import model_label
+from swat.evaluation.model_info import model_label
 from swat.evaluation.passkey import default_grid, evaluate_passkey, passkey_markdown, write_passkey_outputs
 from swat.models.loading import load_model
 

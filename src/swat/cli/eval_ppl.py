@@ -20,7 +20,8 @@ from swat.cli.options import (
     int_at_least,
     positive_int,
 )
-from swat.evaluation.loading import model_kind, token_pieces
+from swat.evaluation.heldout import token_pieces
+from swat.evaluation.model_info import model_kind
 from swat.evaluation.perplexity import stream_loss
 from swat.models.loading import DTYPES, load_model
 from swat.models.loss import perplexity

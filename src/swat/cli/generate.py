@@ -27,8 +27,9 @@ from swat.cli.options import (
     positive_int,
     probability,
 )
-from swat.evaluation.loading import read_text
+from swat.errors import UserError
 from swat.models.loading import DTYPES, load_model
+from swat.utils.text import read_text
 
 # below this a temperature is greedy decoding in effect, and logits / temperature overflow float32
 MIN_TEMPERATURE = 1e-4
@@ -52,14 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if 0 < args.temperature < MIN_TEMPERATURE:
-        raise ValueError(f"--temperature {args.temperature:g} is too small to sample with (the logits overflow): "
-                         f"pass 0 for greedy decoding, or a temperature >= {MIN_TEMPERATURE:g}")
+        raise UserError(f"--temperature {args.temperature:g} is too small to sample with (the logits overflow): "
+                        f"pass 0 for greedy decoding, or a temperature >= {MIN_TEMPERATURE:g}")
     prompt = read_prompt(args.prompt, args.prompt_file)
     model, tokenizer = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
     if inputs["input_ids"].shape[1] == 0:
         if tokenizer.bos_token_id is None:
-            raise ValueError("the prompt is empty and the tokenizer has no bos_token: pass a non-empty --prompt")
+            raise UserError("the prompt is empty and the tokenizer has no bos_token: pass a non-empty --prompt")
         inputs["input_ids"] = torch.tensor([[tokenizer.bos_token_id]], device=model.device)
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     torch.manual_seed(args.seed)
@@ -128,4 +129,4 @@ def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
     try:
         return sys.stdin.read()
     except UnicodeDecodeError as error:
-        raise ValueError(f"standard input is not UTF-8 text ({error}): pipe in a UTF-8 text, or pass --prompt") from None
+        raise UserError(f"standard input is not UTF-8 text ({error}): pipe in a UTF-8 text, or pass --prompt") from None

@@ -9,10 +9,10 @@ import argparse
 import math
 from collections.abc import Callable
 
-import torch
-
+from swat.errors import UserError
 from swat.evaluation.length import parse_lengths
 from swat.models.loading import DTYPES
+from swat.utils.checks import MAX_SEED, check_device, check_seeds
 
 
 def add_text_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -56,7 +56,27 @@ def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], in
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
-seed = int_at_least(0, 2**32 - 1)  # what torch, numpy and random all take
+seed = int_at_least(0, MAX_SEED)
+
+
+def seed_list(text: str) -> list[int]:
+    """Comma-separated training seeds, e.g. ``0,1,2`` (:func:`swat.utils.checks.check_seeds`)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read the seeds {text!r}: use whole numbers, e.g. 0,1,2") from None
+    try:
+        check_seeds(seeds)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return seeds
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE ...``: training config overrides, several after one ``--set`` or one per
+    ``--set`` (both spellings, in any mix, give one list)."""
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=help)
 
 
 def add_seed_argument(parser: argparse.ArgumentParser, help: str = "random seed (default: 0)") -> None:
@@ -100,24 +120,7 @@ def _float(text: str) -> float:
 def device(text: str) -> str:
     """A torch device name that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...)."""
     try:
-        parsed = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a torch device: pass e.g. cpu, cuda, cuda:0 or mps") from None
-    if parsed.type == "cpu":
-        return text
-    module = getattr(torch, parsed.type, None)
-    if parsed.type == "mps":
-        available, count = torch.backends.mps.is_available(), 1
-    elif module is not None and hasattr(module, "is_available"):
-        available = module.is_available()
-        count = module.device_count() if available and hasattr(module, "device_count") else 0
-    else:
-        available, count = False, 0
-    if not available:
-        raise argparse.ArgumentTypeError(f"the device {text!r} is not available on this machine: pass --device cpu")
-    if parsed.index is not None and parsed.index >= count:
-        raise argparse.ArgumentTypeError(
-            f"the device {text!r} does not exist: this machine has {count} {parsed.type} device(s), "
-            f"{parsed.type}:0 to {parsed.type}:{count - 1}")
+        check_device(text, instead="pass --device cpu")
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text

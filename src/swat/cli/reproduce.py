@@ -31,7 +31,8 @@ import argparse
 
 import torch
 
-from swat.cli.options import positive_float, positive_int
+from swat.cli.options import add_overrides_argument, positive_float, positive_int, seed_list
+from swat.errors import UserError
 from swat.experiments.reproduce import BUDGETS, rebuild_summary, reproduce, summary_markdown
 
 
@@ -43,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="prepared data directory (default: the embedded Shakespeare corpus, prepared if missing)")
     parser.add_argument("--preset", default="tiny", help="training preset of every config (default: tiny)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override the base training config for all configs, e.g. --set model.hidden_size=64")
+    add_overrides_argument(parser, help="override the base training config for all configs, e.g. "
+                                        "--set model.hidden_size=64 train.seed=3 (or one --set per key)")
     parser.add_argument("--configs", default=None,
                         help="comma-separated configs (default: the 8 above), e.g. transformer++,swat; mamba2 (the recurrent baseline); "
                              "also swat-retain-S for S in 1, 0.5, 0.25, 0.125, 0.0625, 0 (retaining slopes scaled by S)")
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out tokens per evaluation length (default: 16k per hour of --minutes, "
                              "at least one sequence of 16x the training length)")
     parser.add_argument("--passkey-trials", type=positive_int, default=5, help="random keys per passkey cell (default: 5)")
-    parser.add_argument("--seeds", type=_seeds, default=None,
+    parser.add_argument("--seeds", type=seed_list, default=None,
                         help="comma-separated training seeds, each config trained once per seed, e.g. 0,1,2 "
                              "(default: the preset's seed)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.configs is not None:
         names = [n.strip() for n in args.configs.split(",") if n.strip()]
         if not names:
-            raise ValueError(f"--configs {args.configs!r} names no config: pass e.g. --configs transformer++,swat")
+            raise UserError(f"--configs {args.configs!r} names no config: pass e.g. --configs transformer++,swat")
     result = reproduce(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset,
                        overrides=args.overrides, data_dir=args.data, names=names,
                        eval_tokens=args.eval_tokens, passkey_trials=args.passkey_trials, seeds=args.seeds,
@@ -88,13 +89,3 @@ def run(args: argparse.Namespace) -> int:
     print(summary_markdown(result))
     print(f"wall time {result['wall_seconds']['total'] / 60:.1f} min; results in {args.out}/")
     return 0
-
-
-def _seeds(spec: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"cannot read the seeds {spec!r}: use whole numbers, e.g. 0,1,2") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"seeds {spec!r} must be distinct whole numbers >= 0, e.g. 0,1,2")
-    return seeds

@@ -24,14 +24,15 @@ import os
 import shlex
 import sys
 
+from swat.cli.options import add_overrides_argument
 from swat.training import NonFiniteLossError, load_config, train
 from swat.training.run_dir import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="a preset name (tiny, small, 340m, 760m) or a YAML file")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override config keys, e.g. model.sliding_window=128 optim.lr=1e-3 train.steps=50")
+    add_overrides_argument(parser, help="override config keys, e.g. --set model.sliding_window=128 optim.lr=1e-3 "
+                                        "(or one --set per key)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/NAME); a directory that holds "
                                                     "another run or other files is refused")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -4,8 +4,8 @@ tool writes JSON, Markdown and a PNG. The paper's experiments built on them are 
 :mod:`swat.experiments`."""
 
 from swat.evaluation.attention import diagnose_attention
+from swat.evaluation.heldout import read_tokens, token_pieces
 from swat.evaluation.length import evaluate_lengths, parse_lengths
-from swat.evaluation.loading import read_tokens, token_pieces
 from swat.evaluation.passkey import evaluate_passkey
 from swat.evaluation.perplexity import stream_loss
 

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from swat.evaluation.loading import has_attention, model_kind
+from swat.errors import UserError
+from swat.evaluation.model_info import has_attention, model_kind
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.ops.reference import band_mask
 
@@ -46,8 +47,8 @@ def head_statistics(weights: torch.Tensor, window: int | None, sink_tokens: int)
     variance = ((weights - mean[..., None]) ** 2 * visible).sum(-1) / count
     sees_sink = (positions >= sink_tokens) & visible[:, :sink_tokens].all(-1)
     if not bool(sees_sink.any()):
-        raise ValueError(f"no query sees all of the first {sink_tokens} tokens and is not one of them: "
-                         "use a longer text or fewer --sink-tokens")
+        raise UserError(f"no query sees all of the first {sink_tokens} tokens and is not one of them: "
+                        "use a longer text or fewer --sink-tokens")
     sink = weights[..., sink_tokens:, :sink_tokens].sum(-1)[..., sees_sink[sink_tokens:]]
     share = sink / total[..., sees_sink]
     uniform = sink_tokens / count[sees_sink]
@@ -62,11 +63,11 @@ def diagnose_attention(
     """Statistics per layer and head over ``sequences [batch, n]`` (one full forward, no cache)."""
     config = model.config
     if not has_attention(config):
-        raise ValueError(f"{label} is {model_kind(config)}: it has no attention weights, so the attention "
-                         "diagnosis does not apply to it (diagnose models with attention, e.g. swat or llama)")
+        raise UserError(f"{label} is {model_kind(config)}: it has no attention weights, so the attention "
+                        "diagnosis does not apply to it (diagnose models with attention, e.g. swat or llama)")
     attentions = _attention_weights(model, sequences.to(model.device))
     if not attentions or len(attentions) != config.num_hidden_layers or attentions[0] is None:
-        raise ValueError(f"{label} returned no attention weights for output_attentions=True: "
+        raise UserError(f"{label} returned no attention weights for output_attentions=True: "
                            "diagnose a swat model (or another model that returns them)")
     window = getattr(config, "sliding_window", None)
     layers = []

@@ -29,7 +29,8 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from swat.evaluation.loading import receptive_field
+from swat.errors import UserError
+from swat.evaluation.model_info import receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
 from swat.models.loading import load_model
@@ -62,13 +63,13 @@ class SWATHarnessLM(TemplateLM):
         super().__init__()
         if isinstance(pretrained, PreTrainedModel):
             if tokenizer is None:
-                raise ValueError("pass the tokenizer together with a model instance")
+                raise UserError("pass the tokenizer together with a model instance")
             self.model = pretrained.eval()
         else:
             self.model, tokenizer = load_model(pretrained, device=device)
         self.tokenizer = tokenizer
         if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no eos_token: lm-eval needs one as the prefix of empty contexts")
+            raise UserError("the tokenizer has no eos_token: lm-eval needs one as the prefix of empty contexts")
         self.max_length = int(max_length or harness_max_length(self.model.config))
         self.max_gen_toks = max_gen_toks
         self.windowed = getattr(self.model.config, "sliding_window", None) is not None
@@ -169,8 +170,8 @@ def run_harness(
         task_manager = TaskManager(include_path=str(include_path) if include_path else None)
     unknown = [task for task in tasks if task not in task_manager.all_tasks]
     if unknown:
-        raise ValueError(f"unknown lm-eval task(s) {unknown}: check the names (`lm-eval ls tasks`) or pass "
-                         "--include-path DIR with the YAML files of local tasks")
+        raise UserError(f"unknown lm-eval task(s) {unknown}: check the names (`lm-eval ls tasks`) or pass "
+                        "--include-path DIR with the YAML files of local tasks")
     output = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager, limit=limit,
                                      num_fewshot=num_fewshot, log_samples=False, random_seed=seed,
                                      numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)

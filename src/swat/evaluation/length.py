@@ -22,7 +22,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from swat.evaluation.loading import model_kind, sequences_of
+from swat.errors import UserError
+from swat.evaluation.heldout import sequences_of
+from swat.evaluation.model_info import model_kind
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import streaming_nll
 from swat.utils.checks import check_count
@@ -38,10 +40,10 @@ def parse_lengths(spec: str | Sequence[int]) -> list[int]:
     for part in spec.split(","):
         match = _LENGTH.match(part)
         if not match:
-            raise ValueError(f"cannot read the length {part!r} in {spec!r}: use integers with optional k/m, e.g. 512,1k,4k")
+            raise UserError(f"cannot read the length {part!r} in {spec!r}: use integers with optional k/m, e.g. 512,1k,4k")
         value = float(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2}[match.group(2).lower()]
         if value < 2 or value != int(value):
-            raise ValueError(f"length {part!r} must be a whole number of tokens >= 2")
+            raise UserError(f"length {part!r} must be a whole number of tokens >= 2")
         lengths.add(int(value))
     return sorted(lengths)
 
@@ -71,10 +73,10 @@ def evaluate_lengths(
         check_count(name, value)
     lengths = parse_lengths(lengths)
     if not lengths:
-        raise ValueError("pass at least one evaluation length")
+        raise UserError("pass at least one evaluation length")
     fitting = [n for n in lengths if n <= len(tokens)]
     if not fitting:
-        raise ValueError(
+        raise UserError(
             f"the text has {len(tokens)} tokens, fewer than the shortest length {lengths[0]}: "
             "give a longer text or shorter --lengths"
         )

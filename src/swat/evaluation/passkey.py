@@ -29,7 +29,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from swat.evaluation.loading import model_kind, receptive_field
+from swat.errors import UserError
+from swat.evaluation.model_info import model_kind, receptive_field
 from swat.evaluation.results import markdown_table, save_figure, write_outputs
 from swat.inference import PREFILL_CHUNK_SIZE, prefill
 from swat.models.compat import CACHE_FIELD
@@ -44,7 +45,7 @@ QUESTION = " What is the pass key? The pass key is"
 ANSWER = " {key}"
 
 
-class NoPasskeyCellFits(ValueError):
+class NoPasskeyCellFits(UserError):
     """No (length, distance) of the grid leaves room for the passkey prompt."""
 
 
@@ -63,7 +64,7 @@ class PasskeyPrompts:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, digits: int = 5, filler: str = FILLER) -> None:
         if digits < 1:
-            raise ValueError(f"a pass key needs at least one digit, got digits={digits}")
+            raise UserError(f"a pass key needs at least one digit, got digits={digits}")
         self.tokenizer = tokenizer
         self.digits = digits
         self.instruction = self._ids(INSTRUCTION)
@@ -127,10 +128,10 @@ def evaluate_passkey(
 ) -> dict[str, Any]:
     """Accuracy and answer loss for every (length, distance) cell that fits (the others are NaN,
     ``trials=0``); the same keys are used in every cell (trial ``t`` of every cell hides the same
-    number). ``NoPasskeyCellFits`` (a ``ValueError``) when no cell fits; ``ValueError`` for ``trials < 1``."""
+    number). ``NoPasskeyCellFits`` (a ``UserError``) when no cell fits; ``UserError`` for ``trials < 1``."""
     check_count("trials", trials, what="random keys per cell")
     if not lengths or not distances:
-        raise ValueError("pass at least one context length and one key distance")
+        raise UserError("pass at least one context length and one key distance")
     prompts = PasskeyPrompts(tokenizer, filler=filler)
     rng = random.Random(seed)
     keys = [prompts.random_key(rng) for _ in range(trials)]

@@ -1,23 +1,22 @@
 """Perplexity of a token stream of any length, fed to the model piece by piece through its cache.
 
-The stream arrives as consecutive pieces (e.g. :func:`swat.evaluation.loading.token_pieces`) and
-goes through the model ``chunk_size`` tokens at a time, all through one cache, so every token
-after the first is scored given everything before it, as in one forward over the whole stream.
+The stream arrives as consecutive pieces (e.g. :func:`swat.evaluation.heldout.token_pieces`) and
+goes through the model ``chunk_size`` tokens at a time, all through one cache
+(:func:`swat.inference.streaming.next_token_nll`), so every token after the first is scored given
+everything before it, as in one forward over the whole stream.
 With a window the rolling cache keeps memory independent of the length and time linear in it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from swat.models.cache import forward_in_chunks
-from swat.models.compat import output_cache
-from swat.models.loss import next_token_loss
+from swat.errors import UserError
+from swat.inference.streaming import next_token_nll
 from swat.utils.checks import check_count
 
 
@@ -35,7 +34,6 @@ class StreamLoss:
         return self.nll_sum / self.scored
 
 
-@torch.inference_mode()
 def stream_loss(
     model: PreTrainedModel,
     pieces: Iterable[torch.Tensor],
@@ -45,28 +43,25 @@ def stream_loss(
     progress: bool = False,
 ) -> StreamLoss:
     """Next-token loss of the stream made of ``pieces`` (1-D token ids), at most its first
-    ``max_tokens`` tokens, reading no piece past them. Raises ``ValueError`` for fewer than 2 tokens."""
+    ``max_tokens`` tokens, reading no piece past them (:func:`swat.inference.streaming.next_token_nll`).
+    Raises a ``UserError`` for fewer than 2 tokens."""
     check_count("chunk_size", chunk_size, what="tokens per forward")
     if max_tokens is not None:
         check_count("max_tokens", max_tokens, 2, what="one token is scored given the one before")
-    cache, last_logits, tokens, nll_sum = None, None, 0, torch.zeros((), dtype=torch.float64)
-    with tqdm(unit="tok", unit_scale=True, disable=not progress, desc="streaming") as bar:
+    tokens = 0
+
+    def rows() -> Iterator[torch.Tensor]:
+        nonlocal tokens
         for piece in pieces:
-            if max_tokens is not None:
-                piece = piece[: max_tokens - tokens]
-            ids = piece.to(model.device)[None]
-            for start, outputs in forward_in_chunks(model, ids, chunk_size=chunk_size, cache=cache):
-                cache = output_cache(outputs)
-                chunk = ids[:, start:start + chunk_size]
-                predicted, targets = outputs.logits[:, :-1], chunk[:, 1:]
-                if last_logits is not None:  # the previous chunk's last position predicts this chunk's first token
-                    predicted, targets = torch.cat([last_logits[:, None], predicted], dim=1), chunk
-                nll_sum += next_token_loss(predicted, targets, reduction="sum").double().cpu()
-                last_logits = outputs.logits[:, -1]
-                bar.update(chunk.shape[1])
+            piece = piece if max_tokens is None else piece[: max_tokens - tokens]
             tokens += piece.numel()
+            yield piece[None]
             if max_tokens is not None and tokens >= max_tokens:
-                break
+                return
+
+    nll_sum = torch.zeros((), dtype=torch.float64)
+    for nll in next_token_nll(model, rows(), chunk_size=chunk_size, progress=progress):
+        nll_sum = nll_sum.to(nll.device) + nll.double().sum()  # summed on the device: no sync per chunk
     if tokens < 2:
-        raise ValueError(f"the text has {tokens} token(s): perplexity needs at least 2, pass a longer text")
+        raise UserError(f"the text has {tokens} token(s): perplexity needs at least 2, pass a longer text")
     return StreamLoss(tokens=tokens, scored=tokens - 1, nll_sum=nll_sum.item())

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, Mamba2Config, PretrainedConfig
 
+from swat.errors import UserError
+
 SIZE_TOLERANCE = 0.05  # the baseline's parameter count is within 5% of the target
 HEAD_DIM = 64  # channels per Mamba2 head (the Mamba2 paper's): num_heads = expand * hidden_size / HEAD_DIM;
 # fewer, wider heads also make the pure-PyTorch path faster on a CPU
@@ -46,11 +48,11 @@ def mamba2_fields(target: int, *, vocab_size: int, hidden_size: int, tie_word_em
                   chunk_size: int = 64) -> dict[str, Any]:
     """The ``model`` section (``model.type: mamba2``) of the Mamba2 with ``hidden_size`` whose
     parameter count is nearest ``target``, over the layers, ``expand`` and ``state_size``;
-    ``ValueError`` when none is within ``SIZE_TOLERANCE``."""
+    ``UserError`` when none is within ``SIZE_TOLERANCE``."""
     expands = [expand for expand in EXPANDS if expand * hidden_size % HEAD_DIM == 0]
     if not expands:
-        raise ValueError(f"hidden_size {hidden_size} times one of the expansions {EXPANDS} must be a multiple of "
-                         f"{HEAD_DIM} (the Mamba2 head size): choose e.g. a hidden_size that is a multiple of 16")
+        raise UserError(f"hidden_size {hidden_size} times one of the expansions {EXPANDS} must be a multiple of "
+                        f"{HEAD_DIM} (the Mamba2 head size): choose e.g. a hidden_size that is a multiple of 16")
     best, best_error = None, float("inf")
     for expand, state_size in itertools.product(expands, STATE_SIZES):
         for layers in range(1, MAX_LAYERS + 1):
@@ -64,7 +66,7 @@ def mamba2_fields(target: int, *, vocab_size: int, hidden_size: int, tie_word_em
             if count > target:
                 break
     if best_error > SIZE_TOLERANCE:
-        raise ValueError(f"no Mamba2 with hidden_size {hidden_size} has within {SIZE_TOLERANCE:.0%} of {target:,} "
-                         f"parameters (nearest {best_error:.1%} off): change the SWAT config's size")
+        raise UserError(f"no Mamba2 with hidden_size {hidden_size} has within {SIZE_TOLERANCE:.0%} of {target:,} "
+                        f"parameters (nearest {best_error:.1%} off): change the SWAT config's size")
     return best
 

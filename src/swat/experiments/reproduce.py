@@ -46,8 +46,9 @@ from swat.data.prepare import prepare_data
 from swat.data.shards import MANIFEST_NAME, read_manifest
 from swat.errors import UserError
 from swat.evaluation.attention import diagnose_attention, write_attention_outputs
+from swat.evaluation.heldout import read_tokens, sequences_of
 from swat.evaluation.length import evaluate_lengths, write_length_outputs
-from swat.evaluation.loading import has_attention, read_tokens, receptive_field, sequences_of
+from swat.evaluation.model_info import has_attention, receptive_field
 from swat.evaluation.passkey import NoPasskeyCellFits, default_grid, evaluate_passkey, write_passkey_outputs
 from swat.evaluation.results import markdown_table, write_json, write_text
 from swat.experiments.claims import check_claims, claims_markdown, extrapolation_column
@@ -61,7 +62,7 @@ from swat.training.distributed import pick_device
 from swat.training.optim import build_optimizer
 from swat.training.run_dir import RunDir
 from swat.training.trainer import use_bf16, window_loss
-from swat.utils.checks import check_count
+from swat.utils.checks import check_count, check_seeds
 
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
 TRAIN_SHARE = 0.8  # of --minutes spent training; the rest evaluates
@@ -127,11 +128,11 @@ def choose_ablations(window: int, names: Sequence[str] | None) -> list[Ablation]
     if names is None:
         return chosen
     if not names:
-        raise ValueError("no config named: pass None for the eight configs, or names such as transformer++,swat")
+        raise UserError("no config named: pass None for the eight configs, or names such as transformer++,swat")
     known = chosen + [mamba2_ablation()] + extra_ablations(window)
     unknown = sorted(set(names) - {a.name for a in known})
     if unknown:
-        raise ValueError(f"unknown configs {unknown}: choose from {[a.name for a in known]}")
+        raise UserError(f"unknown configs {unknown}: choose from {[a.name for a in known]}")
     return [a for a in known if a.name in names]
 
 
@@ -253,7 +254,7 @@ def reproduce(
     the training time estimated from the measured seconds per step is printed before it starts."""
     if budget is not None:
         if budget not in BUDGETS:
-            raise ValueError(f"unknown budget {budget!r}: choose from {sorted(BUDGETS)}")
+            raise UserError(f"unknown budget {budget!r}: choose from {sorted(BUDGETS)}")
         preset_values = BUDGETS[budget]
         names = preset_values["names"] if names is None else names
         steps = preset_values["steps"] if steps is None else steps
@@ -268,7 +269,7 @@ def reproduce(
     base = load_config(preset, base_overrides)
     window = base.model_config().sliding_window
     if window is None:
-        raise ValueError("the base config must have a sliding_window (the SWAT window of the ablations)")
+        raise UserError("the base config must have a sliding_window (the SWAT window of the ablations)")
     chosen = choose_ablations(window, names)
     seed_list = [None] if seeds is None else list(seeds)
     probes = {a.name: ablation_config(preset, base_overrides, a, 1) for a in chosen}
@@ -360,11 +361,10 @@ def estimate_training_seconds(configs: dict[str, TrainConfig], vocab_size: int, 
 
 def _check_settings(*, minutes: float, steps: int | None, eval_tokens: int | None, passkey_trials: int,
                     seeds: Sequence[int] | None) -> None:
-    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or any(
-            not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 for seed in seeds)):
-        raise ValueError(f"seeds must be distinct whole numbers >= 0, e.g. 0,1,2, got {list(seeds)!r}")
+    if seeds is not None:
+        check_seeds(seeds)
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
-        raise ValueError(f"minutes must be a finite number > 0 (the wall-time budget), got {minutes!r}")
+        raise UserError(f"minutes must be a finite number > 0 (the wall-time budget), got {minutes!r}")
     for name, value, optional in (("steps", steps, True), ("eval_tokens", eval_tokens, True),
                                   ("passkey_trials", passkey_trials, False)):
         if value is not None or not optional:
@@ -388,15 +388,15 @@ def check_reusable(run: RunDir, config: TrainConfig) -> None:
     model fields its config resolved from defaults then (``sigmoid_bias``, ``alibi_retain_scale``)."""
     saved = yaml.safe_load(run.config.read_text())
     if saved != config.to_dict():
-        raise ValueError(f"{run.root} holds a run trained with another config (e.g. another step count): pass "
-                         f"--steps {saved.get('train', {}).get('steps')} to reuse it, or another --out")
+        raise UserError(f"{run.root} holds a run trained with another config (e.g. another step count): pass "
+                        f"--steps {saved.get('train', {}).get('steps')} to reuse it, or another --out")
     if config.model_type != "swat":
         return
     trained = SWATConfig.from_pretrained(run.final)
     wanted = config.model_config(vocab_size=trained.vocab_size)
     if _bias_and_slopes(trained) != _bias_and_slopes(wanted):
-        raise ValueError(f"{run.root} was trained with other defaults of sigmoid_bias or alibi_retain_scale "
-                         "than now: delete it to train it again, or use another --out")
+        raise UserError(f"{run.root} was trained with other defaults of sigmoid_bias or alibi_retain_scale "
+                        "than now: delete it to train it again, or use another --out")
 
 
 def _bias_and_slopes(model_config: SWATConfig) -> tuple[float, list[float] | None]:

@@ -11,12 +11,14 @@ whole stream.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 
+from swat.errors import UserError
 from swat.models.cache import PREFILL_CHUNK_SIZE, forward_in_chunks
 from swat.models.compat import output_cache
 from swat.models.loss import next_token_loss
@@ -40,7 +42,7 @@ def prefill(
     """
     check_count("chunk_size", chunk_size, what="tokens per forward")
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be [batch, n] with n >= 1, got shape {tuple(input_ids.shape)}")
+        raise UserError(f"input_ids must be [batch, n] with n >= 1, got shape {tuple(input_ids.shape)}")
     chunks = forward_in_chunks(model, input_ids, chunk_size=chunk_size, cache=cache, attention_mask=attention_mask,
                                logits_to_keep=1)
     _, outputs = deque(chunks, maxlen=1).pop()  # run every chunk, keep the last one's outputs
@@ -48,10 +50,45 @@ def prefill(
 
 
 @torch.inference_mode()
+def next_token_nll(
+    model: PreTrainedModel,
+    pieces: Iterable[torch.Tensor],
+    *,
+    chunk_size: int,
+    progress: bool = False,
+    total: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """The per-token negative log-likelihood of the stream made of consecutive ``pieces``
+    (``[batch, m]`` token ids each), chunk by chunk: the one streaming loop of the package.
+
+    Every piece goes through the model ``chunk_size`` tokens at a time, all through one cache, so
+    each token is scored given everything before it, as in one forward over the whole stream. A
+    chunk's last logit predicts the next chunk's first token (in the same piece or the next).
+    Yields float32 ``[batch, k]`` per chunk, ``k`` its number of tokens (one fewer for the
+    stream's first chunk: the first token has no prediction). ``progress``: a tqdm bar in tokens
+    (of ``total`` if given).
+    """
+    cache, last_logits = None, None
+    with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, desc="streaming") as bar:
+        for piece in pieces:
+            ids = piece.to(model.device)
+            for start, outputs in forward_in_chunks(model, ids, chunk_size=chunk_size, cache=cache):
+                cache = output_cache(outputs)
+                chunk = ids[:, start:start + chunk_size]
+                nll = next_token_loss(outputs.logits[:, :-1], chunk[:, 1:], reduction="none")
+                if last_logits is not None:
+                    first = next_token_loss(last_logits, chunk[:, :1], reduction="none")
+                    nll = torch.cat([first, nll], dim=1)
+                last_logits = outputs.logits[:, -1:]
+                bar.update(chunk.shape[1])
+                yield nll
+
+
 def streaming_nll(
     model: PreTrainedModel, token_ids: torch.Tensor, chunk_size: int = 1024, *, progress: bool = False
 ) -> torch.Tensor:
-    """Per-token negative log-likelihood of a stream, computed chunk by chunk with the model's cache.
+    """Per-token negative log-likelihood of a stream, computed chunk by chunk with the model's cache
+    (:func:`next_token_nll`).
 
     Args:
         model: a causal LM (SWAT models use the rolling cache; any transformers causal LM works).
@@ -66,14 +103,7 @@ def streaming_nll(
     check_count("chunk_size", chunk_size, what="tokens per forward")
     ids = token_ids[None] if token_ids.dim() == 1 else token_ids
     if ids.dim() != 2 or ids.shape[1] < 2:
-        raise ValueError(f"token_ids must be [n] or [batch, n] with n >= 2, got shape {tuple(token_ids.shape)}")
-    ids = ids.to(model.device)
-    n = ids.shape[1]
-    nll = torch.empty(ids.shape[0], n - 1, dtype=torch.float32, device=ids.device)
-    with tqdm(total=n, unit="tok", unit_scale=True, disable=not progress, desc="streaming") as bar:
-        for start, outputs in forward_in_chunks(model, ids, chunk_size=chunk_size):
-            scored = min(start + chunk_size, n - 1) - start  # the last token has no successor
-            nll[:, start:start + scored] = next_token_loss(outputs.logits[:, :scored],
-                                                           ids[:, start + 1:start + 1 + scored], reduction="none")
-            bar.update(outputs.logits.shape[1])
+        raise UserError(f"token_ids must be [n] or [batch, n] with n >= 2, got shape {tuple(token_ids.shape)}")
+    chunks = next_token_nll(model, [ids], chunk_size=chunk_size, progress=progress, total=ids.shape[1])
+    nll = torch.cat(list(chunks), dim=1)
     return nll[0] if token_ids.dim() == 1 else nll

@@ -23,6 +23,8 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.utils import ModelOutput
 
+from swat.errors import UserError
+
 CACHE_FIELD = (
     "cache" if "cache" in {field.name for field in dataclasses.fields(BaseModelOutputWithPast)} else "past_key_values"
 )
@@ -31,7 +33,7 @@ CACHE_FIELD = (
 def cache_argument(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
     """The cache a caller passed to ``forward``, under either name."""
     if cache is not None and past_key_values is not None:
-        raise ValueError("pass the KV cache once, as cache= or as past_key_values=, not both")
+        raise UserError("pass the KV cache once, as cache= or as past_key_values=, not both")
     return cache if cache is not None else past_key_values
 
 

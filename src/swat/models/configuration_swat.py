@@ -1,19 +1,34 @@
-"""SWATConfig: the model as data (docs/spec.md section 6 fixes the SWAT field names)."""
+"""SWATConfig: the model as data (docs/spec.md section 6 fixes the SWAT field names).
 
-from __future__ import annotations
+The checks are huggingface_hub's strict dataclass validation, as in transformers' own configs:
+each field's annotation is checked (types, ``Literal`` enumerations), each field's value by the
+validator it is declared with, on construction and on every later assignment, and the rules that
+relate several fields by the ``validate_*`` class validators, which run when the config is made,
+saved, or a model is built from it. This module keeps its annotations evaluated (no postponed
+annotations): the strict validator skips annotations it receives as strings.
+"""
 
 import dataclasses
 import difflib
+import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Literal, get_args
 
-from huggingface_hub.dataclasses import strict
+from huggingface_hub.dataclasses import as_validated_field, strict
+from huggingface_hub.errors import StrictDataclassError, StrictDataclassFieldValidationError
 from transformers import GenerationConfig, PreTrainedConfig
 from transformers.activations import ACT2FN
 
+from swat.errors import UserError
 from swat.models.compat import CACHE_FIELD
-from swat.ops import ACTIVATIONS, BACKEND_NAMES
 from swat.ops.alibi import alibi_slopes, bounded_retain_scale
+
+AttentionActivation = Literal["sigmoid", "softmax"]
+AlibiMode = Literal["balanced", "standard", "none"]
+AttentionBackend = Literal["auto", "reference", "chunked", "fused", "decode", "sdpa", "triton"]
+"""The enumerations of :func:`swat.ops.swat_attention` (a test holds them equal to
+``swat.ops.ACTIVATIONS``, ``ALIBI_MODES`` and ``BACKEND_NAMES``)."""
 
 MAX_EMBEDDING_PARAMETERS = 2**31
 """The largest ``vocab_size * hidden_size`` a config accepts: 8 GiB of float32 in the embedding
@@ -32,6 +47,116 @@ bookkeeping (keys starting with ``_``, such as ``_name_or_path``). Any other key
 misspelt field is an error instead of a silently ignored attribute."""
 
 
+# Field validators: each gets the value and raises a ValueError whose message follows the field's
+# name ("hidden_size must be ..."). They accept any input (a str, a bool), since they also phrase
+# the refusal of a value of the wrong type (see _field_problem).
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value) -> bool:
+    """An int or a finite float, not a bool (``True`` would pass as 1)."""
+    return (isinstance(value, float) and math.isfinite(value)) or _is_int(value)
+
+
+@as_validated_field
+def _count(value) -> None:
+    if not (_is_int(value) and value >= 1):
+        raise ValueError(f"must be an int >= 1, got {value!r}")
+
+
+@as_validated_field
+def _count_or_none(value) -> None:
+    if value is not None and not (_is_int(value) and value >= 1):
+        raise ValueError(f"must be an int >= 1, got {value!r} (or None: derived from the other sizes)")
+
+
+@as_validated_field
+def _window(value) -> None:
+    if value is not None and not (_is_int(value) and value >= 1):
+        raise ValueError(f"must be an int >= 1 or None (full attention), got {value!r}")
+
+
+@as_validated_field
+def _positive(value) -> None:
+    if not (_is_finite(value) and value > 0):
+        raise ValueError(f"must be a finite number > 0, got {value!r}")
+
+
+@as_validated_field
+def _standard_deviation(value) -> None:
+    if not (_is_finite(value) and value >= 0):
+        raise ValueError(f"is a standard deviation: a finite number >= 0, got {value!r}")
+
+
+@as_validated_field
+def _bias(value) -> None:
+    if value is not None and not _is_finite(value):
+        raise ValueError(f"must be a finite number (None: -log(sliding_window)), got {value!r}")
+
+
+@as_validated_field
+def _magnitude(value) -> None:
+    if value is not None and not (_is_finite(value) and value >= 0):
+        raise ValueError(f"must be a finite number >= 0 (a magnitude) or None (bounded by the window), "
+                         f"got {value!r}")
+
+
+@as_validated_field
+def _activation_function(value) -> None:
+    if value not in ACT2FN:
+        close = difflib.get_close_matches(str(value), list(ACT2FN), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"must name one of transformers' activations, got {value!r}{hint}")
+
+
+@as_validated_field
+def _alibi(value) -> None:
+    if isinstance(value, str) and value not in get_args(AlibiMode):
+        raise ValueError(f"must be one of {get_args(AlibiMode)} or a list of one slope per head, got {value!r}")
+
+
+def _raising_user_errors(method: Callable) -> Callable:
+    """``method`` with strict's class-validation errors raised as :class:`UserError`."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StrictDataclassError as error:
+            raise UserError(f"invalid {type(self).__name__}: {error.__cause__ or error}") from None
+    return checked
+
+
+def _user_errors(cls: type) -> type:
+    """Strict validation that raises the one user-error type: a refused field names itself and,
+    where it has a validator, says what it must be (rather than only the type it expected)."""
+    assign = cls.__setattr__
+
+    def __setattr__(self, name: str, value) -> None:
+        try:
+            assign(self, name, value)
+        except StrictDataclassFieldValidationError as error:
+            raise UserError(f"invalid {cls.__name__}: {_field_problem(cls, name, value, error)}") from None
+
+    cls.__setattr__ = __setattr__
+    cls.__init__ = _raising_user_errors(cls.__init__)
+    cls.validate = _raising_user_errors(cls.validate)
+    return cls
+
+
+def _field_problem(cls: type, name: str, value, error: StrictDataclassFieldValidationError) -> str:
+    """The message of the field's own validator if it refuses ``value`` too, else the type
+    validator's (``Field 'use_rope' expected bool, got int (value: 3)``)."""
+    for check in cls.__dataclass_fields__[name].metadata.get("validator", []):
+        try:
+            check(value)
+        except ValueError as own:
+            return f"{name} {own}"
+    return str(error.__cause__ or error)
+
+
+@_user_errors
 @strict(accept_kwargs=True)
 class SWATConfig(PreTrainedConfig):
     """Configuration of a SWAT language model: Llama-style blocks whose attention is SWAT.
@@ -56,11 +181,13 @@ class SWATConfig(PreTrainedConfig):
     The paper's baselines are switches of the same config, e.g. Transformer++ is
     ``attention_activation="softmax", alibi="none", sliding_window=None``.
 
-    Every field is checked when the config is made, from keywords or from a ``config.json``, and
-    again when a model is built from it (:meth:`check`): a ``ValueError`` names each field to
-    change. Sizes are ints >= 1, ``vocab_size * hidden_size`` at most
-    :data:`MAX_EMBEDDING_PARAMETERS`, special token ids inside the vocabulary, and a key that is
-    no field (nor one of :data:`TRANSFORMERS_KEYS`) is refused with the closest field's name.
+    Checks (a :class:`swat.errors.UserError` that names the field and what to change): every field
+    against its type and its validator, when the config is made (from keywords or a
+    ``config.json``) and whenever a field is assigned; the rules across fields (``validate_*``)
+    when it is made, saved, or a model is built from it. Sizes are ints >= 1, ``vocab_size *
+    hidden_size`` at most :data:`MAX_EMBEDDING_PARAMETERS`, special token ids inside the
+    vocabulary, and a key that is no field (nor one of :data:`TRANSFORMERS_KEYS`) is refused with
+    the closest field's name. Numbers may be given as ints (``rope_theta=10000``).
     """
 
     model_type = "swat"
@@ -75,45 +202,42 @@ class SWATConfig(PreTrainedConfig):
         "layers.*.mlp.down_proj": "rowwise",
     }
 
-    vocab_size: int = 32000
-    hidden_size: int = 1024
-    intermediate_size: int = 2816
-    num_hidden_layers: int = 24
-    num_attention_heads: int = 16
-    num_key_value_heads: int | None = None
-    head_dim: int | None = None
-    hidden_act: str = "silu"
-    max_position_embeddings: int = 2048
-    initializer_range: float = 0.02
-    rms_norm_eps: float = 1e-6
-    rope_theta: float = 10000.0
+    vocab_size: int = _count(default=32000)
+    hidden_size: int = _count(default=1024)
+    intermediate_size: int = _count(default=2816)
+    num_hidden_layers: int = _count(default=24)
+    num_attention_heads: int = _count(default=16)
+    num_key_value_heads: int | None = _count_or_none(default=None)
+    head_dim: int | None = _count_or_none(default=None)
+    hidden_act: str = _activation_function(default="silu")
+    max_position_embeddings: int = _count(default=2048)
+    initializer_range: float | int = _standard_deviation(default=0.02)
+    rms_norm_eps: float | int = _positive(default=1e-6)
+    rope_theta: float | int = _positive(default=10000.0)
     use_cache: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     tie_word_embeddings: bool = False
 
-    sliding_window: int | None = 512
-    attention_activation: str = "sigmoid"
-    alibi: str | list[float] = "balanced"
-    alibi_retain_scale: float | None = None
+    sliding_window: int | None = _window(default=512)
+    attention_activation: AttentionActivation = "sigmoid"
+    alibi: AlibiMode | list[float | int] = _alibi(default="balanced")
+    alibi_retain_scale: float | int | None = _magnitude(default=None)
     use_rope: bool = True
-    sigmoid_bias: float | None = None
+    sigmoid_bias: float | int | None = _bias(default=None)
     qk_norm: bool = False
-    attention_backend: str = "auto"
+    attention_backend: AttentionBackend = "auto"
 
     def __post_init__(self, **kwargs):
         unknown_keys_problem = _unknown_keys_problem(kwargs)
         if unknown_keys_problem:
-            raise ValueError("invalid SWATConfig: " + unknown_keys_problem)
-        size_problems = self._size_problems()
-        if size_problems:  # the defaults below are derived from the sizes
-            raise ValueError("invalid SWATConfig: " + "; ".join(size_problems))
+            raise UserError("invalid SWATConfig: " + unknown_keys_problem)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
             if self.hidden_size % self.num_attention_heads:
-                raise ValueError(
+                raise UserError(
                     f"invalid SWATConfig: hidden_size ({self.hidden_size}) must be divisible by "
                     f"num_attention_heads ({self.num_attention_heads}), or set head_dim explicitly"
                 )
@@ -123,96 +247,42 @@ class SWATConfig(PreTrainedConfig):
         if self.alibi_retain_scale is None:
             self.alibi_retain_scale = bounded_retain_scale(self.num_attention_heads, self.sliding_window)
         super().__post_init__(**kwargs)
-        self.check()
 
-    def check(self) -> None:
-        """Raise a ``ValueError`` that says which fields to change if any is out of range. Runs when
-        the config is made and again when a model is built from it (fields may have been
-        assigned since)."""
-        problems = self._size_problems()
-        if not problems:
-            problems = self._field_problems()
-        if problems:
-            raise ValueError("invalid SWATConfig: " + "; ".join(problems))
-
-    def _size_problems(self) -> list[str]:
-        problems = [
-            f"{name} must be an int >= 1, got {value!r}"
-            for name, value, optional in (
-                ("vocab_size", self.vocab_size, False),
-                ("hidden_size", self.hidden_size, False),
-                ("intermediate_size", self.intermediate_size, False),
-                ("num_hidden_layers", self.num_hidden_layers, False),
-                ("num_attention_heads", self.num_attention_heads, False),
-                ("num_key_value_heads", self.num_key_value_heads, True),
-                ("head_dim", self.head_dim, True),
-                ("max_position_embeddings", self.max_position_embeddings, False),
-            )
-            if not (optional and value is None) and not _is_positive_int(value)
-        ]
-        if self.sliding_window is not None and not _is_positive_int(self.sliding_window):
-            problems.append(f"sliding_window must be an int >= 1 or None (full attention), got {self.sliding_window!r}")
-        if not problems and self.vocab_size * self.hidden_size > MAX_EMBEDDING_PARAMETERS:
-            parameters = self.vocab_size * self.hidden_size
-            problems.append(
+    def validate_embedding_size(self) -> None:
+        parameters = self.vocab_size * self.hidden_size
+        if parameters > MAX_EMBEDDING_PARAMETERS:
+            raise ValueError(
                 f"vocab_size x hidden_size = {self.vocab_size} x {self.hidden_size} = {parameters:,} embedding "
                 f"parameters ({parameters * 4 / 2**30:.1f} GiB in float32, as much again for an untied lm_head), "
                 f"above the {MAX_EMBEDDING_PARAMETERS:,} this config allows: set vocab_size to the tokenizer's "
                 "vocabulary size, or a smaller hidden_size"
             )
-        return problems
 
-    def _field_problems(self) -> list[str]:
-        problems = []
+    def validate_heads(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
-            problems.append(
-                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
-                f"num_key_value_heads ({self.num_key_value_heads})"
-            )
-        for name in ("rope_theta", "rms_norm_eps"):
-            value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value <= 0:
-                problems.append(f"{name} must be a finite number > 0, got {value!r}")
-        if not _is_real(self.sigmoid_bias) or not math.isfinite(self.sigmoid_bias):
-            problems.append(f"sigmoid_bias must be a finite number (None: -log(sliding_window)), got {self.sigmoid_bias!r}")
-        if not _is_real(self.initializer_range) or not math.isfinite(self.initializer_range) \
-                or self.initializer_range < 0:
-            problems.append(f"initializer_range is a standard deviation: a finite number >= 0, "
-                            f"got {self.initializer_range!r}")
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                             f"num_key_value_heads ({self.num_key_value_heads})")
+        if self.use_rope and self.head_dim % 2:
+            raise ValueError(f"RoPE rotates pairs of channels, so head_dim must be even (got {self.head_dim}); "
+                             "change hidden_size/num_attention_heads or set use_rope=False")
+
+    def validate_token_ids(self) -> None:
+        """Stricter than transformers' (which warns): a special token outside the vocabulary is an
+        error, since the embedding would fail on it."""
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(self, name)
             ids = [] if value is None else value if isinstance(value, list) else [value]
-            if not all(_is_int(i) and 0 <= i < self.vocab_size for i in ids):
-                problems.append(f"{name} must be None or token ids in 0 .. vocab_size - 1 = {self.vocab_size - 1}, "
-                                f"got {value!r}: take it from the tokenizer the model is trained with")
-        if self.hidden_act not in ACT2FN:
-            close = difflib.get_close_matches(str(self.hidden_act), list(ACT2FN), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"hidden_act must name one of transformers' activations, got {self.hidden_act!r}{hint}")
-        if self.attention_activation not in ACTIVATIONS:
-            problems.append(f"attention_activation must be one of {ACTIVATIONS}, got {self.attention_activation!r}")
+            if not all(0 <= i < self.vocab_size for i in ids):
+                raise ValueError(f"{name} must be None or token ids in 0 .. vocab_size - 1 = {self.vocab_size - 1}, "
+                                 f"got {value!r}: take it from the tokenizer the model is trained with")
+
+    def validate_attention(self) -> None:
         if self.attention_activation == "softmax" and self.sigmoid_bias != 0.0:
-            problems.append(
-                "sigmoid_bias is a per-row constant that softmax cancels: set sigmoid_bias=0.0 or "
-                "attention_activation='sigmoid'"
-            )
-        if self.use_rope and self.head_dim % 2:
-            problems.append(f"RoPE rotates pairs of channels, so head_dim must be even (got {self.head_dim}); "
-                            "change hidden_size/num_attention_heads or set use_rope=False")
-        if not _is_real(self.alibi_retain_scale) or not math.isfinite(self.alibi_retain_scale):
-            problems.append(f"alibi_retain_scale must be a finite number, got {self.alibi_retain_scale!r}")
-        elif self.alibi_retain_scale < 0:
-            problems.append(f"alibi_retain_scale is a magnitude and must be >= 0, got {self.alibi_retain_scale}")
-        if self.attention_backend not in BACKEND_NAMES:
-            problems.append(f"attention_backend must be one of {BACKEND_NAMES}, got {self.attention_backend!r}")
+            raise ValueError("sigmoid_bias is a per-row constant that softmax cancels: set sigmoid_bias=0.0 or "
+                             "attention_activation='sigmoid'")
         if self.attention_backend == "sdpa" and self.attention_activation != "softmax":
-            problems.append("attention_backend='sdpa' computes softmax only; use 'auto' or 'chunked' for sigmoid")
-        if not problems:
-            try:
-                self.slopes()
-            except ValueError as error:
-                problems.append(str(error))
-        return problems
+            raise ValueError("attention_backend='sdpa' computes softmax only; use 'auto' or 'chunked' for sigmoid")
+        self.slopes()  # the slopes' own checks: one per head, an even number of heads for balanced
 
     def slopes(self):
         """ALiBi slopes ``m_h`` as a float32 ``[num_attention_heads]`` tensor, or None without ALiBi."""
@@ -248,16 +318,3 @@ def _unknown_keys_problem(keys: Iterable[str]) -> str | None:
         own = [name for name in fields if name not in {field.name for field in dataclasses.fields(PreTrainedConfig)}]
         problem += f" (SWATConfig's fields: {', '.join(own)})"
     return problem
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_positive_int(value) -> bool:
-    return _is_int(value) and value >= 1
-
-
-def _is_real(value) -> bool:
-    """An int or float, not a bool (``True`` would pass as 1)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -19,6 +19,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils.generic import can_return_tuple
 
+from swat.errors import UserError
 from swat.layers import GatedMLP, RMSNorm, SWATAttention, rope_cos_sin
 from swat.models.cache import PREFILL_CHUNK_SIZE, RollingCache, forward_in_chunks
 from swat.models.compat import CACHE_FIELD, cache_argument, model_output, output_cache
@@ -69,7 +70,7 @@ class SWATPreTrainedModel(PreTrainedModel):
 
 class SWATModel(SWATPreTrainedModel):
     def __init__(self, config: SWATConfig) -> None:
-        config.check()
+        config.validate()
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
@@ -122,12 +123,15 @@ class SWATModel(SWATPreTrainedModel):
                                                inputs_embeds.dtype)
 
         hidden_states = inputs_embeds
-        all_hidden_states, all_attentions = [], []  # each layer's input, each layer's weights
+        all_hidden_states = [] if output_hidden_states else None  # each layer's input, kept only when asked:
+        all_attentions = [] if output_attentions else None  # otherwise a layer's input is freed after it
         for layer in self.layers:
-            all_hidden_states.append(hidden_states)
+            if all_hidden_states is not None:
+                all_hidden_states.append(hidden_states)
             hidden_states, weights = layer(hidden_states, position_embeddings, cache=cache, segment_ids=segment_ids,
                                            output_attentions=output_attentions)
-            all_attentions.append(weights)
+            if all_attentions is not None:
+                all_attentions.append(weights)
         hidden_states = self.norm(hidden_states)
         return model_output(
             BaseModelOutputWithPast,
@@ -148,34 +152,34 @@ class SWATModel(SWATPreTrainedModel):
         come from the model's own logits, nor in a training forward on an accelerator, where it
         would make every step wait for the device (there the embedding itself refuses them)."""
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+            raise UserError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is not None:
             if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
-                raise ValueError(f"inputs_embeds must be [batch, seq, hidden_size] = [batch, seq, "
-                                 f"{self.config.hidden_size}], got shape {tuple(inputs_embeds.shape)}")
+                raise UserError(f"inputs_embeds must be [batch, seq, hidden_size] = [batch, seq, "
+                                f"{self.config.hidden_size}], got shape {tuple(inputs_embeds.shape)}")
             tokens = inputs_embeds.shape[1]
         else:
             if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-                raise ValueError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}; "
-                                 "pass vectors as inputs_embeds")
+                raise UserError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}; "
+                                "pass vectors as inputs_embeds")
             if input_ids.dim() != 2:
-                raise ValueError(f"input_ids must be 2-D [batch, seq], got shape {tuple(input_ids.shape)}"
-                                 + ("; add the batch dimension: input_ids[None]" if input_ids.dim() == 1 else ""))
+                raise UserError(f"input_ids must be 2-D [batch, seq], got shape {tuple(input_ids.shape)}"
+                                + ("; add the batch dimension: input_ids[None]" if input_ids.dim() == 1 else ""))
             tokens = input_ids.shape[1]
             decoding = past > 0 and tokens == 1
             free_to_read = input_ids.device.type == "cpu" or not torch.is_grad_enabled()
             if input_ids.numel() and not decoding and free_to_read:
                 low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one read of the device
                 if low < 0 or high >= self.config.vocab_size:
-                    raise ValueError(
+                    raise UserError(
                         f"input_ids must lie in 0 .. vocab_size - 1 = {self.config.vocab_size - 1}, got ids from "
                         f"{low} to {high}: tokenize with the model's tokenizer, or build the model with a "
                         "vocab_size that covers the tokenizer"
                     )
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
         if tokens == 0 or batch == 0:
-            raise ValueError(f"the input is empty (batch {batch}, seq {tokens}): pass at least one row of at least "
-                             "one token")
+            raise UserError(f"the input is empty (batch {batch}, seq {tokens}): pass at least one row of at least "
+                            "one token")
 
     @staticmethod
     def positions_and_segments(
@@ -203,25 +207,26 @@ class SWATModel(SWATPreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(past, past + seq, device=inputs_embeds.device)[None]
         elif position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch) or position_ids.shape[1] != seq:
-            raise ValueError(f"position_ids must be [batch or 1, seq] = [{batch} or 1, {seq}] (one per new token), "
-                             f"got shape {tuple(position_ids.shape)}; or leave them out to number from {past}")
+            raise UserError(f"position_ids must be [batch or 1, seq] = [{batch} or 1, {seq}] (one per new token), "
+                            f"got shape {tuple(position_ids.shape)}; or leave them out to number from {past}")
         if attention_mask is not None:
             if segment_ids is not None:
-                raise ValueError("pass attention_mask (padding) or segment_ids (packed documents), not both")
+                raise UserError("pass attention_mask (padding) or segment_ids (packed documents), not both")
             if attention_mask.dim() != 2:
-                raise ValueError(f"attention_mask must be 2-D [batch, past + seq] of 1 (token) and 0 (padding), "
-                                 f"got shape {tuple(attention_mask.shape)}; pass segment_ids for other patterns")
+                raise UserError(f"attention_mask must be 2-D [batch, past + seq] of 1 (token) and 0 (padding), "
+                                f"got shape {tuple(attention_mask.shape)}; pass segment_ids for other patterns")
             segment_ids = attention_mask.long()
         if segment_ids is not None and tuple(segment_ids.shape) != (batch, past + seq):
             name = "segment_ids" if attention_mask is None else "attention_mask"
-            raise ValueError(f"{name} must cover the {past} cached tokens and the {seq} new ones: shape "
-                             f"[batch, past + seq] = [{batch}, {past + seq}], got {tuple(segment_ids.shape)}; pass "
-                             f"one entry per token so far, cached and new, as generate does")
+            raise UserError(f"{name} must cover the {past} cached tokens and the {seq} new ones: shape "
+                            f"[batch, past + seq] = [{batch}, {past + seq}], got {tuple(segment_ids.shape)}; pass "
+                            f"one entry per token so far, cached and new, as generate does")
         return position_ids, segment_ids
 
 
 class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    accepts_loss_kwargs = True  # transformers' Trainer passes num_items_in_batch (the forward has no **kwargs)
 
     def __init__(self, config: SWATConfig) -> None:
         super().__init__(config)
@@ -246,7 +251,7 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         past_key_values: Cache | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
-        **unused,
+        tokenizer: object | None = None,
     ) -> CausalLMOutputWithPast:
         """Causal LM forward (arguments as :meth:`SWATModel.forward`). ``logits_to_keep``: logits
         of the last ``n`` positions only (0 = all), or of the positions a tensor lists. With
@@ -254,8 +259,11 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         :func:`swat.models.loss.causal_lm_loss` (labels shifted inside, ``num_items_in_batch``
         as in transformers' gradient accumulation).
 
-        ``unused``: what ``generate`` hands every model besides its inputs (e.g. the
-        ``tokenizer`` of ``stop_strings``); nothing in it changes the result."""
+        The arguments are exactly these (no ``**kwargs``), so a misspelt one is a ``TypeError``
+        rather than silently ignored; they cover what ``generate``, transformers' ``Trainer`` and
+        pipelines, and lm-evaluation-harness pass (``return_dict`` is taken by
+        ``can_return_tuple``). ``tokenizer``: what ``generate`` hands every model with
+        ``stop_strings``; unused."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from swat.errors import UserError
 from swat.models.configuration_swat import SWATConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -25,5 +26,5 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_config(name: str, **overrides: Any) -> SWATConfig:
     """A ``SWATConfig`` of a named size, with any field overridden."""
     if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}: choose one of {sorted(PRESETS)}")
+        raise UserError(f"unknown model preset {name!r}: choose one of {sorted(PRESETS)}")
     return SWATConfig(**{**PRESETS[name], **overrides})

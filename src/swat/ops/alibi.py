@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from swat.errors import UserError
+
 ALIBI_MODES = ("balanced", "standard", "none")
 
 
@@ -37,11 +39,11 @@ def alibi_slopes(
     times a wide window can saturate the sigmoid (``0.25 * 511 = 128``).
     """
     if num_heads < 1:
-        raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+        raise UserError(f"num_heads must be >= 1, got {num_heads}")
     if not isinstance(mode, str):
         values = [float(x) for x in mode]
         if len(values) != num_heads:
-            raise ValueError(
+            raise UserError(
                 f"an explicit alibi list needs one slope per attention head: got {len(values)} "
                 f"values for {num_heads} heads"
             )
@@ -52,13 +54,13 @@ def alibi_slopes(
         return torch.tensor(_geometric(num_heads, num_heads), dtype=torch.float32)
     if mode == "balanced":
         if num_heads % 2:
-            raise ValueError(
+            raise UserError(
                 f"balanced ALiBi splits heads into a recency half and a retention half, so it needs an "
                 f"even number of heads (got {num_heads}); use alibi='standard' or an explicit list"
             )
         half = _geometric(num_heads // 2, num_heads // 2)
         return torch.tensor(half + [-retain_scale * a for a in half], dtype=torch.float32)
-    raise ValueError(f"unknown alibi mode {mode!r}: use one of {ALIBI_MODES} or a list of {num_heads} floats")
+    raise UserError(f"unknown alibi mode {mode!r}: use one of {ALIBI_MODES} or a list of {num_heads} floats")
 
 
 def bounded_retain_scale(num_heads: int, window: int | None) -> float:

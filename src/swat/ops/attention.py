@@ -1,13 +1,13 @@
-"""``swat_attention``: the public op, input checks and backend dispatch."""
+"""``swat_attention``: the public op and backend dispatch (its inputs are checked by
+:meth:`swat.ops.spec.AttentionSpec.checked`)."""
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 
 import torch
 
+from swat.errors import UserError
 from swat.ops import device
 from swat.ops import triton_attention as triton_backend
 from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
@@ -15,7 +15,7 @@ from swat.ops.cpu_fused import fused_attention
 from swat.ops.decode import decode_attention
 from swat.ops.reference import reference_attention
 from swat.ops.sdpa import sdpa_attention
-from swat.ops.spec import ACTIVATIONS, AttentionSpec
+from swat.ops.spec import AttentionSpec
 
 
 def _dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec) -> torch.Tensor:
@@ -101,12 +101,13 @@ def swat_attention(
         backend; its gradients are zeros.
 
     Raises:
-        ValueError: for inputs outside this contract, with what to change. The checks read only
-            metadata (shapes, dtypes, devices), never tensor values, so they cost no host sync.
+        swat.errors.UserError: for inputs outside this contract, with what to change (checked by
+            :meth:`AttentionSpec.checked`, which reads only metadata, never tensor values, so the
+            checks cost no host sync).
     """
-    _check_inputs(q, k, v, window, slopes, sigmoid_bias, activation, scale, backend, segment_ids)
-    spec = AttentionSpec(window=window, slopes=slopes, sigmoid_bias=float(sigmoid_bias), activation=activation,
-                         scale=q.shape[-1] ** -0.5 if scale is None else float(scale), segment_ids=segment_ids)
+    spec = AttentionSpec.checked(q, k, v, window=window, slopes=slopes, sigmoid_bias=sigmoid_bias,
+                                 activation=activation, scale=scale, segment_ids=segment_ids)
+    _check_backend(backend, spec.activation)
     if q.shape[0] == 0 or q.shape[1] == 0:
         backend = "reference"  # no queries: the empty output, through the one path every shape takes
     elif backend == "auto":
@@ -144,108 +145,8 @@ def _banded_backend(q: torch.Tensor) -> str:
     return "fused" if q.dtype in (torch.float32, torch.bfloat16) or upcast else "chunked"
 
 
-def _check_inputs(q, k, v, window, slopes, sigmoid_bias, activation, scale, backend, segment_ids) -> None:
-    """Every check reads metadata only (types, shapes, dtypes, devices, Python numbers), never a
-    tensor's values: a decoding step pays no host sync for them."""
-    _check_qkv(q, k, v)
-    _check_slopes(slopes, q)
-    _check_segment_ids(segment_ids, q, k)
-    _check_options(window, sigmoid_bias, activation, scale, backend)
-
-
-def _check_qkv(q, k, v) -> None:
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor [batch, seq, heads, head_dim], got {type(x).__name__}")
-    q_shape, k_shape = q.shape, k.shape
-    if len(q_shape) != 4 or len(k_shape) != 4 or v.dim() != 4:
-        raise ValueError(
-            f"q, k, v must be 4-D [batch, seq, heads, head_dim]; got shapes {tuple(q_shape)}, "
-            f"{tuple(k_shape)}, {tuple(v.shape)}"
-        )
-    if k_shape != v.shape:
-        raise ValueError(f"k and v must have the same shape, got {tuple(k_shape)} and {tuple(v.shape)}")
-    batch, q_len, heads, head_dim = q_shape
-    if batch != k_shape[0] or head_dim != k_shape[3]:
-        raise ValueError(f"q and k must agree on batch and head_dim: q {tuple(q_shape)}, k {tuple(k_shape)}")
-    if min(heads, k_shape[2], head_dim) < 1:
-        raise ValueError(f"heads, kv_heads and head_dim must be >= 1, got q {tuple(q_shape)}, k {tuple(k_shape)}; "
-                         "check the reshape into [batch, seq, heads, head_dim]")
-    if q_len > k_shape[1]:
-        raise ValueError(
-            f"q_len ({q_len}) must be <= kv_len ({k_shape[1]}): the queries are the last q_len "
-            "positions of the keys; pass the cached keys together with the new ones"
-        )
-    if heads % k_shape[2]:
-        raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({k_shape[2]}) for GQA")
-    dtype = q.dtype
-    if dtype != k.dtype or dtype != v.dtype:
-        raise ValueError(f"q, k, v must share a dtype, got {dtype}, {k.dtype}, {v.dtype}")
-    if not dtype.is_floating_point:
-        raise ValueError(f"q, k, v must be floating point (float16, bfloat16, float32 or float64), got {dtype}; "
-                         "convert them first, e.g. q.float()")
-    device = q.device
-    if k.device != device or v.device != device:
-        _refuse_other_devices(device, k=k.device, v=v.device)
-
-
-def _refuse_other_devices(device: torch.device, **devices: torch.device) -> None:
-    elsewhere = [f"{name} on {other}" for name, other in devices.items() if other != device]
-    if elsewhere:
-        raise ValueError(f"every tensor argument must be on q's device ({device}), got {', '.join(elsewhere)}; "
-                         "move it there with .to(q.device)")
-
-
-def _check_slopes(slopes, q: torch.Tensor) -> None:
-    if slopes is None:
-        return
-    if not isinstance(slopes, torch.Tensor):
-        raise ValueError(f"slopes must be a float tensor [heads] (e.g. swat.ops.alibi_slopes(heads)) or None, "
-                         f"got {type(slopes).__name__}")
-    if tuple(slopes.shape) != (q.shape[2],):
-        raise ValueError(f"slopes must have shape [heads] = [{q.shape[2]}], got {tuple(slopes.shape)}")
-    if not slopes.dtype.is_floating_point:
-        raise ValueError(f"slopes must be floating point (ALiBi slopes are fractions), got {slopes.dtype}; "
-                         "pass swat.ops.alibi_slopes(heads) or convert with .float()")
-    if slopes.device != q.device:
-        _refuse_other_devices(q.device, slopes=slopes.device)
-
-
-def _check_segment_ids(segment_ids, q: torch.Tensor, k: torch.Tensor) -> None:
-    if segment_ids is None:
-        return
-    if not isinstance(segment_ids, torch.Tensor):
-        raise ValueError(f"segment_ids must be an integer tensor [batch, kv_len] or None, got {type(segment_ids).__name__}")
-    if tuple(segment_ids.shape) != (k.shape[0], k.shape[1]):
-        raise ValueError(
-            f"segment_ids must have shape [batch, kv_len] = [{k.shape[0]}, {k.shape[1]}], "
-            f"got {tuple(segment_ids.shape)}"
-        )
-    dtype = segment_ids.dtype
-    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
-        raise ValueError(f"segment_ids must be integers (one id per document), got {dtype}; convert them with "
-                         ".long() (a padding mask becomes segment ids as mask.long())")
-    if segment_ids.device != q.device:
-        _refuse_other_devices(q.device, segment_ids=segment_ids.device)
-
-
-def _check_options(window, sigmoid_bias, activation, scale, backend) -> None:
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-        raise ValueError(f"window must be an int >= 1 (keys seen, the query itself included) or None, got {window!r}")
-    _check_finite("sigmoid_bias", sigmoid_bias)
-    if scale is not None:
-        _check_finite("scale", scale)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+def _check_backend(backend: str, activation: str) -> None:
     if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use 'auto' or one of {sorted(BACKENDS)}")
+        raise UserError(f"unknown backend {backend!r}: use 'auto' or one of {sorted(BACKENDS)}")
     if backend == "sdpa" and activation != "softmax":
-        raise ValueError("backend='sdpa' computes softmax attention only; use backend='chunked' for sigmoid")
-
-
-def _check_finite(name: str, value) -> None:
-    # ``type`` first: a float is the common case, and the ABC check costs more than the rest
-    is_number = type(value) is float or (isinstance(value, numbers.Real) and not isinstance(value, bool))
-    if not (is_number and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite Python number, got {value!r}; pass a float such as -1.0 "
-                         "(a tensor would need a host sync to read)")
+        raise UserError("backend='sdpa' computes softmax attention only; use backend='chunked' for sigmoid")

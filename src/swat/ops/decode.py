@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from swat.errors import UserError
 from swat.ops.device import upcast_without_fast_low_precision
 from swat.ops.spec import AttentionSpec, distances, other_segment, position_term
 
@@ -26,8 +27,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: At
     with ``q_len = 1``."""
     batch, q_len, heads, head_dim = q.shape
     if q_len != 1:
-        raise ValueError(f"the decode backend takes one query per sequence (q_len = 1), got q_len = {q_len}; "
-                         "use backend='chunked' for longer queries")
+        raise UserError(f"the decode backend takes one query per sequence (q_len = 1), got q_len = {q_len}; "
+                        "use backend='chunked' for longer queries")
     kv_len, kv_heads = k.shape[1], k.shape[2]
     seen = spec.band(kv_len)
     keys = k[:, kv_len - seen:].permute(0, 2, 3, 1)  # [batch, H_kv, d, seen]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from swat.errors import UserError
 from swat.ops.spec import AttentionSpec, additive_mask
 
 
@@ -17,7 +18,7 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Atte
     """Softmax attention via SDPA. Shapes as in :func:`swat.ops.swat_attention`. ``sigmoid_bias``
     is a per-row constant and cancels under softmax."""
     if not spec.softmax:
-        raise ValueError("backend='sdpa' computes softmax attention only; use backend='chunked' for sigmoid")
+        raise UserError("backend='sdpa' computes softmax attention only; use backend='chunked' for sigmoid")
     q_len, kv_len = q.shape[1], k.shape[1]
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
     enable_gqa = q.shape[2] != k.shape[2]

@@ -3,7 +3,9 @@
 A config is the merge ``TrainConfig defaults <- preset or YAML file <- --set overrides``
 (``OmegaConf.merge(structured(TrainConfig), load(yaml), from_dotlist(overrides))``), so every
 key has a type and a default, and a misspelt key or a value of the wrong type is an error that
-says what to change. The sections:
+says what to change. Each section checks its values in its dataclass's ``__post_init__`` (which
+``OmegaConf.to_object`` runs, as does a section made in Python), and ``TrainConfig`` checks that
+the model section makes a valid model config. The sections:
 
     name: tiny
     model: {preset: tiny, sliding_window: 64}     # a model preset + any SWATConfig field, or
@@ -44,9 +46,11 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from swat.errors import UserError
 from swat.models.configuration_swat import SWATConfig
 from swat.models.presets import PRESETS, preset_config
 from swat.training.sampler import micro_steps_per_process
+from swat.utils.checks import check_device
 
 PRESET_DIR = Path(__file__).parent / "presets"
 SWAT_TYPE = "swat"
@@ -62,6 +66,9 @@ class DataConfig:
     seq_len: int = 512  # training length, 4w..16w for sliding window training; == w is "train short"
     cross_documents: bool = True  # False: attention stays inside each document (segment_ids)
 
+    def __post_init__(self) -> None:
+        _refuse(_below(1, {"data.seq_len": self.seq_len}))
+
 
 @dataclass
 class OptimConfig:
@@ -74,6 +81,20 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1  # on matrices only (see swat.training.optim)
     grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
+
+    def __post_init__(self) -> None:
+        numbers = {"optim.lr": self.lr, "optim.min_lr": self.min_lr, "optim.eps": self.eps,
+                   "optim.weight_decay": self.weight_decay, "optim.grad_clip": self.grad_clip,
+                   **{f"optim.betas[{i}]": b for i, b in enumerate(self.betas)}}
+        problems = [f"{key} must be a finite number, got {value}" for key, value in numbers.items()
+                    if value is not None and not math.isfinite(value)]
+        if self.lr <= 0 or not 0 <= self.min_lr <= self.lr:
+            problems.append(f"need optim.lr > 0 and 0 <= optim.min_lr <= optim.lr, got {self.lr} and {self.min_lr}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip <= 0):
+            problems.append("optim.warmup_steps and optim.weight_decay must be >= 0, optim.grad_clip > 0 or null")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            problems.append(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        _refuse(problems)
 
 
 @dataclass
@@ -90,6 +111,25 @@ class RunConfig:
     fsdp: bool = False  # shard parameters with FSDP2 fully_shard instead of DDP replicas
     max_bad_steps: int = 3  # stop after this many non-finite steps in a row
 
+    def __post_init__(self) -> None:
+        problems = _below(1, {"train.steps": self.steps, "train.batch_size": self.batch_size,
+                              "train.micro_batch_size": self.micro_batch_size,
+                              "train.max_bad_steps": self.max_bad_steps})
+        problems += _below(0, {"train.seed": self.seed})
+        if not problems:
+            try:
+                micro_steps_per_process(self.batch_size, self.micro_batch_size, world_size=1)
+            except UserError as error:
+                problems.append(str(error))
+        if self.bf16 not in (True, False, "auto"):
+            problems.append(f"train.bf16 must be true, false or auto, got {self.bf16!r}")
+        if self.device != "auto":
+            try:
+                check_device(self.device, instead="use train.device=auto", present=False)  # present: at the start
+            except UserError:
+                problems.append(f"train.device must be auto, cpu, cuda or cuda:N (a torch device), got {self.device!r}")
+        _refuse(problems)
+
 
 @dataclass
 class EvalConfig:
@@ -99,11 +139,18 @@ class EvalConfig:
     windows: int = 32
     batch_size: int = 8
 
+    def __post_init__(self) -> None:
+        _refuse(_below(0, {"eval.every": self.every})
+                + _below(1, {"eval.windows": self.windows, "eval.batch_size": self.batch_size}))
+
 
 @dataclass
 class CheckpointConfig:
     every: int = 100  # steps between checkpoints; 0: only at the end
     keep_last: int = 2
+
+    def __post_init__(self) -> None:
+        _refuse(_below(0, {"checkpoint.every": self.every}) + _below(1, {"checkpoint.keep_last": self.keep_last}))
 
 
 @dataclass
@@ -112,6 +159,9 @@ class LogConfig:
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "swat"
+
+    def __post_init__(self) -> None:
+        _refuse(_below(1, {"log.every": self.every}))
 
 
 @dataclass
@@ -124,6 +174,23 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        """The sections check themselves; the model section must make a valid model config."""
+        self.model = _check_model_section(self.model)
+        if self.model_type != SWAT_TYPE and not self.data.cross_documents:
+            raise UserError(f"data.cross_documents=false keeps attention inside documents through segment_ids, "
+                            f"which only model.type=swat takes (model.type={self.model_type} would see across "
+                            "documents anyway): remove data.cross_documents or use a SWAT model")
+        try:
+            self.model_config()
+        except UserError as error:
+            if self.model_type != SWAT_TYPE:
+                raise
+            raise UserError(_in_model_section(str(error))) from None
+        except (ValueError, TypeError, StrictDataclassError) as error:  # transformers' own checks
+            shown = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            raise UserError(f"invalid model section for model.type={self.model_type}: {shown}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,18 +227,8 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
     try:
         config = OmegaConf.to_object(OmegaConf.merge(*layers))
     except OmegaConfBaseException as error:
-        raise ValueError(_explain(error)) from None
-    config.model = _check_model_section(config.model)
-    if config.model_type != SWAT_TYPE and not config.data.cross_documents:
-        raise ValueError(f"data.cross_documents=false keeps attention inside documents through segment_ids, which "
-                         f"only model.type=swat takes (model.type={config.model_type} would see across documents "
-                         "anyway): remove data.cross_documents or use a SWAT model")
-    _check(config)
+        raise UserError(_explain(error)) from None
     return config
-
-
-def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
-    return load_config(raw)
 
 
 def _read_source(source: str | Path | dict[str, Any]) -> list[DictConfig]:
@@ -201,26 +258,26 @@ def _as_config(raw: dict[str, Any], where: str) -> DictConfig:
     try:
         return OmegaConf.create(raw)
     except OmegaConfBaseException as error:
-        raise ValueError(f"{where}: {_first_line(error)}") from None
+        raise UserError(f"{where}: {_first_line(error)}") from None
 
 
 def _dotlist(overrides: list[str] | tuple[str, ...]) -> DictConfig:
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-3")
+            raise UserError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-3")
     try:
         return OmegaConf.from_dotlist([item.strip() for item in overrides])
     except OmegaConfBaseException as error:
-        raise ValueError(f"cannot parse the overrides {list(overrides)}: {_first_line(error)}") from None
+        raise UserError(f"cannot parse the overrides {list(overrides)}: {_first_line(error)}") from None
 
 
 def _check_sections(layer: DictConfig) -> None:
     sections = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "name"]
     for key in sections:
         if key in layer and not isinstance(layer[key], DictConfig):
-            raise ValueError(f"config section {key!r} must be a mapping of its keys (e.g. {key}.KEY=VALUE), "
-                             f"got {layer[key]!r}")
+            raise UserError(f"config section {key!r} must be a mapping of its keys (e.g. {key}.KEY=VALUE), "
+                            f"got {layer[key]!r}")
 
 
 def _explain(error: OmegaConfBaseException) -> str:
@@ -256,7 +313,9 @@ def _field_type(full_key: str) -> Any:
 
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join("null" if o is type(None) else o.__name__ for o in typing.get_args(hint))
+        options = typing.get_args(hint)
+        names = ["null" if o is type(None) else _type_name(o) for o in options if not (o is int and float in options)]
+        return " or ".join(names)  # ints count as floats
     return getattr(hint, "__name__", str(hint))
 
 
@@ -280,14 +339,14 @@ def _check_model_section(value: dict[str, Any]) -> dict[str, Any]:
     valid = {"type", "preset", *(f.name for f in dataclasses.fields(SWATConfig))}
     for key in value:
         if key not in valid:  # the message lists SWAT's own fields, not every PretrainedConfig one
-            raise ValueError(_unknown_message(key, ["type", "preset", *SWATConfig.__annotations__], "model"))
+            raise UserError(_unknown_message(key, ["type", "preset", *SWATConfig.__annotations__], "model"))
     if value.get("preset", "tiny") not in PRESETS:
-        raise ValueError(f"model.preset must be one of {sorted(PRESETS)}, got {value.get('preset')!r}")
+        raise UserError(f"model.preset must be one of {sorted(PRESETS)}, got {value.get('preset')!r}")
     hints = typing.get_type_hints(SWATConfig, localns={"torch": torch})  # PretrainedConfig's hints name torch
     for key, item in value.items():
         if key in hints and not _has_type(item, hints[key]):
-            raise ValueError(f"config key 'model.{key}' must be {_type_name(hints[key])}, got {item!r}"
-                             + (" (YAML spells them .nan, .inf and -.inf)" if str(item).lower().lstrip("+-") in
+            raise UserError(f"config key 'model.{key}' must be {_type_name(hints[key])}, got {item!r}"
+                            + (" (YAML spells them .nan, .inf and -.inf)" if str(item).lower().lstrip("+-") in
                                 ("nan", "inf", "infinity") else ""))
     return {"preset": value.get("preset", "tiny"), **value}
 
@@ -298,19 +357,19 @@ def _check_transformers_section(value: dict[str, Any], kind: Any) -> dict[str, A
     known = sorted({SWAT_TYPE, *(t for t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES if t in CONFIG_MAPPING)})
     if kind not in known:
         close = difflib.get_close_matches(str(kind), known, n=3)
-        raise ValueError(f"model.type {kind!r} is not swat nor a transformers causal LM type"
-                         + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
-                         + ": use swat (the default) or a type AutoModelForCausalLM builds, e.g. llama or mamba2")
+        raise UserError(f"model.type {kind!r} is not swat nor a transformers causal LM type"
+                        + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+                        + ": use swat (the default) or a type AutoModelForCausalLM builds, e.g. llama or mamba2")
     if value.get("preset") is not None:
-        raise ValueError(f"model.preset names a SWAT size (swat.models.presets); model.type={kind} takes the fields "
-                         f"of its config instead (e.g. model.hidden_size): remove model.preset, or set "
-                         "model.preset=null to keep a preset's training recipe")
+        raise UserError(f"model.preset names a SWAT size (swat.models.presets); model.type={kind} takes the fields "
+                        f"of its config instead (e.g. model.hidden_size): remove model.preset, or set "
+                        "model.preset=null to keep a preset's training recipe")
     value = {key: item for key, item in value.items() if key != "preset"}
     config_class = CONFIG_MAPPING[kind]
     valid = ["type", *(f.name for f in dataclasses.fields(config_class))]
     for key in value:
         if key not in valid:
-            raise ValueError(_unknown_message(key, valid, "model") + f" (the fields of {config_class.__name__})")
+            raise UserError(_unknown_message(key, valid, "model") + f" (the fields of {config_class.__name__})")
     return dict(value)
 
 
@@ -328,57 +387,13 @@ def _has_type(value: Any, hint: Any) -> bool:
     return isinstance(value, origin) if isinstance(origin, type) else True
 
 
-def _device_problems(device: str) -> list[str]:
-    if device == "auto":
-        return []
-    try:
-        torch.device(device)
-    except RuntimeError:
-        return [f"train.device must be auto, cpu, cuda or cuda:N (a torch device), got {device!r}"]
-    return []
+def _below(minimum: int, values: dict[str, int]) -> list[str]:
+    return [f"{key} must be >= {minimum}, got {value}" for key, value in values.items() if value < minimum]
 
 
-def _check(config: TrainConfig) -> None:
-    """Value checks that types cannot express; the model section must make a valid model config."""
-    problems = []
-    run, data, optim = config.train, config.data, config.optim
-    positive = {"data.seq_len": data.seq_len, "train.steps": run.steps, "train.batch_size": run.batch_size,
-                "train.micro_batch_size": run.micro_batch_size, "eval.windows": config.eval.windows,
-                "eval.batch_size": config.eval.batch_size, "checkpoint.keep_last": config.checkpoint.keep_last,
-                "train.max_bad_steps": run.max_bad_steps, "log.every": config.log.every}
-    problems += [f"{key} must be >= 1, got {value}" for key, value in positive.items() if value < 1]
-    if not problems:
-        try:
-            micro_steps_per_process(run.batch_size, run.micro_batch_size, world_size=1)
-        except ValueError as error:
-            problems.append(str(error))
-    if run.bf16 not in (True, False, "auto"):
-        problems.append(f"train.bf16 must be true, false or auto, got {run.bf16!r}")
-    if run.seed < 0:
-        problems.append(f"train.seed must be >= 0, got {run.seed}")
-    problems += _device_problems(run.device)
-    numbers = {"optim.lr": optim.lr, "optim.min_lr": optim.min_lr, "optim.eps": optim.eps,
-               "optim.weight_decay": optim.weight_decay, "optim.grad_clip": optim.grad_clip,
-               **{f"optim.betas[{i}]": b for i, b in enumerate(optim.betas)}}
-    problems += [f"{key} must be a finite number, got {value}" for key, value in numbers.items()
-                 if value is not None and not math.isfinite(value)]
-    if optim.lr <= 0 or not 0 <= optim.min_lr <= optim.lr:
-        problems.append(f"need optim.lr > 0 and 0 <= optim.min_lr <= optim.lr, got {optim.lr} and {optim.min_lr}")
-    if optim.warmup_steps < 0 or optim.weight_decay < 0 or (optim.grad_clip is not None and optim.grad_clip <= 0):
-        problems.append("optim.warmup_steps and optim.weight_decay must be >= 0, optim.grad_clip > 0 or null")
-    if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
-        problems.append(f"optim.betas must be two numbers in [0, 1), got {optim.betas}")
-    if config.eval.every < 0 or config.checkpoint.every < 0:
-        problems.append("eval.every and checkpoint.every must be >= 0 (0: only at the end)")
+def _refuse(problems: list[str]) -> None:
     if problems:
-        raise ValueError("invalid training config: " + "; ".join(problems))
-    try:
-        config.model_config()
-    except (ValueError, TypeError, StrictDataclassError) as error:
-        if config.model_type == SWAT_TYPE:
-            raise ValueError(_in_model_section(str(error))) from None
-        shown = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        raise ValueError(f"invalid model section for model.type={config.model_type}: {shown}") from None
+        raise UserError("invalid training config: " + "; ".join(problems))
 
 
 def _in_model_section(message: str) -> str:

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from swat.utils.checks import check_device
+
 
 @dataclass
 class DistEnv:
@@ -60,16 +62,8 @@ def teardown(env: DistEnv) -> None:
 def pick_device(device: str, local_rank: int) -> torch.device:
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and chosen.index is None:
-        chosen = torch.device(f"cuda:{local_rank}")
-    if chosen.type == "cuda" and chosen.index >= torch.cuda.device_count():
-        raise ValueError(f"train.device={device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                         "use train.device=cpu, auto, or an existing cuda:N")
-    module = getattr(torch, chosen.type, None)
-    if chosen.type not in ("cpu", "cuda") and (module is None or not module.is_available()):
-        raise ValueError(f"train.device={device}: no {chosen.type} device here; use train.device=cpu or auto")
-    return chosen
+    name = f"cuda:{local_rank}" if device == "cuda" else device  # each process its own GPU
+    return check_device(name, instead="use train.device=cpu or auto")
 
 
 def wrap(model: nn.Module, env: DistEnv, fsdp: bool) -> nn.Module:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from swat.errors import UserError
 from swat.training.run_dir import RunDir
 from swat.utils.io import atomic_write_bytes
 
@@ -65,7 +66,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
         elif number < len(lines):
-            raise ValueError(f"{path} line {number} is not a JSON record ({line[:60]!r}): delete or fix that line")
+            raise UserError(f"{path} line {number} is not a JSON record ({line[:60]!r}): delete or fix that line")
     return records
 
 
@@ -80,7 +81,7 @@ def _tensorboard_writer(log_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as error:
-        raise RuntimeError("log.tensorboard=true needs the tensorboard package: pip install tensorboard, "
+        raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard, "
                            "or set log.tensorboard=false") from error
     return SummaryWriter(log_dir=str(log_dir))
 
@@ -89,6 +90,6 @@ def _wandb_run(project: str, run_dir: Path, config: dict[str, Any] | None):
     try:
         import wandb
     except ImportError as error:
-        raise RuntimeError("log.wandb=true needs the wandb package: pip install wandb, or set log.wandb=false") \
+        raise UserError("log.wandb=true needs the wandb package: pip install wandb, or set log.wandb=false") \
             from error
     return wandb.init(project=project, name=run_dir.name, dir=str(run_dir), config=config)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from swat.errors import UserError
+
 
 class WindowSampler:
     """Windows of ``seq_len + 1`` tokens (inputs and their next-token targets) from ``tokens``,
@@ -20,8 +22,8 @@ class WindowSampler:
 
     def __init__(self, tokens, seq_len: int, batch_size: int, seed: int) -> None:
         if len(tokens) < seq_len + 1:
-            raise ValueError(f"the token stream has {len(tokens)} tokens, fewer than seq_len + 1 = {seq_len + 1}: "
-                             "use more data or a shorter data.seq_len")
+            raise UserError(f"the token stream has {len(tokens)} tokens, fewer than seq_len + 1 = {seq_len + 1}: "
+                            "use more data or a shorter data.seq_len")
         self.tokens = tokens
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -44,8 +46,8 @@ class WindowSampler:
 def micro_steps_per_process(batch_size: int, micro_batch_size: int, world_size: int) -> int:
     """Micro-batches per process per step: the global batch split over processes and micro-batches."""
     if batch_size % (world_size * micro_batch_size):
-        raise ValueError(f"train.batch_size ({batch_size}) must be a multiple of processes x "
-                         f"train.micro_batch_size ({world_size} x {micro_batch_size}): change one of them")
+        raise UserError(f"train.batch_size ({batch_size}) must be a multiple of processes x "
+                        f"train.micro_batch_size ({world_size} x {micro_batch_size}): change one of them")
     return batch_size // (world_size * micro_batch_size)
 
 
@@ -58,7 +60,7 @@ def eval_starts(num_tokens: int, seq_len: int, windows: int) -> np.ndarray:
     """``windows`` fixed start positions spread evenly over a stream of ``num_tokens`` tokens
     (fewer if the stream is short: no window is repeated)."""
     if num_tokens < seq_len + 1:
-        raise ValueError(f"the held-out stream has {num_tokens} tokens, fewer than seq_len + 1 = {seq_len + 1}")
+        raise UserError(f"the held-out stream has {num_tokens} tokens, fewer than seq_len + 1 = {seq_len + 1}")
     last = num_tokens - seq_len - 1
     return np.unique(np.linspace(0, last, num=windows).round().astype(np.int64))
 

@@ -1,7 +1,5 @@
-"""What an evaluation reads besides the model: held-out token streams, and facts about a model
-directory (a short label, the training length of its run, its receptive field).
-
-The model and its tokenizer are loaded by :func:`swat.models.loading.load_model`."""
+"""The held-out token streams evaluations read: a UTF-8 text file tokenised piece by piece with
+the model's tokenizer, or a prepared data directory checked to have been tokenised with it."""
 
 from __future__ import annotations
 
@@ -11,61 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from swat.data.shards import TokenShards, read_manifest
 from swat.data.tokenizer import tokenizer_fingerprint
-from swat.training.run_dir import RunDir
+from swat.errors import UserError
+from swat.utils.text import text_blocks
 
-__all__ = ["has_attention", "model_kind", "model_label", "read_text", "read_tokens", "receptive_field", "sequences_of", "token_pieces",
-           "training_length"]
-
-
-def model_label(path: str | Path) -> str:
-    """A short name for tables and legends: the run's name for its ``final/`` model, ``RUN/STEP``
-    for one of its checkpoints, the directory's name for a model outside a run."""
-    path = Path(path).resolve()
-    run = RunDir.of_model(path)
-    if run is None:
-        return path.name
-    return run.root.name if path == run.final.resolve() else f"{run.root.name}/{path.name}"
-
-
-RECURRENT_MODEL_TYPES = ("mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm")  # transformers types without attention
-
-
-def has_attention(config) -> bool:
-    """Whether the model mixes tokens with attention (False for the recurrent types above)."""
-    return config.model_type not in RECURRENT_MODEL_TYPES
-
-
-def model_kind(config) -> str:
-    """How a model sees its context, for tables: ``window w``, ``full attention`` or
-    ``recurrent (TYPE)``."""
-    window = getattr(config, "sliding_window", None)
-    if not has_attention(config):
-        return f"recurrent ({config.model_type})"
-    return "full attention" if window is None else f"window {window}"
-
-
-def training_length(path: str | Path) -> int | None:
-    """``data.seq_len`` of the run that saved the model directory ``path`` (read from the run's
-    config), or None when the model does not come from a ``swat train`` run."""
-    run = RunDir.of_model(path)
-    if run is None:
-        return None
-    seq_len = (yaml.safe_load(run.config.read_text()) or {}).get("data", {}).get("seq_len")
-    return int(seq_len) if isinstance(seq_len, int) else None
-
-
-def receptive_field(config) -> int | None:
-    """Tokens the last logit can depend on: ``L*(w-1)+1`` with a window (docs/spec.md section 2),
-    ``None`` (unbounded) for full attention."""
-    window = getattr(config, "sliding_window", None)
-    if window is None:
-        return None
-    return config.num_hidden_layers * (window - 1) + 1
+__all__ = ["read_tokens", "sequences_of", "token_pieces"]
 
 
 TEXT_PIECE_CHARS = 1 << 18  # characters of text tokenised at a time (about 50k tokens of English)
@@ -103,34 +54,12 @@ def token_pieces(
     if not source.is_file():
         raise FileNotFoundError(f"text not found: {source} (pass a UTF-8 text file or a prepared data directory)")
     piece_chars = piece_chars or TEXT_PIECE_CHARS
-    for text in _cut_text(_text_blocks(source, piece_chars), tokenizer, piece_chars):
+    for text in _cut_text(text_blocks(source, piece_chars), tokenizer, piece_chars):
         yield torch.tensor(_encode(tokenizer, text), dtype=torch.long)
-
-
-def read_text(path: str | Path) -> str:
-    """A whole UTF-8 text file; ``ValueError`` saying so for a binary or otherwise encoded file."""
-    return "".join(_text_blocks(Path(path), TEXT_PIECE_CHARS))
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-
-
-def _text_blocks(path: Path, block_chars: int) -> Iterator[str]:
-    """``path`` read ``block_chars`` characters at a time, refusing what is not UTF-8 text."""
-    with path.open(encoding="utf-8") as file:
-        while True:
-            try:
-                block = file.read(block_chars)
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path} is not UTF-8 text ({error}): pass a UTF-8 text file "
-                                 "(convert it with e.g. iconv -t utf-8), or a prepared data directory") from None
-            if not block:
-                return
-            if "\x00" in block:
-                raise ValueError(f"{path} contains NUL bytes, so it is binary, not text: pass a UTF-8 text file "
-                                 "or a prepared data directory")
-            yield block
 
 
 _CUT = re.compile(r"(?<=\S)(?=\s)|(?<=\s)(?=\S)")  # where whitespace begins or ends
@@ -167,8 +96,8 @@ def _cut_text(blocks: Iterator[str], tokenizer: PreTrainedTokenizerBase, piece_c
 def _shard_pieces(data_dir: Path, tokenizer: PreTrainedTokenizerBase, split: str) -> Iterator[torch.Tensor]:
     manifest = read_manifest(data_dir)
     if split not in manifest["splits"]:
-        raise ValueError(f"{data_dir} has no {split!r} split (it has {sorted(manifest['splits'])}): prepare it "
-                         "with held-out data (swat data prepare ... --heldout-files FILES), or pass a text file")
+        raise UserError(f"{data_dir} has no {split!r} split (it has {sorted(manifest['splits'])}): prepare it "
+                        "with held-out data (swat data prepare ... --heldout-files FILES), or pass a text file")
     _check_same_tokenizer(data_dir, manifest, tokenizer)
     for chunk in TokenShards(data_dir, split).iter_chunks():
         yield torch.from_numpy(chunk)
@@ -176,7 +105,7 @@ def _shard_pieces(data_dir: Path, tokenizer: PreTrainedTokenizerBase, split: str
 
 def _check_same_tokenizer(data_dir: Path, manifest: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> None:
     if manifest["vocab_size"] != len(tokenizer):
-        raise ValueError(
+        raise UserError(
             f"{data_dir} was tokenised with a vocabulary of {manifest['vocab_size']} tokens but the model's tokenizer "
             f"has {len(tokenizer)}: evaluate on a text file instead, or on data prepared with the model's tokenizer"
         )
@@ -189,7 +118,7 @@ def _check_same_tokenizer(data_dir: Path, manifest: dict[str, Any], tokenizer: P
         raise FileNotFoundError(f"cannot load the tokenizer of {data_dir} from {tokenizer_dir} ({error}): "
                                 "prepare the data again") from None
     if tokenizer_fingerprint(data_tokenizer) != tokenizer_fingerprint(tokenizer):
-        raise ValueError(
+        raise UserError(
             f"{data_dir} was tokenised with another tokenizer than the model's (both have {len(tokenizer)} tokens, "
             "but their vocabularies, merges or pre-tokenisation differ, so the ids stand for other text): evaluate "
             "on a text file, or prepare the data with the model's tokenizer "
@@ -202,7 +131,7 @@ def sequences_of(tokens: torch.Tensor, length: int, count: int) -> torch.Tensor:
     (fewer if the stream is short, at least one)."""
     available = len(tokens) // length
     if available == 0:
-        raise ValueError(f"the text has {len(tokens)} tokens, fewer than one sequence of {length}: "
-                         "give a longer text or a shorter length")
+        raise UserError(f"the text has {len(tokens)} tokens, fewer than one sequence of {length}: "
+                        "give a longer text or a shorter length")
     count = min(count, available)
     return tokens[: count * length].view(count, length)
