@@ -73,7 +73,7 @@ def _assert_same_run(run_dir, reference):
         return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in read_metrics(path)]
 
     assert history(run_dir) == history(reference)
-    leftovers = [str(p.relative_to(run_dir)) for p in run_dir.rglob(".*") if p.name != ".lock"]
+    leftovers = [str(p.relative_to(run_dir)) for p in run_dir.rglob(".*") if p.name not in (".lock", ".swat-run")]
     assert leftovers == []
     assert [p.name for p in ckpt.list_checkpoints(RunDir(run_dir).checkpoints)] == ["step_00000004",
                                                                                    "step_00000006"]

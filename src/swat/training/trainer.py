@@ -44,7 +44,6 @@ from swat.training.sampler import (
     micro_steps_per_process,
     stack_windows,
 )
-from swat.utils.io import atomic_write_bytes
 
 # Config keys a resumed run may change (how it runs, not what it computes: the global batch of a
 # step is the same for any number of processes and micro-batches); the rest must match.
@@ -92,7 +91,7 @@ class Trainer:
         self.eos_token_id = self.train_tokens.eos_token_id
         self.data_fingerprint = data_fingerprint(self.train_tokens.manifest)
         self.tokenizer = self._load_tokenizer()
-        self._lock = None
+        self._opened = None
         try:
             self._build(resume, overwrite, accept_data_change)
         except BaseException:
@@ -101,7 +100,7 @@ class Trainer:
 
     def _build(self, resume: bool, overwrite: bool, accept_data_change: bool) -> None:
         config = self.config
-        resume_from = self._prepare_run_dir(resume, overwrite)
+        resume_from = self._open_run_dir(resume, overwrite)
         torch.manual_seed(config.train.seed)
         state = None
         if resume_from is None:
@@ -136,9 +135,8 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run directory (``fit`` does it when it ends)."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self._opened is not None:
+            self._opened.release()
 
     # ----------------------------------------------------------------------------- the loop
     def fit(self, until: int | None = None) -> Path:
@@ -372,62 +370,15 @@ class Trainer:
                              "data.eval_split=null")
         return tokens
 
-    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> Path | None:
-        """Lock the run directory, repair what an interrupted run left, refuse to replace a run
-        unless told (``overwrite``) and write the config. Returns the checkpoint to resume from
-        (None: a fresh run)."""
-        if resume and overwrite:
-            raise ValueError("--resume continues the run in --out and --overwrite replaces it: pass only one")
-        run = self.run_dir
-        self._refuse_foreign(overwrite or resume)  # before the lock, which adds a file there
-        failure = None
-        if self.env.is_main:
-            try:
-                self._lock = run.lock()
-                ckpt.recover_interrupted_writes(run.root, [run.final.name, run.config.name, run.metrics.name])
-                ckpt.recover_checkpoints(run.checkpoints)
-            except OSError as error:
-                failure = error
-        if self._any_process(failure is not None):
-            raise failure or FileExistsError(f"{run.root}: the main process could not take the run directory")
-        latest = ckpt.latest_checkpoint(run.checkpoints)
-        if not resume:
-            self._refuse_to_replace(latest, overwrite)
-            latest = None
-        elif latest is not None:
-            _check_resumable(self.config, yaml.safe_load((latest / ckpt.CONFIG_FILE).read_text()), latest)
-        elif run.is_finished():
-            raise FileExistsError(f"{run.root} holds a finished model ({run.final.name}/) but no checkpoint to resume "
-                                  "from: pass --overwrite to train a new one there, or choose another --out")
-        elif self.env.is_main:
-            print(f"--resume: no checkpoint in {run.checkpoints}, starting from step 0")
-        distributed.barrier(self.env)  # every process has checked the directory before it changes
-        if self.env.is_main:
-            if overwrite:
-                run.clear()
-            atomic_write_bytes(run.config, self.config.to_yaml().encode())
-        distributed.barrier(self.env)
-        return latest
-
-    def _refuse_to_replace(self, latest: Path | None, overwrite: bool) -> None:
-        run = self.run_dir
-        if overwrite:
-            return
-        if run.holds_run():
-            what = ("a finished run" if run.is_finished() else
-                    f"a run (last checkpoint {latest.name})" if latest is not None else "a run's files")
-            raise FileExistsError(f"{run.root} already holds {what}: pass --resume to continue it, --overwrite to "
-                                  "replace it, or another --out")
-
-    def _refuse_foreign(self, overwrite: bool) -> None:
-        run = self.run_dir
-        if run.root.exists() and not run.root.is_dir():
-            raise FileExistsError(f"{run.root} is a file, not a run directory: choose another --out")
-        foreign = run.foreign_entries()
-        if foreign and not overwrite and not run.holds_run():
-            raise FileExistsError(f"{run.root} is not empty and is not a run directory (it holds {foreign[:5]}): "
-                                  "choose an empty or new --out, or pass --overwrite to train there anyway "
-                                  "(other files are left alone)")
+    def _open_run_dir(self, resume: bool, overwrite: bool) -> Path | None:
+        """Take the run directory (``RunDir.open``); returns the checkpoint to resume from (None:
+        a fresh run) and keeps its saved config for ``_check_resumed_state``."""
+        opened = RunDir.open(self.run_dir.root, self.config.to_yaml(), resume=resume, overwrite=overwrite,
+                             check_resumable=lambda saved, checkpoint: _check_resumable(self.config, saved, checkpoint),
+                             is_main=self.env.is_main, any_process=self._any_process,
+                             barrier=lambda: distributed.barrier(self.env))
+        self._opened = opened
+        return opened.checkpoint
 
     def _check_resumed_state(self, state: dict[str, Any], checkpoint: Path, accept_data_change: bool) -> None:
         step, steps = int(state["step"]), self.config.train.steps
@@ -439,7 +390,7 @@ class Trainer:
             raise ValueError(f"the data in {self.data_dir} changed since {checkpoint.name} was written (it was "
                              "prepared again, from other inputs or settings): resume with the data the run was "
                              "trained on, or pass --accept-data-change to continue on the new data")
-        saved_config = _flatten(yaml.safe_load((checkpoint / ckpt.CONFIG_FILE).read_text()))
+        saved_config = _flatten(self._opened.saved_config)
         now = _flatten(self.config.to_dict())
         changed = [f"{k}: {saved_config.get(k)!r} -> {now.get(k)!r}" for k in NOT_BIT_EXACT_CHANGES
                    if saved_config.get(k) != now.get(k)]
