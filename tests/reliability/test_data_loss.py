@@ -177,4 +177,5 @@ def test_prepare_reruns_and_resumes_its_own_output_deleting_only_its_files(tmp_p
     (out / ".swat-preparing").write_text("1\n")  # an interrupted preparation is still ours
     _prepare(texts, out)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["heldout-00000.bin", "manifest.json", "notes.txt", "tokenizer", "train-00000.bin"]
+    assert names == [".lock", ".swat-data", "heldout-00000.bin", "manifest.json", "notes.txt", "tokenizer",
+                     "train-00000.bin"]

@@ -16,7 +16,6 @@ writes a run goes through :class:`RunDir` rather than spelling the names.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -32,7 +31,7 @@ import yaml
 from swat.errors import UserError
 from swat.models.hub import REMOTE_CODE
 from swat.training import checkpoint as ckpt
-from swat.utils.io import atomic_write_bytes, atomic_write_json
+from swat.utils.io import ExclusiveLock, atomic_write_bytes, atomic_write_json
 
 # The names swat writes in a model directory (final/, a checkpoint): save_pretrained's model,
 # config and tokenizer files, swat's own modules, the model card, the training config and state.
@@ -41,33 +40,6 @@ _MODEL_FILE = re.compile(r"^(config\.json|generation_config\.json|model(-\d{5}-o
                          r"|vocab\.(json|txt)|merges\.txt|.*\.model|chat_template\.(jinja|json)|README\.md"
                          rf"|{re.escape(ckpt.CONFIG_FILE)}|{re.escape(ckpt.STATE_FILE)}"
                          + "".join(f"|{re.escape(name)}" for name in REMOTE_CODE) + ")$")
-
-
-class RunLock:
-    """An exclusive ``flock`` on ``RUN/.lock``: one process trains in a run directory at a time.
-    The operating system drops the lock when the process ends, however it ends (even ``kill -9``)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(self._fd, 64).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            self._fd = None
-            raise FileExistsError(f"{path.parent} is in use by another training process (pid {holder}): wait "
-                                  "for it to finish, or choose another --out") from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-    def __del__(self) -> None:
-        self.release()
 
 
 @dataclass(frozen=True)
@@ -133,10 +105,12 @@ class RunDir:
         return sorted(str(path.relative_to(self.root)) for directory in dirs if directory.is_dir()
                       for path in directory.iterdir() if path.is_dir() or not _MODEL_FILE.match(path.name))
 
-    def lock(self) -> RunLock:
-        """Take the run's lock (creating the directory); ``FileExistsError`` if another process holds it."""
+    def lock(self) -> ExclusiveLock:
+        """Take the run's lock (creating the directory): one process trains in a run directory at
+        a time; ``FileExistsError`` if another process holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return RunLock(self.lock_file)
+        return ExclusiveLock(self.lock_file, f"{self.root} is in use by another training process (pid {{pid}}): "
+                                             "wait for it to finish, or choose another --out")
 
     def clear(self) -> None:
         """Delete what a run wrote here (config, metrics, checkpoints, final model, TensorBoard
@@ -255,7 +229,7 @@ class OpenRun:
     to resume from with its training config (None: a run from step 0)."""
 
     run: RunDir
-    lock: RunLock | None
+    lock: ExclusiveLock | None
     checkpoint: Path | None = None
     saved_config: dict[str, Any] | None = None
 

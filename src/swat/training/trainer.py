@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from swat.data.corpus import default_data_dir
 from swat.data.shards import TokenShards
 from swat.data.tokenizer import load_tokenizer
+from swat.errors import UserError
 from swat.models import loading
 from swat.models.compat import enable_activation_checkpointing
 from swat.models.loss import next_token_loss, perplexity
@@ -353,7 +354,14 @@ class Trainer:
 
     def _load_tokenizer(self):
         name = self.train_tokens.manifest.get("tokenizer")
-        return load_tokenizer(self.data_dir / name) if name else None
+        if not name:
+            return None
+        tokenizer = load_tokenizer(self.data_dir / name)
+        if len(tokenizer) != self.train_tokens.vocab_size:
+            raise UserError(f"the tokenizer in {self.data_dir / name} has {len(tokenizer)} tokens, the manifest of "
+                            f"{self.data_dir} says the data's vocabulary is {self.train_tokens.vocab_size}: the "
+                            "tokenizer is not the one the data was prepared with; prepare the data again")
+        return tokenizer
 
     def _eval_tokens(self) -> TokenShards | None:
         split, seq_len = self.config.data.eval_split, self.config.data.seq_len
@@ -419,6 +427,10 @@ class Trainer:
               f"{tokens_per_step:,} tokens/step, {config.train.steps} steps, {self.env.world_size} process(es) "
               f"on {self.env.device}, bf16 {'on' if self.bf16 else 'off'}, data {self.data_dir} "
               f"({len(self.train_tokens):,} train tokens)")
+        if config.optim.warmup_steps >= config.train.steps:
+            print(f"warning: optim.warmup_steps={config.optim.warmup_steps} >= train.steps={config.train.steps}: the "
+                  f"learning rate never reaches optim.lr={config.optim.lr}; lower optim.warmup_steps (e.g. to "
+                  f"{max(config.train.steps // 10, 1)}) or raise train.steps")
         if window is not None and config.data.seq_len <= window:
             print(f"note: data.seq_len ({config.data.seq_len}) <= window ({window}): this is the "
                   "'train short' baseline; sliding window training uses seq_len = 4w..16w (docs/spec.md section 3)")

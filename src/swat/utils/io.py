@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -112,3 +113,36 @@ def fsync_dir(directory: str | os.PathLike) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """``atomic_write_bytes`` of ``obj`` as indented JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+class ExclusiveLock:
+    """An exclusive ``flock`` on ``path``, taken at once or refused with ``busy`` (which may name
+    ``{pid}``, the holder's process id). The operating system drops the lock when the process
+    ends, however it ends (even ``kill -9``): a dead holder never blocks anyone."""
+
+    def __init__(self, path: str | os.PathLike, busy: str) -> None:
+        self.path = Path(path)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 64).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            self._fd = None
+            raise FileExistsError(busy.replace("{pid}", holder)) from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> ExclusiveLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
