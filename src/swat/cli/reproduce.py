@@ -27,7 +27,12 @@ import argparse
 import torch
 
 from swat.cli.options import positive_float, positive_int
+from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
 from swat.experiments.reproduce import BUDGETS, reproduce, summary_markdown
+
+# The result files reproduce writes into --out (its runs/ are run directories, owned as such).
+OUTPUTS = ["summary.md", "reproduce.json", *(f"{name}.{kind}" for name in ("length", "passkey", "attention")
+                                             for kind in OUTPUT_KINDS)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wall-time budget that sets the training steps (default: 60)")
     parser.add_argument("--steps", type=positive_int, default=None, help="optimiser steps per config (overrides --minutes)")
     parser.add_argument("--out", default="results", help="output directory (default: results)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace result files in --out that swat did not write (its own are always replaced)")
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="prepared data directory (default: the embedded Shakespeare corpus, prepared if missing)")
     parser.add_argument("--preset", default="tiny", help="training preset of every config (default: tiny)")
@@ -68,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         names = [n.strip() for n in args.configs.split(",") if n.strip()]
         if not names:
             raise ValueError(f"--configs {args.configs!r} names no config: pass e.g. --configs transformer++,swat")
+    if not args.estimate:
+        claim_outputs(args.out, OUTPUTS, args.overwrite)  # before hours of training, not after
     result = reproduce(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset,
                        overrides=args.overrides, data_dir=args.data, names=names,
                        eval_tokens=args.eval_tokens, passkey_trials=args.passkey_trials, seeds=args.seeds,

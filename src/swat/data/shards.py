@@ -255,6 +255,7 @@ def write_split(data_dir: str | os.PathLike, split: str, documents: Iterable[Ite
 
     This is the simple way to build a data directory from token ids (tests, custom pipelines):
     ``write_split(d, "train", docs, vocab_size=V, eos_token_id=E)`` then the same for "heldout".
+    A ``tokenizer`` directory is saved there first: the manifest's fingerprint covers it.
     """
     data_dir = Path(data_dir)
     if (data_dir / MANIFEST_NAME).is_file():
