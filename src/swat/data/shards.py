@@ -308,10 +308,19 @@ class TokenShards:
             )
         self._maps: list[np.memmap] | None = None
         check_fingerprint(self.data_dir, self.manifest)
+        self._check_dtype()
+
+    def _check_dtype(self) -> None:
+        """Refuse shards whose ids are not of the manifest's dtype: every split ends with EOS, and
+        uint32 ids read as uint16 show as a zero (their high half) at every odd position."""
+        wrong = f"the shards of split {self.split!r} of {self.data_dir} are not {self.manifest['dtype']} token ids"
         if len(self) and int(self.window(len(self) - 1, 1)[0]) != self.eos_token_id:
-            raise UserError(f"split {split!r} of {self.data_dir} does not end with the EOS token "
-                            f"{self.eos_token_id} that follows every document: its shards were not written as "
-                            f"{self.manifest['dtype']} token ids of this manifest; prepare the data again")
+            raise UserError(f"{wrong}: the split does not end with the EOS token {self.eos_token_id} that follows "
+                            "every document; prepare the data again")
+        head = self.window(0, min(len(self), 8192))
+        if self.dtype.itemsize == 2 and head.size >= 64 and not head[1::2].any() and head[::2].any():
+            raise UserError(f"{wrong}: every second id of its first {head.size} tokens is 0, as when uint32 ids "
+                            "are read as uint16; prepare the data again")
 
     def _shard_tokens(self, path: Path) -> int:
         if not path.is_file():
