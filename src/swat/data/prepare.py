@@ -38,7 +38,7 @@ from swat.data.shards import (
 )
 from swat.data.sources import DEFAULT_HELDOUT_FRACTION, Documents, document_texts, file_documents
 from swat.data.tokenizer import encode_documents, load_tokenizer, tokenizer_fingerprint, train_bpe_tokenizer
-from swat.utils.io import ExclusiveLock, atomic_write_json, temp_dir
+from swat.utils.io import ExclusiveLock, atomic_write_json, temp_dir, umask_modes
 
 SPLITS = ("train", "heldout")
 TOKENIZER_DIR = "tokenizer"
@@ -220,6 +220,7 @@ def _save_tokenizer_atomically(tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(tmp)
     for module in tmp.glob("*.py"):  # code a tokenizer class copied along: never into a data directory
         module.unlink()
+    umask_modes(tmp)
     shutil.rmtree(out_dir / TOKENIZER_DIR, ignore_errors=True)
     os.replace(tmp, out_dir / TOKENIZER_DIR)
 

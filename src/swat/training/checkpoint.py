@@ -39,7 +39,15 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from swat.models.hub import REMOTE_CODE
-from swat.utils.io import DISK_FULL, atomic_write_bytes, fsync_dir, fsync_tree, naming_full_disk, temp_dir
+from swat.utils.io import (
+    DISK_FULL,
+    atomic_write_bytes,
+    fsync_dir,
+    fsync_tree,
+    naming_full_disk,
+    temp_dir,
+    umask_modes,
+)
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.pt"
@@ -129,6 +137,7 @@ def write_dir_atomically(final: str | Path, fill: Callable[[Path], None]) -> Pat
     tmp = temp_dir(final.parent, f".{final.name}.")
     try:
         fill(tmp)
+        umask_modes(tmp)
         fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -37,6 +37,16 @@ def temp_dir(directory: str | os.PathLike, prefix: str) -> Path:
     return tmp
 
 
+def umask_modes(directory: str | os.PathLike) -> None:
+    """Give ``directory`` and everything under it the modes a plain ``open``/``mkdir`` would have
+    given (some writers, safetensors among them, create their files private, 0600)."""
+    file_mode, dir_mode = _umask_mode(0o666), _umask_mode(0o777)
+    for root, _, files in os.walk(directory):
+        os.chmod(root, dir_mode)
+        for name in files:
+            os.chmod(os.path.join(root, name), file_mode)
+
+
 def _umask_mode(mode: int) -> int:
     """``mode`` less the process's umask (read from /proc where it can be, without changing it)."""
     try:
