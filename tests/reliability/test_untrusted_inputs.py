@@ -153,6 +153,14 @@ def _integer_weights(files: dict[str, Path], tmp: Path) -> None:
     save_file(weights, tmp / "m" / "model.safetensors", metadata={"format": "pt"})
 
 
+def _index_outside(files: dict[str, Path], tmp: Path) -> None:
+    shutil.copytree(files["model"], tmp / "m")
+    (tmp / "m" / "model.safetensors").rename(tmp / "elsewhere.safetensors")
+    weights = load_file(tmp / "elsewhere.safetensors")
+    index = {"metadata": {}, "weight_map": {name: "../elsewhere.safetensors" for name in weights}}
+    (tmp / "m" / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
 def _small_model(files: dict[str, Path], tmp: Path) -> None:
     """A model of a smaller vocabulary than the tokenizer saved beside it."""
     tokenizer_files = [p for p in files["model"].iterdir() if p.name.startswith(("tokenizer", "special"))]
@@ -190,6 +198,8 @@ CLI_ROWS = [
         _copy_data(_manifest(lambda m: m["splits"]["heldout"].update(shards=["../outside.bin"])))),
     Row("tokenizer-above", [*PPL, "{tmp}/d"], r"names '../../etc', which is not a file inside",
         _copy_data(_manifest(lambda m: m.update(tokenizer="../../etc")))),
+    Row("weights-index-points-out", [*PPL[:3], "{tmp}/m", "--text", "{text}"],
+        r"points outside the model directory: ../elsewhere.safetensors", _index_outside),
     Row("shard-symlinked-out", ["data", "info", "{tmp}/d"], r"names 'train-00000.bin', which is not a file inside",
         _copy_data(_shard_outside)),
     # 8. silent wrong results

@@ -38,7 +38,7 @@ from swat.data.shards import (
 )
 from swat.data.sources import DEFAULT_HELDOUT_FRACTION, Documents, document_texts, file_documents
 from swat.data.tokenizer import encode_documents, load_tokenizer, tokenizer_fingerprint, train_bpe_tokenizer
-from swat.utils.io import ExclusiveLock, atomic_write_json, temp_dir, umask_modes
+from swat.utils.io import ExclusiveLock, atomic_write_json, naming_full_disk, temp_dir, umask_modes
 
 SPLITS = ("train", "heldout")
 TOKENIZER_DIR = "tokenizer"
@@ -105,8 +105,9 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
         if _is_up_to_date(out_dir, source):
             print(f"{out_dir} is up to date (same inputs and settings): nothing to do")
             return read_manifest(out_dir)
-        manifest = _prepare_into(out_dir, docs, loaded, source, vocab_size, tokenizer_train_chars, num_proc,
-                                 shard_tokens, progress)
+        with naming_full_disk(f"the disk is full (preparing {out_dir}): free space and run the same command again"):
+            manifest = _prepare_into(out_dir, docs, loaded, source, vocab_size, tokenizer_train_chars, num_proc,
+                                     shard_tokens, progress)
     for name, info in manifest["splits"].items():
         print(f"{name}: {info['documents']} documents, {info['tokens']:,} tokens in {len(info['shards'])} shard(s)")
     print(f"wrote {out_dir} (vocab {manifest['vocab_size']}, {manifest['dtype']})")

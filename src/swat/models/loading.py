@@ -114,9 +114,9 @@ def load_config(path: str | Path) -> PretrainedConfig:
 
 def _refuse_integer_weights(path: Path) -> None:
     """``UserError`` if a tensor of the weights is stored as integers or booleans: a model's
-    weights are floating point, and from_pretrained would load such a tensor as zeros."""
-    files = sorted(path.glob("*.safetensors"))
-    for file in files:
+    weights are floating point, and from_pretrained would load such a tensor as zeros. (An index
+    of sharded weights that names files outside the directory transformers refuses itself.)"""
+    for file in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(file, "pt") as weights:
                 dtypes = {name: weights.get_slice(name).get_dtype() for name in weights.keys()}  # noqa: SIM118

@@ -45,6 +45,7 @@ from swat.training.sampler import (
     micro_steps_per_process,
     stack_windows,
 )
+from swat.utils.io import DISK_FULL, naming_full_disk
 
 # Config keys a resumed run may change (how it runs, not what it computes: the global batch of a
 # step is the same for any number of processes and micro-batches); the rest must match.
@@ -157,33 +158,38 @@ class Trainer:
             self._print_summary(tokens_per_step)
         bar = tqdm(total=run.steps, initial=self.step, disable=not self.env.is_main, unit="step",
                    dynamic_ncols=True)
-        window_start, window_steps = time.perf_counter(), 0
         try:
-            while self.step < until:
-                record = self.train_step()
-                window_steps += 1
-                elapsed = time.perf_counter() - window_start
-                record["tokens_per_s"] = window_steps * tokens_per_step / elapsed
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}")
-                if self.step % self.config.log.every == 0 or self.step == until:
-                    record["tokens"] = self.step * tokens_per_step
-                    self.metrics.log(record)
-                    window_start, window_steps = time.perf_counter(), 0
-                if _due(self.step, self.config.eval.every, run.steps) and self.eval_tokens is not None:
-                    self._log_eval()
-                    window_start, window_steps = time.perf_counter(), 0
-                if _due(self.step, self.config.checkpoint.every, run.steps) or self.step == until:
-                    self.save_checkpoint()
-                    window_start, window_steps = time.perf_counter(), 0
-            if self.step == run.steps:
-                self.save_final()
+            with naming_full_disk(DISK_FULL):  # metrics, checkpoints and the final model
+                self._train_until(until, tokens_per_step, bar)
         finally:
             bar.close()
             self.metrics.close()
             self.close()
             distributed.teardown(self.env)
         return self.run_dir.root
+
+    def _train_until(self, until: int, tokens_per_step: int, bar: tqdm) -> None:
+        run = self.config.train
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < until:
+            record = self.train_step()
+            window_steps += 1
+            elapsed = time.perf_counter() - window_start
+            record["tokens_per_s"] = window_steps * tokens_per_step / elapsed
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+            if self.step % self.config.log.every == 0 or self.step == until:
+                record["tokens"] = self.step * tokens_per_step
+                self.metrics.log(record)
+                window_start, window_steps = time.perf_counter(), 0
+            if _due(self.step, self.config.eval.every, run.steps) and self.eval_tokens is not None:
+                self._log_eval()
+                window_start, window_steps = time.perf_counter(), 0
+            if _due(self.step, self.config.checkpoint.every, run.steps) or self.step == until:
+                self.save_checkpoint()
+                window_start, window_steps = time.perf_counter(), 0
+        if self.step == run.steps:
+            self.save_final()
 
     def train_step(self) -> dict[str, Any]:
         """One optimiser step on the global batch of ``self.step``; skipped (no update, optimiser
