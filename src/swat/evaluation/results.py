@@ -2,9 +2,9 @@
 (to a temporary name in the same directory, then renamed) so a crash never leaves half a file.
 
 Results replace only results: ``DIR/.swat-results.json`` records the digest of every file swat
-wrote in ``DIR``, and a file that is not there with that content (another program's, or one a
-user edited since) is never replaced, unless ``claim_outputs(..., overwrite=True)`` (``--overwrite``)
-adopted it first."""
+wrote in ``DIR``, and every command that writes results calls ``claim_outputs`` before any work,
+which refuses a file that is not there with that content (another program's, or one a user edited
+since) unless told to replace it (``--overwrite``). Python callers choose their paths themselves."""
 
 from __future__ import annotations
 
@@ -67,7 +67,6 @@ def _record(out: Path, digests: dict[str, str]) -> None:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    claim_outputs(path.parent, [path.name])
     atomic_write_bytes(path, data)
     _record(path.parent, {path.name: _digest(data)})
 
