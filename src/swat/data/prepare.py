@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,21 +97,31 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
         tokenizer_source = {"given": tokenizer_fingerprint(loaded)}
     source = {"format": FORMAT_VERSION, "inputs": docs.fingerprint, "tokenizer": tokenizer_source,
               "shard_tokens": shard_tokens}
+    done = _is_up_to_date(out_dir, source)  # whole and fingerprinted: nothing to write, no lock needed
+    manifest = None if done else _prepare_locked(out_dir, overwrite, source, lambda: _prepare_into(
+        out_dir, docs, loaded, source, vocab_size, tokenizer_train_chars, num_proc, shard_tokens, progress))
+    if manifest is None:
+        print(f"{out_dir} is up to date (same inputs and settings): nothing to do")
+        return read_manifest(out_dir)
+    for name, info in manifest["splits"].items():
+        print(f"{name}: {info['documents']} documents, {info['tokens']:,} tokens in {len(info['shards'])} shard(s)")
+    print(f"wrote {out_dir} (vocab {manifest['vocab_size']}, {manifest['dtype']})")
+    return manifest
+
+
+def _prepare_locked(out_dir: Path, overwrite: bool, source: dict[str, Any],
+                    prepare: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """``prepare()`` under the directory's lock, after refusing a directory that is not swat's;
+    None if another preparation made it up to date (``source``) meanwhile."""
     _refuse_foreign(out_dir, overwrite)  # before the lock, which adds a file there
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExclusiveLock(out_dir / LOCK, f"{out_dir} is being prepared by another process (pid {{pid}}): wait for it "
                                        "to finish, or choose another --out"):
         _refuse_foreign(out_dir, overwrite)  # again, under the lock: another process may have written meanwhile
         if _is_up_to_date(out_dir, source):
-            print(f"{out_dir} is up to date (same inputs and settings): nothing to do")
-            return read_manifest(out_dir)
+            return None
         with naming_full_disk(f"the disk is full (preparing {out_dir}): free space and run the same command again"):
-            manifest = _prepare_into(out_dir, docs, loaded, source, vocab_size, tokenizer_train_chars, num_proc,
-                                     shard_tokens, progress)
-    for name, info in manifest["splits"].items():
-        print(f"{name}: {info['documents']} documents, {info['tokens']:,} tokens in {len(info['shards'])} shard(s)")
-    print(f"wrote {out_dir} (vocab {manifest['vocab_size']}, {manifest['dtype']})")
-    return read_manifest(out_dir)
+            return prepare()
 
 
 def _prepare_into(out_dir: Path, docs: Documents, loaded: Any, source: dict[str, Any], vocab_size: int,
