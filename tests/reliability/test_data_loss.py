@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from safetensors import SafetensorError
+from transformers import modeling_utils
 
 from swat.cli import main
 from swat.data.prepare import prepare_data
@@ -299,18 +301,30 @@ def test_evaluation_out_replaces_only_swats_own_results(tmp_path, capsys, monkey
 
 
 # ----------------------------------------------------------------------------- a full disk, permissions
-def test_a_full_disk_is_named_and_the_last_checkpoint_survives(data_dir, tmp_path, monkeypatch):
-    run = RunDir(tmp_path / "run")
-    Trainer(_config(data_dir, steps=4), run.root).fit(until=2)
+class _FullDisk(io.FileIO):  # a device with no space left
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    class FullDisk(io.FileIO):  # a device with no space left once the model files are written
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
+def _full_disk_at_trainer_state(monkeypatch):
     def full_disk_open(path, mode="r", *args, **kwargs):
-        return FullDisk(path, mode) if Path(path).name == ckpt.STATE_FILE else open(path, mode, *args, **kwargs)
+        return _FullDisk(path, mode) if Path(path).name == ckpt.STATE_FILE else open(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(ckpt, "open", full_disk_open, raising=False)
+
+
+def _full_disk_at_weights(monkeypatch):
+    def save_file(*args, **kwargs):  # what safetensors raises on ENOSPC
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", save_file)
+
+
+@pytest.mark.parametrize("fill_the_disk", [_full_disk_at_trainer_state, _full_disk_at_weights])
+def test_a_full_disk_is_named_and_the_last_checkpoint_survives(data_dir, tmp_path, monkeypatch, fill_the_disk):
+    run = RunDir(tmp_path / "run")
+    Trainer(_config(data_dir, steps=4), run.root).fit(until=2)
+    fill_the_disk(monkeypatch)
     with pytest.raises(ValueError, match=r"^the disk is full: free space and run again with --resume$"):
         train(_config(data_dir, steps=4), run.root, resume=True)
     assert ckpt.latest_checkpoint(run.checkpoints).name == "step_00000002"

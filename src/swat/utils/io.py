@@ -79,8 +79,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def is_disk_full(error: BaseException) -> bool:
-    """Whether ``error`` (or an exception it was raised from) is ``ENOSPC`` or ``EDQUOT``: torch's
-    zip writer reports a full disk as a ``RuntimeError`` whose message names the errno's text."""
+    """Whether ``error`` (or an exception it was raised from) is ``ENOSPC`` or ``EDQUOT``, as an
+    ``OSError`` or as a message that names the errno's text."""
     while error is not None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -92,10 +92,12 @@ def is_disk_full(error: BaseException) -> bool:
 
 @contextlib.contextmanager
 def naming_full_disk(advice: str = DISK_FULL) -> Iterator[None]:
-    """Turn a full disk inside the block into a ``UserError`` that says so (``advice``)."""
+    """Turn a full disk inside the block into a ``UserError`` that says so (``advice``); any
+    other exception passes unchanged (writers report a full disk as ``OSError``, torch's as
+    ``RuntimeError``, safetensors' as ``SafetensorError``, each naming ENOSPC's text)."""
     try:
         yield
-    except (OSError, RuntimeError, UserError) as error:
+    except Exception as error:
         if is_disk_full(error):
             raise UserError(advice) from error
         raise
