@@ -76,6 +76,11 @@ def test_single_file_holds_out_its_tail(tmp_path, text_dir):
     assert head + tail == text and head.endswith("\n") and 0.15 < len(tail) / len(text) < 0.35
 
 
+def _names(out):
+    """The entries of a prepared directory but its lock and ownership marker."""
+    return sorted(p.name for p in out.iterdir() if p.name not in (".lock", ".swat-data"))
+
+
 @pytest.mark.parametrize("as_dict", [False, True])
 def test_dataset_saved_to_disk(tmp_path, as_dict):
     texts = [make_text(i, 40 + i) for i in range(20)]
@@ -90,7 +95,7 @@ def test_dataset_saved_to_disk(tmp_path, as_dict):
     assert _documents(out, "train") == [d for d in _expected(out, texts) if d in _documents(out, "train")]
     assert not list((tmp_path / "ds").rglob("cache-*"))  # the tokenized rows never land in the user's dataset
     assert _prepare_dataset(str(tmp_path / "ds"), out, text_column="content", heldout_fraction=0.2) == manifest
-    assert sorted(p.name for p in out.iterdir()) == ["heldout-00000.bin", "manifest.json", "tokenizer",
+    assert _names(out) == ["heldout-00000.bin", "manifest.json", "tokenizer",
                                                      "train-00000.bin"]
 
 
@@ -120,11 +125,11 @@ def test_jsonl_dataset_file_and_given_tokenizer(tmp_path, text_dir):
 def test_rerun_is_a_noop_and_changes_are_noticed(tmp_path, text_dir, capsys):
     out = tmp_path / "out"
     _prepare([text_dir], out)
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    stamps = {name: (out / name).stat().st_mtime_ns for name in _names(out)}
     capsys.readouterr()
     _prepare([text_dir], out)
     assert "nothing to do" in capsys.readouterr().out
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert {name: (out / name).stat().st_mtime_ns for name in _names(out)} == stamps
 
     _prepare([text_dir], out, vocab_size=310)  # another setting: prepared again
     assert "nothing to do" not in capsys.readouterr().out and read_manifest(out)["vocab_size"] == 310
@@ -137,11 +142,11 @@ def test_rerun_is_a_noop_and_changes_are_noticed(tmp_path, text_dir, capsys):
     _prepare([text_dir], out, vocab_size=310)
     assert sorted(p.name for p in out.glob("*.bin")) == ["heldout-00000.bin", "train-00000.bin"]
     (out / ".train-00000.bin.x1.tmp").write_bytes(b"left by a killed run")
-    (out / ".tokenizer.x2").mkdir()
+    (out / ".tokenizer.x2.tmp").mkdir()
     (out / "train-00000.bin").unlink()  # a damaged directory is not "up to date"
     _prepare([text_dir], out, vocab_size=310)
     assert "nothing to do" not in capsys.readouterr().out and TokenShards(out, "train").documents == 4
-    assert sorted(p.name for p in out.iterdir()) == ["heldout-00000.bin", "manifest.json", "tokenizer",
+    assert _names(out) == ["heldout-00000.bin", "manifest.json", "tokenizer",
                                                      "train-00000.bin"]
 
 

@@ -98,9 +98,9 @@ def test_text_pieces_are_cut_where_whitespace_begins_or_ends(tmp_path, tokenizer
 
 def test_a_data_dir_is_read_only_with_the_tokenizer_it_was_prepared_with(tmp_path, tokenizer, text_file):
     ids = tokenizer(text_file.read_text(), add_special_tokens=False)["input_ids"][:100]
+    tokenizer.save_pretrained(tmp_path / "tokenizer")  # before the manifest, which fingerprints it
     write_split(tmp_path, "heldout", [ids], vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
                 tokenizer="tokenizer")
-    tokenizer.save_pretrained(tmp_path / "tokenizer")
     assert read_tokens(tmp_path, tokenizer).tolist() == ids + [tokenizer.eos_token_id]
     spec = json.loads((tmp_path / "tokenizer" / "tokenizer.json").read_text())
     vocab = spec["model"]["vocab"]

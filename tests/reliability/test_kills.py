@@ -11,11 +11,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from swat.data import prepare
+from swat.data.prepare import prepare_data
+from swat.data.shards import TokenShards, read_manifest
+from swat.data.tokenizer import load_tokenizer
 from swat.training import checkpoint as ckpt
 from swat.training import load_config, train
 from swat.training.metrics import read_metrics
@@ -73,7 +78,7 @@ def _assert_same_run(run_dir, reference):
         return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in read_metrics(path)]
 
     assert history(run_dir) == history(reference)
-    leftovers = [str(p.relative_to(run_dir)) for p in run_dir.rglob(".*") if p.name != ".lock"]
+    leftovers = [str(p.relative_to(run_dir)) for p in run_dir.rglob(".*") if p.name not in (".lock", ".swat-run")]
     assert leftovers == []
     assert [p.name for p in ckpt.list_checkpoints(RunDir(run_dir).checkpoints)] == ["step_00000004",
                                                                                    "step_00000006"]
@@ -115,3 +120,44 @@ def test_a_killed_directory_swap_never_loses_the_last_good_state(tmp_path, crash
     ckpt.recover_interrupted_writes(tmp_path, ["final"])
     assert (target / "version").read_text() == ("new" if crash_at.startswith("new-in-place") else "old")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_a_second_preparation_is_refused_and_a_killed_one_frees_the_directory(tmp_path):
+    """Two ``swat data prepare`` into one --out: the second is refused while the first runs (it
+    would mix their files); the first killed (-9) mid-way leaves a directory the next run prepares."""
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(4):
+        (texts / f"doc{i}.txt").write_text(f"document {i}: the cat sat on the mat. " * 20)
+    out = tmp_path / "out"
+
+    def run(**options):
+        return prepare_data([texts], out, progress=False, num_proc=1, heldout_fraction=0.3, **options)
+
+    context = multiprocessing.get_context("fork")
+    shards_written = context.Event()
+
+    def stalled_preparation():
+        write_splits = prepare._write_splits
+
+        def stall(*args, **kwargs):  # the shards are written, the manifest not yet
+            splits = write_splits(*args, **kwargs)
+            shards_written.set()
+            time.sleep(600)
+            return splits
+
+        prepare._write_splits = stall
+        run(vocab_size=300)
+
+    child = context.Process(target=stalled_preparation)
+    child.start()
+    try:
+        assert shards_written.wait(60)
+        with pytest.raises(FileExistsError, match=rf"being prepared by another process \(pid {child.pid}\): wait"):
+            run(vocab_size=280)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(60)
+    run(vocab_size=280)
+    assert TokenShards(out, "train").vocab_size == read_manifest(out)["vocab_size"] == len(load_tokenizer(out / "tokenizer"))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".lock", ".swat-data"]

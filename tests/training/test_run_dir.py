@@ -1,3 +1,8 @@
+import json
+
+import pytest
+
+from swat.errors import UserError
 from swat.training.run_dir import RunDir
 
 
@@ -14,3 +19,48 @@ def test_layout_and_model_lookup(tmp_path):
     step = run.checkpoints / "step_00000010"
     step.mkdir(parents=True)
     assert RunDir.of_model(step).root == run.root.resolve()
+
+
+def test_open_marks_locks_and_refuses_what_is_not_its_own(tmp_path):
+    root = tmp_path / "run"
+    opened = RunDir.open(root, "name: a\n")
+    run = opened.run
+    assert run.holds_run() and json.loads(run.marker.read_text())["swat_run"] and run.config.read_text() == "name: a\n"
+    with pytest.raises(FileExistsError, match="in use by another training process"):
+        RunDir.open(root, "name: a\n", resume=True)
+    opened.release()
+    with pytest.raises(FileExistsError, match="already holds a run's files: pass --resume"):
+        RunDir.open(root, "name: b\n")
+    identity = run.marker.read_text()
+    RunDir.open(root, "name: b\n", resume=True).release()  # the same run, its identity kept
+    assert run.marker.read_text() == identity and run.config.read_text() == "name: b\n"
+    RunDir.open(root, "name: c\n", overwrite=True).release()  # a new run: a new identity
+    assert run.marker.read_text() != identity
+
+
+def test_without_the_marker_nothing_is_a_run(tmp_path):
+    run = RunDir(tmp_path / "p")
+    (run.final).mkdir(parents=True)
+    (run.final / "report.txt").write_text("x")
+    run.config.write_text("mine: true\n")
+    assert not run.holds_run() and run.foreign_entries() == ["config.yaml", "final"]
+    with pytest.raises(UserError, match="is not a run swat started"):
+        RunDir.open(run.root, "name: a\n", resume=True)
+    assert run.config.read_text() == "mine: true\n" and not run.marker.exists()
+    RunDir.open(tmp_path / "empty", "name: a\n", resume=True).release()  # nothing there: a run from step 0
+
+
+def test_foreign_model_files_are_the_files_swat_does_not_write(tmp_path):
+    run = RunDir(tmp_path / "run")
+    step = run.checkpoints / "step_00000002"
+    step.mkdir(parents=True)
+    run.final.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
+                 "training_config.yaml", "trainer_state.pt", "modeling_swat.py", "generation_config.json"):
+        (step / name).write_text("")
+    assert run.foreign_model_files() == []
+    (step / "notes.txt").write_text("")
+    (run.final / "tokenization_evil.py").write_text("")
+    (run.final / "extra").mkdir()
+    assert run.foreign_model_files() == ["checkpoints/step_00000002/notes.txt", "final/extra",
+                                         "final/tokenization_evil.py"]

@@ -16,6 +16,7 @@ from swat.errors import UserError
 from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
 from swat.evaluation.heldout import read_tokens, sequences_of
 from swat.evaluation.model_info import model_label
+from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
 from swat.models.loading import load_model
 
 
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     attention.add_argument("--sink-tokens", type=positive_int, default=4,
                            help="how many first tokens count as the sink (default: 4)")
     attention.add_argument("--out", default="results/attention", help="output directory (default: results/attention)")
+    attention.add_argument("--overwrite", action="store_true",
+                           help="replace files in --out that swat did not write (its own results are always replaced)")
     add_device_argument(attention)
     attention.set_defaults(run=run_attention)
 
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
-
+    claim_outputs(args.out, [f"attention.{kind}" for kind in OUTPUT_KINDS], args.overwrite)
     results = []
     for path in args.model:
         model, tokenizer = load_model(path, device=args.device)

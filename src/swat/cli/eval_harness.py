@@ -19,6 +19,7 @@ from swat.cli.options import (
     positive_float,
 )
 from swat.errors import UserError
+from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="context tokens (default: max(max_position_embeddings, receptive field))")
     add_seed_argument(parser)
     parser.add_argument("--out", default="results/harness", help="output directory (default: results/harness)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in --out that swat did not write (its own results are always replaced)")
     add_device_argument(parser)
 
 
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--tasks {args.tasks!r} names no task: pass comma-separated names, e.g. --tasks piqa,arc_easy")
     if args.limit is not None and args.limit != int(args.limit) and args.limit > 1:
         raise UserError(f"--limit {args.limit:g} is neither a whole number of examples nor a fraction < 1")
+    claim_outputs(args.out, [f"harness.{kind}" for kind in OUTPUT_KINDS], args.overwrite)
     result = run_harness(args.model, tasks, include_path=args.include_path, limit=limit,
                          num_fewshot=args.num_fewshot, max_length=args.max_length, device=args.device,
                          seed=args.seed)

@@ -13,6 +13,7 @@ from swat.cli.options import add_device_argument, add_text_argument, positive_in
 from swat.evaluation.heldout import read_tokens
 from swat.evaluation.length import evaluate_lengths, length_markdown, write_length_outputs
 from swat.evaluation.model_info import model_label, training_length
+from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
 from swat.models.loading import load_model
 
 
@@ -31,10 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draw the training length on the plot (default: read from the run directory "
                              "of the first model, if it comes from a training run)")
     parser.add_argument("--out", default="results/length", help="output directory (default: results/length)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in --out that swat did not write (its own results are always replaced)")
     add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    claim_outputs(args.out, [f"length.{kind}" for kind in OUTPUT_KINDS], args.overwrite)
     results = []
     for path in args.models:
         model, tokenizer = load_model(path, device=args.device)

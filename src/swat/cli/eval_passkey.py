@@ -12,6 +12,7 @@ import argparse
 from swat.cli.options import add_device_argument, add_seed_argument, positive_int, token_counts
 from swat.evaluation.model_info import model_label
 from swat.evaluation.passkey import default_grid, evaluate_passkey, passkey_markdown, write_passkey_outputs
+from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
 from swat.models.loading import load_model
 
 
@@ -26,10 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=positive_int, default=5, help="random keys per cell (default: 5)")
     add_seed_argument(parser, help="random seed of the keys (default: 0)")
     parser.add_argument("--out", default="results/passkey", help="output directory (default: results/passkey)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in --out that swat did not write (its own results are always replaced)")
     add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    claim_outputs(args.out, [f"passkey.{kind}" for kind in OUTPUT_KINDS], args.overwrite)
     results, grid = [], None
     for path in args.model:
         model, tokenizer = load_model(path, device=args.device)

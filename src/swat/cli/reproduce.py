@@ -33,7 +33,12 @@ import torch
 
 from swat.cli.options import add_overrides_argument, positive_float, positive_int, seed_list
 from swat.errors import UserError
+from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
 from swat.experiments.reproduce import BUDGETS, rebuild_summary, reproduce, summary_markdown
+
+# The result files reproduce writes into --out (its runs/ are run directories, owned as such).
+OUTPUTS = ["summary.md", "reproduce.json", *(f"{name}.{kind}" for name in ("length", "passkey", "attention")
+                                             for kind in OUTPUT_KINDS)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wall-time budget that sets the training steps (default: 60)")
     parser.add_argument("--steps", type=positive_int, default=None, help="optimiser steps per config (overrides --minutes)")
     parser.add_argument("--out", default="results", help="output directory (default: results)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace result files in --out that swat did not write (its own are always replaced)")
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="prepared data directory (default: the embedded Shakespeare corpus, prepared if missing)")
     parser.add_argument("--preset", default="tiny", help="training preset of every config (default: tiny)")
@@ -71,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.summarize:
+        claim_outputs(args.out, ["summary.md"], args.overwrite)  # reproduce.json is its input
         print(summary_markdown(rebuild_summary(args.out, command=args.command_line)))
         return 0
     if args.threads:
@@ -80,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         names = [n.strip() for n in args.configs.split(",") if n.strip()]
         if not names:
             raise UserError(f"--configs {args.configs!r} names no config: pass e.g. --configs transformer++,swat")
+    if not args.estimate:
+        claim_outputs(args.out, OUTPUTS, args.overwrite)  # before hours of training, not after
     result = reproduce(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset,
                        overrides=args.overrides, data_dir=args.data, names=names,
                        eval_tokens=args.eval_tokens, passkey_trials=args.passkey_trials, seeds=args.seeds,

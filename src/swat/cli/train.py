@@ -14,7 +14,8 @@ LM type instead (llama, mamba2, ...), with the fields of its config. The run dir
 (swat.training.run_dir.RunDir) holds config.yaml, metrics.jsonl, checkpoints/ (each a Hugging Face
 model dir with its tokenizer and model card) and final/ (the trained model); --out refuses a
 directory that holds another run or other files unless --resume or --overwrite says what to do
-with it.
+with it. --resume continues only a run swat started in --out (its .swat-run marker), and refuses
+while final/ or a checkpoint holds a file swat did not write there.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "(or one --set per key)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/NAME); a directory that holds "
                                                     "another run or other files is refused")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run swat started in --out, from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in --out (its config, metrics, checkpoints and final model)")
     parser.add_argument("--accept-data-change", action="store_true",

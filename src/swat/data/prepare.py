@@ -6,14 +6,19 @@ the inputs; a re-run with the same fingerprint and settings finds it in the mani
 nothing; the tokenizer is given (any Hugging Face tokenizer) or a byte-level BPE trained on the
 training documents only, saved in ``DIR/tokenizer``; ``datasets``' ``map`` tokenizes (in
 ``num_proc`` processes, in order); ``ShardWriter`` writes the shards, the manifest last.
+
+One preparation at a time per directory: it holds ``DIR/.lock`` (``flock``, dropped by the
+operating system when the process ends, however it ends). ``DIR/.swat-data`` marks a directory
+swat prepared: only such a directory (or an empty one) is prepared into without ``--overwrite``,
+and only the files a preparation writes are ever replaced or deleted there.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +31,20 @@ from swat.data.shards import (
     MANIFEST_NAME,
     ShardWriter,
     TokenShards,
+    check_fingerprint,
     new_manifest,
     read_manifest,
     write_manifest,
 )
 from swat.data.sources import DEFAULT_HELDOUT_FRACTION, Documents, document_texts, file_documents
 from swat.data.tokenizer import encode_documents, load_tokenizer, tokenizer_fingerprint, train_bpe_tokenizer
+from swat.utils.io import ExclusiveLock, atomic_write_json, naming_full_disk, temp_dir, umask_modes
 
 SPLITS = ("train", "heldout")
 TOKENIZER_DIR = "tokenizer"
 PREPARING = ".swat-preparing"  # present while a preparation is under way or was interrupted
+MARKER = ".swat-data"  # a directory swat prepared (its preparation's identity)
+LOCK = ".lock"  # held (flock) by the process preparing the directory
 DEFAULT_VOCAB_SIZE = 4096
 _ROWS_PER_BATCH = 64
 
@@ -88,11 +97,40 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
         tokenizer_source = {"given": tokenizer_fingerprint(loaded)}
     source = {"format": FORMAT_VERSION, "inputs": docs.fingerprint, "tokenizer": tokenizer_source,
               "shard_tokens": shard_tokens}
-    if _is_up_to_date(out_dir, source):
+    done = _is_up_to_date(out_dir, source)  # whole and fingerprinted: nothing to write, no lock needed
+    manifest = None if done else _prepare_locked(out_dir, overwrite, source, lambda: _prepare_into(
+        out_dir, docs, loaded, source, vocab_size, tokenizer_train_chars, num_proc, shard_tokens, progress))
+    if manifest is None:
         print(f"{out_dir} is up to date (same inputs and settings): nothing to do")
         return read_manifest(out_dir)
+    for name, info in manifest["splits"].items():
+        print(f"{name}: {info['documents']} documents, {info['tokens']:,} tokens in {len(info['shards'])} shard(s)")
+    print(f"wrote {out_dir} (vocab {manifest['vocab_size']}, {manifest['dtype']})")
+    return manifest
 
-    _claim_out_dir(out_dir, overwrite)
+
+def _prepare_locked(out_dir: Path, overwrite: bool, source: dict[str, Any],
+                    prepare: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """``prepare()`` under the directory's lock, after refusing a directory that is not swat's;
+    None if another preparation made it up to date (``source``) meanwhile."""
+    _refuse_foreign(out_dir, overwrite)  # before the lock, which adds a file there
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with ExclusiveLock(out_dir / LOCK, f"{out_dir} is being prepared by another process (pid {{pid}}): wait for it "
+                                       "to finish, or choose another --out"):
+        _refuse_foreign(out_dir, overwrite)  # again, under the lock: another process may have written meanwhile
+        if _is_up_to_date(out_dir, source):
+            return None
+        with naming_full_disk(f"the disk is full (preparing {out_dir}): free space and run the same command again"):
+            return prepare()
+
+
+def _prepare_into(out_dir: Path, docs: Documents, loaded: Any, source: dict[str, Any], vocab_size: int,
+                  tokenizer_train_chars: int, num_proc: int, shard_tokens: int, progress: bool) -> dict[str, Any]:
+    """The preparation itself, under the directory's lock: mark the directory, write the
+    tokenizer and the shards, the manifest last, then delete what an earlier preparation left."""
+    if not (out_dir / MARKER).is_file():
+        atomic_write_json(out_dir / MARKER, {"swat_data": uuid.uuid4().hex})
+    (out_dir / PREPARING).write_text(f"{os.getpid()}\n")
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new manifest is written
     if loaded is None:
         loaded = _train_tokenizer(docs, vocab_size, tokenizer_train_chars, progress)
@@ -102,10 +140,7 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
     manifest["splits"] = _write_splits(out_dir, docs, loaded, manifest, num_proc, shard_tokens, progress)
     write_manifest(out_dir, manifest)
     (out_dir / PREPARING).unlink()
-    _remove_stale_files(out_dir, manifest)
-    for name, info in manifest["splits"].items():
-        print(f"{name}: {info['documents']} documents, {info['tokens']:,} tokens in {len(info['shards'])} shard(s)")
-    print(f"wrote {out_dir} (vocab {manifest['vocab_size']}, {manifest['dtype']})")
+    _remove_stale_files(out_dir, read_manifest(out_dir))
     return read_manifest(out_dir)
 
 
@@ -165,7 +200,7 @@ def _write_splits(out_dir: Path, docs: Documents, tokenizer, manifest: dict[str,
                                  eos_token_id=manifest["eos_token_id"], shard_tokens=shard_tokens)
                for name in SPLITS}
     names: dict[str, list[str]] = {name: [] for name in SPLITS}
-    work_dir = Path(tempfile.mkdtemp(dir=out_dir, prefix=".tokenized.", suffix=".tmp"))
+    work_dir = temp_dir(out_dir, ".tokenized.")
     try:
         for index, (heldout, ids) in enumerate(_tokenized(docs, tokenizer, num_proc, work_dir, progress)):
             split = "heldout" if heldout else "train"
@@ -192,8 +227,11 @@ def _write_splits(out_dir: Path, docs: Documents, tokenizer, manifest: dict[str,
 
 
 def _save_tokenizer_atomically(tokenizer, out_dir: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{TOKENIZER_DIR}."))
+    tmp = temp_dir(out_dir, f".{TOKENIZER_DIR}.")
     tokenizer.save_pretrained(tmp)
+    for module in tmp.glob("*.py"):  # code a tokenizer class copied along: never into a data directory
+        module.unlink()
+    umask_modes(tmp)
     shutil.rmtree(out_dir / TOKENIZER_DIR, ignore_errors=True)
     os.replace(tmp, out_dir / TOKENIZER_DIR)
 
@@ -205,6 +243,9 @@ def _is_up_to_date(out_dir: Path, source: dict[str, Any]) -> bool:
         manifest = read_manifest(out_dir)
         if manifest.get("source") != source:
             return False
+        if manifest.get("fingerprint") is None:
+            return False  # an older swat's: prepared again, with a fingerprint
+        check_fingerprint(out_dir, manifest)
         for split in manifest["splits"]:
             TokenShards(out_dir, split)
         return (out_dir / TOKENIZER_DIR / "tokenizer_config.json").is_file()
@@ -215,29 +256,30 @@ def _is_up_to_date(out_dir: Path, source: dict[str, Any]) -> bool:
 def _own_files(out_dir: Path) -> list[Path]:
     """What a preparation writes in ``out_dir``: the manifest, the tokenizer, the shards of its
     splits, and its temporaries."""
-    patterns = [MANIFEST_NAME, TOKENIZER_DIR, PREPARING, f".{MANIFEST_NAME}.*.tmp", f".{TOKENIZER_DIR}.*",
-                ".tokenized.*.tmp"]
+    patterns = [MANIFEST_NAME, TOKENIZER_DIR, PREPARING, f".{MANIFEST_NAME}.*.tmp", f".{TOKENIZER_DIR}.*.tmp",
+                ".tokenized.*.tmp", f".{MARKER}.*.tmp"]
     patterns += [p for split in SPLITS for p in (f"{split}-[0-9][0-9][0-9][0-9][0-9].bin",
                                                  f".{split}-[0-9][0-9][0-9][0-9][0-9].bin.*.tmp")]
     return sorted({path for pattern in patterns for path in out_dir.glob(pattern)})
 
 
-def _claim_out_dir(out_dir: Path, overwrite: bool) -> None:
+def _refuse_foreign(out_dir: Path, overwrite: bool) -> None:
     """Refuse an ``out_dir`` that holds files but is not an output of ``prepare_data`` (unless
-    ``overwrite``), then mark it as being prepared (``PREPARING``, removed with the manifest's
-    completion), so an interrupted preparation is recognised as ours."""
+    ``overwrite``: then only the files a preparation writes are replaced)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file, not a data directory: choose another --out")
     if out_dir.is_dir() and not overwrite and not _is_own_output(out_dir):
-        found = sorted(p.name for p in out_dir.iterdir())
+        found = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK)
         if found:
             raise FileExistsError(f"{out_dir} is not empty and holds no prepared data (it holds {found[:5]}): "
                                   "choose an empty or new --out, or pass --overwrite to prepare there (only the "
                                   "files a preparation writes are replaced; others are kept)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / PREPARING).write_text(f"{os.getpid()}\n")
 
 
 def _is_own_output(out_dir: Path) -> bool:
-    if (out_dir / PREPARING).is_file():
+    """A directory swat prepared: its marker, or (prepared by an older swat) a preparation's
+    in-progress mark or a manifest."""
+    if (out_dir / MARKER).is_file() or (out_dir / PREPARING).is_file():
         return True
     try:
         read_manifest(out_dir)
@@ -249,7 +291,7 @@ def _is_own_output(out_dir: Path) -> bool:
 def _remove_stale_files(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Delete the files of an earlier preparation that the new manifest no longer names, and
     the temporaries of an interrupted one; nothing else."""
-    keep = {MANIFEST_NAME, TOKENIZER_DIR, *(name for info in manifest["splits"].values() for name in info["shards"])}
+    keep = {MANIFEST_NAME, TOKENIZER_DIR, MARKER, *(name for info in manifest["splits"].values() for name in info["shards"])}
     for path in _own_files(out_dir):
         if path.name in keep:
             continue

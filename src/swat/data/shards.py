@@ -12,25 +12,32 @@ A split is read as one long stream, the concatenation of its shards in order; do
 cross shard boundaries. A split prepared from text files also lists its documents' ``names``
 in order. Every file is written under a temporary name and renamed into place,
 and the manifest is written last, so a directory with a manifest is complete.
+
+The manifest names files inside ``DIR`` only (no absolute path, no ``..``, no symlink out of it),
+and carries a ``fingerprint`` of the tokenizer's files and the shards (their sizes and first and
+last MiB) it was written with: a directory whose parts come from different preparations (two
+processes, a copy over another) is refused before it is used (``check_fingerprint``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from swat.utils.io import atomic_write_json
+from swat.errors import UserError
+from swat.utils.io import atomic_write_json, temp_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 DEFAULT_SHARD_TOKENS = 1 << 27  # 128M tokens: 256 MiB as uint16
 _DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+_SAMPLE_BYTES = 1 << 20  # the fingerprint reads this much of each shard's start and end
 
 
 def token_dtype(vocab_size: int) -> str:
@@ -65,11 +72,76 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} lacks the fields {missing}; prepare the data again")
     if manifest["dtype"] not in _DTYPES:
         raise ValueError(f"{path} has dtype {manifest['dtype']!r}, expected one of {sorted(_DTYPES)}")
+    if manifest["dtype"] != token_dtype(manifest["vocab_size"]):
+        raise UserError(f"{path} says dtype {manifest['dtype']} for a vocabulary of {manifest['vocab_size']}, whose "
+                        f"ids swat stores as {token_dtype(manifest['vocab_size'])}: the shards were written by "
+                        "another program; prepare the data again")
+    for name in _named_files(manifest):
+        _confined(Path(data_dir), name, path)
     return manifest
 
 
+def _named_files(manifest: dict[str, Any]) -> list[str]:
+    """The paths a manifest names: its tokenizer directory and every shard."""
+    names = [manifest["tokenizer"]] if manifest.get("tokenizer") is not None else []
+    return names + [name for _, info in sorted(manifest["splits"].items()) for name in info.get("shards", [])]
+
+
+def _confined(data_dir: Path, name: Any, manifest_path: Path) -> Path:
+    """``data_dir / name``, refused unless it stays inside ``data_dir`` (a relative path without
+    ``..`` whose symlinks, if any, point inside too)."""
+    path = Path(name) if isinstance(name, str) else None
+    if path is None or not name or path.is_absolute() or ".." in path.parts \
+            or not (data_dir / path).resolve().is_relative_to(data_dir.resolve()):
+        raise UserError(f"{manifest_path} names {name!r}, which is not a file inside {data_dir} (an absolute path, "
+                        "'..' or a symlink out of it): a manifest may only name files of its own directory; "
+                        "prepare the data again")
+    return data_dir / path
+
+
+def data_fingerprint_of(data_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
+    """A digest of the files a manifest names: every file of its tokenizer directory, and each
+    shard's size with its first and last ``_SAMPLE_BYTES`` (enough to tell two preparations
+    apart without reading a large corpus)."""
+    data_dir, digest = Path(data_dir), hashlib.sha256()
+    digest.update(json.dumps({k: manifest.get(k) for k in ("tokenizer", "vocab_size", "eos_token_id", "dtype",
+                                                            "splits")}, sort_keys=True).encode())
+    for name in _named_files(manifest):
+        path = data_dir / name
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(f"{file.relative_to(data_dir)}:{file.stat().st_size if file.exists() else -1}\n".encode())
+            if file.is_file():
+                digest.update(_sampled(file))
+    return digest.hexdigest()
+
+
+def _sampled(file: Path) -> bytes:
+    with open(file, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        if size <= 2 * _SAMPLE_BYTES:
+            return f.read()
+        head = f.read(_SAMPLE_BYTES)
+        f.seek(-_SAMPLE_BYTES, os.SEEK_END)
+        return head + f.read()
+
+
+def check_fingerprint(data_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """``UserError`` unless the tokenizer and shards in ``data_dir`` are the ones its manifest was
+    written with (a manifest of an older swat, without a fingerprint, is taken as it is)."""
+    saved = manifest.get("fingerprint")
+    if saved is not None and saved != data_fingerprint_of(data_dir, manifest):
+        raise UserError(f"{Path(data_dir) / MANIFEST_NAME} does not match the tokenizer and shards beside it (they "
+                        "were written by another preparation, or changed since): prepare the data again, one "
+                        "`swat data prepare` per --out at a time")
+
+
 def write_manifest(data_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` atomically. Call it after every shard it names is in place."""
+    """Write ``manifest.json`` atomically, with the fingerprint of the files it names. Call it
+    after every shard it names and the tokenizer are in place."""
+    manifest = {key: value for key, value in manifest.items() if key != "fingerprint"}
+    manifest["fingerprint"] = data_fingerprint_of(data_dir, manifest)
     atomic_write_json(Path(data_dir) / MANIFEST_NAME, {"format": FORMAT_VERSION, **manifest})
 
 
@@ -140,8 +212,8 @@ class ShardWriter:
 
     def _open_shard(self) -> None:
         name = f"{self.split}-{len(self.shards):05d}.bin"
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=f".{name}.", suffix=".tmp")
-        self._file, self._tmp, self._in_shard = os.fdopen(fd, "wb"), Path(tmp), 0
+        fd, tmp = temp_file(self.data_dir, f".{name}.")
+        self._file, self._tmp, self._in_shard = os.fdopen(fd, "wb"), tmp, 0
         self.shards.append(name)
 
     def _finish_shard(self) -> None:
@@ -183,6 +255,7 @@ def write_split(data_dir: str | os.PathLike, split: str, documents: Iterable[Ite
 
     This is the simple way to build a data directory from token ids (tests, custom pipelines):
     ``write_split(d, "train", docs, vocab_size=V, eos_token_id=E)`` then the same for "heldout".
+    A ``tokenizer`` directory is saved there first: the manifest's fingerprint covers it.
     """
     data_dir = Path(data_dir)
     if (data_dir / MANIFEST_NAME).is_file():
@@ -234,6 +307,20 @@ class TokenShards:
                 f"manifest says {splits[split]['tokens']}; the directory is corrupt, prepare it again"
             )
         self._maps: list[np.memmap] | None = None
+        check_fingerprint(self.data_dir, self.manifest)
+        self._check_dtype()
+
+    def _check_dtype(self) -> None:
+        """Refuse shards whose ids are not of the manifest's dtype: every split ends with EOS, and
+        uint32 ids read as uint16 show as a zero (their high half) at every odd position."""
+        wrong = f"the shards of split {self.split!r} of {self.data_dir} are not {self.manifest['dtype']} token ids"
+        if len(self) and int(self.window(len(self) - 1, 1)[0]) != self.eos_token_id:
+            raise UserError(f"{wrong}: the split does not end with the EOS token {self.eos_token_id} that follows "
+                            "every document; prepare the data again")
+        head = self.window(0, min(len(self), 8192))
+        if self.dtype.itemsize == 2 and head.size >= 64 and not head[1::2].any() and head[::2].any():
+            raise UserError(f"{wrong}: every second id of its first {head.size} tokens is 0, as when uint32 ids "
+                            "are read as uint16; prepare the data again")
 
     def _shard_tokens(self, path: Path) -> int:
         if not path.is_file():

@@ -17,6 +17,9 @@ from typing import Any
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from swat.errors import UserError
+from swat.models.hub import refuse_custom_code
+
 EOS_TOKEN = "<|endoftext|>"
 
 
@@ -66,11 +69,17 @@ def train_bpe_tokenizer(texts_or_files: Iterable[str | os.PathLike], vocab_size:
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained(name_or_path)`` (a local directory, or a hub name when
-    online), checked to have the EOS token that separates documents."""
+    """``AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)`` (a local directory,
+    or a hub name when online), checked to have the EOS token that separates documents. A
+    directory whose tokenizer needs its own code (``auto_map``) is refused: swat never runs code
+    from a directory, and never asks on standard input whether to."""
+    refuse_custom_code(name_or_path, "AutoTokenizer")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
     except (OSError, ValueError) as e:
+        if "trust_remote_code" in str(e):
+            raise UserError(f"the tokenizer {str(name_or_path)!r} needs custom code, which swat never runs: use a "
+                            "tokenizer that transformers loads without it (tokenizer.json)") from None
         raise OSError(
             f"could not load the tokenizer {str(name_or_path)!r}: give a local directory saved with "
             f"save_pretrained (e.g. a prepared data directory's 'tokenizer' folder or a model directory), "

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from swat.data.shards import TokenShards, read_manifest
-from swat.data.tokenizer import tokenizer_fingerprint
+from swat.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 from swat.errors import UserError
 from swat.utils.text import text_blocks
 
@@ -113,7 +113,7 @@ def _check_same_tokenizer(data_dir: Path, manifest: dict[str, Any], tokenizer: P
         return
     tokenizer_dir = data_dir / manifest["tokenizer"]
     try:
-        data_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        data_tokenizer = load_tokenizer(tokenizer_dir)  # trust_remote_code=False
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"cannot load the tokenizer of {data_dir} from {tokenizer_dir} ({error}): "
                                 "prepare the data again") from None

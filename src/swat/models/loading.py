@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -24,6 +24,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from swat.errors import UserError
+from swat.models.hub import refuse_custom_code
 
 # the dtypes a model can be loaded in, by the names the command line takes (--dtype)
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
@@ -43,6 +46,7 @@ def load_model(
             f"{path} has no weights ({' or '.join(WEIGHTS_FILES)}): swat reads weights only as safetensors; "
             "save the model with save_pretrained, or pass the directory a training run saved, e.g. RUN_DIR/final"
         )
+    refuse_custom_code(path, "AutoTokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as error:
@@ -50,12 +54,18 @@ def load_model(
             f"no tokenizer in {path} ({_first_line(error)}): save the tokenizer next to the model "
             "(tokenizer.save_pretrained)"
         ) from error
+    vocab_size = getattr(config.get_text_config(), "vocab_size", None)
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise UserError(f"the tokenizer in {path} has {len(tokenizer)} tokens, more than the model's vocabulary of "
+                        f"{vocab_size} (config.json): it is not the model's tokenizer; save the tokenizer the model "
+                        "was trained with next to it")
     return load_weights(path, config, dtype).to(device).eval(), tokenizer
 
 
 def load_weights(path: str | Path, config: PretrainedConfig, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """The model of directory ``path`` for ``config``, its weights read from safetensors only;
     ``ValueError`` naming the damage when a file cannot be read or does not fit the config."""
+    _refuse_integer_weights(Path(path))
     try:
         model, info = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, use_safetensors=True,
                                                            trust_remote_code=False, output_loading_info=True)
@@ -100,6 +110,22 @@ def load_config(path: str | Path) -> PretrainedConfig:
             f"{file} is not a usable model config ({_first_line(error)}): fix the file, or save "
             "the model again (a directory written by save_pretrained, e.g. RUN_DIR/final)"
         ) from error
+
+
+def _refuse_integer_weights(path: Path) -> None:
+    """``UserError`` if a tensor of the weights is stored as integers or booleans: a model's
+    weights are floating point, and from_pretrained would load such a tensor as zeros. (An index
+    of sharded weights that names files outside the directory transformers refuses itself.)"""
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(file, "pt") as weights:
+                dtypes = {name: weights.get_slice(name).get_dtype() for name in weights.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError):
+            continue  # a damaged file: from_pretrained names the damage
+        integer = [f"{name} ({dtype})" for name, dtype in dtypes.items() if not dtype.startswith(("F", "BF"))]
+        if integer:
+            raise UserError(f"{file} stores {len(integer)} weight tensors as integers, e.g. {integer[0]}: a model's "
+                            "weights are floating point (F32, BF16, F16); save the model again with save_pretrained")
 
 
 def _first_line(error: BaseException) -> str:

@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,16 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from swat.utils.io import atomic_write_bytes, fsync_dir, fsync_tree
+from swat.models.hub import REMOTE_CODE
+from swat.utils.io import (
+    DISK_FULL,
+    atomic_write_bytes,
+    fsync_dir,
+    fsync_tree,
+    naming_full_disk,
+    temp_dir,
+    umask_modes,
+)
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.pt"
@@ -75,16 +83,18 @@ def save_checkpoint(root: str | Path, step: int, model: PreTrainedModel, model_s
                     card: str, keep_last: int) -> Path:
     """Write checkpoint ``step`` under ``root`` (``RunDir.checkpoints``) and return its directory:
     ``write_model_dir`` plus ``trainer_state``; then point ``latest`` at it and keep the newest
-    ``keep_last``."""
+    ``keep_last``. A full disk is a ``UserError`` that says so (the last checkpoint is intact)."""
     root = Path(root)
 
     def fill(directory: Path) -> None:
         write_model_dir(directory, model, model_state, tokenizer, config_yaml, card)
-        torch.save(trainer_state, directory / STATE_FILE)
+        with open(directory / STATE_FILE, "wb") as f:  # a file object: a full disk raises ENOSPC, not "unexpected pos"
+            torch.save(trainer_state, f)
         crash_point("state-written", directory)
 
-    final = write_dir_atomically(root / checkpoint_name(step), fill)
-    atomic_write_bytes(root / LATEST, (final.name + "\n").encode())
+    with naming_full_disk(DISK_FULL):
+        final = write_dir_atomically(root / checkpoint_name(step), fill)
+        atomic_write_bytes(root / LATEST, (final.name + "\n").encode())
     crash_point("latest-written", final)
     _remove_old(root, keep_last)
     return final
@@ -93,20 +103,25 @@ def save_checkpoint(root: str | Path, step: int, model: PreTrainedModel, model_s
 def save_final(directory: str | Path, model: PreTrainedModel, model_state: dict[str, torch.Tensor],
                tokenizer: PreTrainedTokenizerBase | None, config_yaml: str, card: str) -> Path:
     """The trained model as a Hugging Face model directory (``RunDir.final``), written atomically."""
-    return write_dir_atomically(directory,
-                                lambda d: write_model_dir(d, model, model_state, tokenizer, config_yaml, card))
+    with naming_full_disk(DISK_FULL):
+        return write_dir_atomically(directory,
+                                    lambda d: write_model_dir(d, model, model_state, tokenizer, config_yaml, card))
 
 
 def write_model_dir(directory: Path, model: PreTrainedModel, model_state: dict[str, torch.Tensor],
                     tokenizer: PreTrainedTokenizerBase | None, config_yaml: str, card: str) -> None:
     """``model.save_pretrained`` with the full ``model_state`` (gathered from every process), the
-    tokenizer, the training config that made it and its model card (``README.md``)."""
+    tokenizer, the training config that made it and its model card (``README.md``). No Python
+    module but swat's own (``swat.models.hub.REMOTE_CODE``) is left in the directory."""
     with quiet_transformers_progress():  # a "Writing model shards" bar per checkpoint clutters the log
         model.save_pretrained(directory, state_dict=model_state)
     crash_point("model-written", directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
         crash_point("tokenizer-written", directory)
+    for module in directory.glob("*.py"):
+        if module.name not in REMOTE_CODE:  # code a model or tokenizer class copied from elsewhere
+            module.unlink()
     (directory / CONFIG_FILE).write_text(config_yaml)
     crash_point("config-written", directory)
     (directory / CARD_FILE).write_text(card)
@@ -119,9 +134,10 @@ def write_dir_atomically(final: str | Path, fill: Callable[[Path], None]) -> Pat
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted_writes(final.parent, [final.name], temporaries=False)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = temp_dir(final.parent, f".{final.name}.")
     try:
         fill(tmp)
+        umask_modes(tmp)
         fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -222,6 +222,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
     overrides with dotted keys (``model.sliding_window=128``, ``optim.lr=1e-3``)."""
     layers = [*_read_source(source), _dotlist(overrides)]
     for layer in layers:
+        _refuse_interpolations(layer)
         _check_sections(layer)
     layers.insert(0, OmegaConf.structured(TrainConfig))
     try:
@@ -252,6 +253,30 @@ def _read_source(source: str | Path | dict[str, Any]) -> list[DictConfig]:
         raise ValueError(f"{path} holds a list: a training config is a YAML mapping of sections, e.g. "
                          "'train: {steps: 100}'")
     return [OmegaConf.create({"name": path.stem}), content]
+
+
+def _refuse_interpolations(layer: DictConfig) -> None:
+    """Refuse ``${...}`` (``${oc.env:VAR}`` and every other resolver or interpolation): its value
+    would be written into config.yaml, every checkpoint and the final model (a secret copied
+    into a model); and a run ``name`` that is not one path component (the default --out is
+    ``runs/NAME``)."""
+    for key, value in _leaves(OmegaConf.to_container(layer, resolve=False)):
+        if isinstance(value, str) and "${" in value:
+            raise UserError(f"config key {key!r} is {value!r}: interpolations and resolvers (${{oc.env:...}}) are "
+                            "not read, since the config is saved with every checkpoint; write the value itself")
+    name = layer.get("name")
+    if name is not None and (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+                             or "\0" in name):
+        raise UserError(f"name {name!r} must be one plain directory name (the default --out is runs/NAME): "
+                        "no '/', no '..', e.g. name: my-run")
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        return [leaf for key, value in tree.items() for leaf in _leaves(value, f"{prefix}{key}.")]
+    if isinstance(tree, list):
+        return [leaf for i, value in enumerate(tree) for leaf in _leaves(value, f"{prefix[:-1]}[{i}].")]
+    return [(prefix[:-1], tree)]
 
 
 def _as_config(raw: dict[str, Any], where: str) -> DictConfig:

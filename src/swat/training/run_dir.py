@@ -6,45 +6,40 @@
     RUN/final/               the finished model (a Hugging Face model directory)
     RUN/tensorboard/         TensorBoard event files (log.tensorboard=true)
     RUN/.lock                held (``flock``) by the process training in RUN
+    RUN/.swat-run            the ownership marker: the run's identity, written when the run starts
 
-Every module that reads or writes a run goes through :class:`RunDir` rather than spelling the
-names.
+A directory is a run only if it holds the marker: swat resumes, replaces or deletes nothing in a
+directory it did not start a run in (``--overwrite`` aside), and never a file inside ``final/``
+or a checkpoint that it did not write (``RunDir.open`` is the policy). Every module that reads or
+writes a run goes through :class:`RunDir` rather than spelling the names.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
+import re
 import shutil
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml
 
-class RunLock:
-    """An exclusive ``flock`` on ``RUN/.lock``: one process trains in a run directory at a time.
-    The operating system drops the lock when the process ends, however it ends (even ``kill -9``)."""
+from swat.errors import UserError
+from swat.models.hub import REMOTE_CODE
+from swat.training import checkpoint as ckpt
+from swat.utils.io import ExclusiveLock, atomic_write_bytes, atomic_write_json
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(self._fd, 64).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            self._fd = None
-            raise FileExistsError(f"{path.parent} is in use by another training process (pid {holder}): wait "
-                                  "for it to finish, or choose another --out") from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-    def __del__(self) -> None:
-        self.release()
+# The names swat writes in a model directory (final/, a checkpoint): save_pretrained's model,
+# config and tokenizer files, swat's own modules, the model card, the training config and state.
+_MODEL_FILE = re.compile(r"^(config\.json|generation_config\.json|model(-\d{5}-of-\d{5})?\.safetensors"
+                         r"|model\.safetensors\.index\.json|tokenizer.*|special_tokens_map\.json|added_tokens\.json"
+                         r"|vocab\.(json|txt)|merges\.txt|.*\.model|chat_template\.(jinja|json)|README\.md"
+                         rf"|{re.escape(ckpt.CONFIG_FILE)}|{re.escape(ckpt.STATE_FILE)}"
+                         + "".join(f"|{re.escape(name)}" for name in REMOTE_CODE) + ")$")
 
 
 @dataclass(frozen=True)
@@ -78,6 +73,10 @@ class RunDir:
     def lock_file(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def marker(self) -> Path:
+        return self.root / ".swat-run"
+
     def owned_paths(self) -> list[Path]:
         """The names a run writes in its directory (the lock file aside)."""
         return [self.config, self.metrics, self.checkpoints, self.final, self.tensorboard]
@@ -87,25 +86,36 @@ class RunDir:
         return (self.final / "config.json").is_file()
 
     def holds_run(self) -> bool:
-        """True if a run (finished or not) has written here."""
-        return any(path.exists() for path in self.owned_paths())
+        """True if swat started a run (finished or not) here: the directory holds its marker."""
+        return self.marker.is_file()
 
     def foreign_entries(self) -> list[str]:
-        """Names in the directory that no run writes (another program's files)."""
+        """Names in the directory that no run writes (another program's files); without the
+        marker, every name (a ``config.yaml`` of another program is not a run's)."""
         if not self.root.is_dir():
             return []
-        ours = {p.name for p in self.owned_paths()} | {self.lock_file.name}
+        ours = {p.name for p in self.owned_paths()} if self.holds_run() else set()
+        ours |= {self.lock_file.name, self.marker.name}
         return sorted(p.name for p in self.root.iterdir() if p.name not in ours and not _is_run_temp(p.name))
 
-    def lock(self) -> RunLock:
-        """Take the run's lock (creating the directory); ``FileExistsError`` if another process holds it."""
+    def foreign_model_files(self) -> list[str]:
+        """Files inside ``final/`` and the checkpoints that swat does not write there (paths
+        relative to the run): resuming replaces those directories, so it refuses while any is there."""
+        dirs = [self.final, *ckpt.list_checkpoints(self.checkpoints)]
+        return sorted(str(path.relative_to(self.root)) for directory in dirs if directory.is_dir()
+                      for path in directory.iterdir() if path.is_dir() or not _MODEL_FILE.match(path.name))
+
+    def lock(self) -> ExclusiveLock:
+        """Take the run's lock (creating the directory): one process trains in a run directory at
+        a time; ``FileExistsError`` if another process holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return RunLock(self.lock_file)
+        return ExclusiveLock(self.lock_file, f"{self.root} is in use by another training process (pid {{pid}}): "
+                                             "wait for it to finish, or choose another --out")
 
     def clear(self) -> None:
         """Delete what a run wrote here (config, metrics, checkpoints, final model, TensorBoard
-        logs, temporary files), and nothing else."""
-        for path in self.owned_paths():
+        logs, temporary files, the marker), and nothing else."""
+        for path in [*self.owned_paths(), self.marker]:
             if path.is_dir():
                 shutil.rmtree(path)
             else:
@@ -113,6 +123,88 @@ class RunDir:
         for path in self.root.iterdir():
             if _is_run_temp(path.name):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, config_yaml: str, *, resume: bool = False, overwrite: bool = False,
+             check_resumable: Callable[[dict[str, Any], Path], None] | None = None, is_main: bool = True,
+             any_process: Callable[[bool], bool] = bool, barrier: Callable[[], None] = lambda: None) -> OpenRun:
+        """Take the run directory ``root`` for a run of ``config_yaml``: lock it (the main process),
+        repair what an interrupted run left, refuse what the run may not touch, then write the
+        marker and the config. ``resume`` continues the run there (only a run swat started there,
+        and only while ``final/`` and the checkpoints hold nothing but swat's files);
+        ``overwrite`` replaces it (another program's files at the top level are left alone);
+        neither: the directory must be new or empty. ``check_resumable(saved_config, checkpoint)``
+        refuses a config the checkpoint cannot continue. Under several processes ``any_process``
+        (whether a flag is true on any of them) and ``barrier`` keep them in step."""
+        if resume and overwrite:
+            raise UserError("--resume continues the run in --out and --overwrite replaces it: pass only one")
+        run = cls(root)
+        run._refuse_foreign(resume, overwrite)  # before the lock, which adds a file there
+        lock, failure = None, None
+        if is_main:
+            try:
+                lock = run.lock()
+                ckpt.recover_interrupted_writes(run.root, [run.final.name, run.config.name, run.metrics.name])
+                ckpt.recover_checkpoints(run.checkpoints)
+            except OSError as error:
+                failure = error
+        if any_process(failure is not None):
+            if lock is not None:
+                lock.release()
+            raise failure or FileExistsError(f"{run.root}: the main process could not take the run directory")
+        opened = OpenRun(run, lock)
+        try:
+            run._choose_checkpoint(opened, resume, overwrite, check_resumable, is_main)
+            barrier()  # every process has checked the directory before it changes
+            if is_main:
+                if overwrite:
+                    run.clear()
+                if not run.holds_run():
+                    atomic_write_json(run.marker, {"swat_run": uuid.uuid4().hex,
+                                                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                atomic_write_bytes(run.config, config_yaml.encode())
+            barrier()
+        except BaseException:
+            opened.release()
+            raise
+        return opened
+
+    def _refuse_foreign(self, resume: bool, overwrite: bool) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise FileExistsError(f"{self.root} is a file, not a run directory: choose another --out")
+        foreign = self.foreign_entries()
+        if resume and not self.holds_run() and foreign:
+            raise UserError(f"{self.root} is not a run swat started (no {self.marker.name} marker; it holds "
+                            f"{foreign[:5]}): --resume continues only swat's own runs and leaves other files "
+                            "alone; choose another --out")
+        if foreign and not overwrite and not self.holds_run():
+            raise FileExistsError(f"{self.root} is not empty and is not a run directory (it holds {foreign[:5]}): "
+                                  "choose an empty or new --out, or pass --overwrite to train there anyway "
+                                  "(other files are left alone)")
+        inside = self.foreign_model_files() if resume and self.holds_run() else []
+        if inside:
+            raise UserError(f"{self.root} holds files swat did not write where a resumed run replaces its own "
+                            f"({inside[:5]}): move them out of the run directory, then resume")
+
+    def _choose_checkpoint(self, opened: OpenRun, resume: bool, overwrite: bool,
+                           check_resumable: Callable[[dict[str, Any], Path], None] | None, is_main: bool) -> None:
+        latest = ckpt.latest_checkpoint(self.checkpoints)
+        if not resume:
+            if self.holds_run() and not overwrite:
+                what = ("a finished run" if self.is_finished() else
+                        f"a run (last checkpoint {latest.name})" if latest is not None else "a run's files")
+                raise FileExistsError(f"{self.root} already holds {what}: pass --resume to continue it, --overwrite "
+                                      "to replace it, or another --out")
+        elif latest is not None:
+            opened.checkpoint = latest
+            opened.saved_config = yaml.safe_load((latest / ckpt.CONFIG_FILE).read_text())
+            if check_resumable is not None:
+                check_resumable(opened.saved_config, latest)
+        elif self.is_finished():
+            raise FileExistsError(f"{self.root} holds a finished model ({self.final.name}/) but no checkpoint to "
+                                  "resume from: pass --overwrite to train a new one there, or choose another --out")
+        elif is_main:
+            print(f"--resume: no checkpoint in {self.checkpoints}, starting from step 0")
 
     @classmethod
     def of_model(cls, model_dir: str | os.PathLike) -> RunDir | None:
@@ -129,3 +221,19 @@ def _is_run_temp(name: str) -> bool:
     """Hidden temporaries of a run's own writes: ``.final.*`` (directory swaps) and the atomic
     writes of ``config.yaml`` and ``metrics.jsonl``."""
     return name.startswith((".final.", ".config.yaml.", ".metrics.jsonl."))
+
+
+@dataclass
+class OpenRun:
+    """A run directory taken by ``RunDir.open``: its lock (the main process's), and the checkpoint
+    to resume from with its training config (None: a run from step 0)."""
+
+    run: RunDir
+    lock: ExclusiveLock | None
+    checkpoint: Path | None = None
+    saved_config: dict[str, Any] | None = None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

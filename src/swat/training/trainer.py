@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from swat.data.corpus import default_data_dir
 from swat.data.shards import TokenShards
 from swat.data.tokenizer import load_tokenizer
+from swat.errors import UserError
 from swat.models import loading
 from swat.models.compat import enable_activation_checkpointing
 from swat.models.loss import next_token_loss, perplexity
@@ -44,7 +45,7 @@ from swat.training.sampler import (
     micro_steps_per_process,
     stack_windows,
 )
-from swat.utils.io import atomic_write_bytes
+from swat.utils.io import DISK_FULL, naming_full_disk
 
 # Config keys a resumed run may change (how it runs, not what it computes: the global batch of a
 # step is the same for any number of processes and micro-batches); the rest must match.
@@ -92,7 +93,7 @@ class Trainer:
         self.eos_token_id = self.train_tokens.eos_token_id
         self.data_fingerprint = data_fingerprint(self.train_tokens.manifest)
         self.tokenizer = self._load_tokenizer()
-        self._lock = None
+        self._opened = None
         try:
             self._build(resume, overwrite, accept_data_change)
         except BaseException:
@@ -101,7 +102,7 @@ class Trainer:
 
     def _build(self, resume: bool, overwrite: bool, accept_data_change: bool) -> None:
         config = self.config
-        resume_from = self._prepare_run_dir(resume, overwrite)
+        resume_from = self._open_run_dir(resume, overwrite)
         torch.manual_seed(config.train.seed)
         state = None
         if resume_from is None:
@@ -136,9 +137,8 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run directory (``fit`` does it when it ends)."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self._opened is not None:
+            self._opened.release()
 
     # ----------------------------------------------------------------------------- the loop
     def fit(self, until: int | None = None) -> Path:
@@ -158,33 +158,38 @@ class Trainer:
             self._print_summary(tokens_per_step)
         bar = tqdm(total=run.steps, initial=self.step, disable=not self.env.is_main, unit="step",
                    dynamic_ncols=True)
-        window_start, window_steps = time.perf_counter(), 0
         try:
-            while self.step < until:
-                record = self.train_step()
-                window_steps += 1
-                elapsed = time.perf_counter() - window_start
-                record["tokens_per_s"] = window_steps * tokens_per_step / elapsed
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}")
-                if self.step % self.config.log.every == 0 or self.step == until:
-                    record["tokens"] = self.step * tokens_per_step
-                    self.metrics.log(record)
-                    window_start, window_steps = time.perf_counter(), 0
-                if _due(self.step, self.config.eval.every, run.steps) and self.eval_tokens is not None:
-                    self._log_eval()
-                    window_start, window_steps = time.perf_counter(), 0
-                if _due(self.step, self.config.checkpoint.every, run.steps) or self.step == until:
-                    self.save_checkpoint()
-                    window_start, window_steps = time.perf_counter(), 0
-            if self.step == run.steps:
-                self.save_final()
+            with naming_full_disk(DISK_FULL):  # metrics, checkpoints and the final model
+                self._train_until(until, tokens_per_step, bar)
         finally:
             bar.close()
             self.metrics.close()
             self.close()
             distributed.teardown(self.env)
         return self.run_dir.root
+
+    def _train_until(self, until: int, tokens_per_step: int, bar: tqdm) -> None:
+        run = self.config.train
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < until:
+            record = self.train_step()
+            window_steps += 1
+            elapsed = time.perf_counter() - window_start
+            record["tokens_per_s"] = window_steps * tokens_per_step / elapsed
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+            if self.step % self.config.log.every == 0 or self.step == until:
+                record["tokens"] = self.step * tokens_per_step
+                self.metrics.log(record)
+                window_start, window_steps = time.perf_counter(), 0
+            if _due(self.step, self.config.eval.every, run.steps) and self.eval_tokens is not None:
+                self._log_eval()
+                window_start, window_steps = time.perf_counter(), 0
+            if _due(self.step, self.config.checkpoint.every, run.steps) or self.step == until:
+                self.save_checkpoint()
+                window_start, window_steps = time.perf_counter(), 0
+        if self.step == run.steps:
+            self.save_final()
 
     def train_step(self) -> dict[str, Any]:
         """One optimiser step on the global batch of ``self.step``; skipped (no update, optimiser
@@ -355,7 +360,14 @@ class Trainer:
 
     def _load_tokenizer(self):
         name = self.train_tokens.manifest.get("tokenizer")
-        return load_tokenizer(self.data_dir / name) if name else None
+        if not name:
+            return None
+        tokenizer = load_tokenizer(self.data_dir / name)
+        if len(tokenizer) != self.train_tokens.vocab_size:
+            raise UserError(f"the tokenizer in {self.data_dir / name} has {len(tokenizer)} tokens, the manifest of "
+                            f"{self.data_dir} says the data's vocabulary is {self.train_tokens.vocab_size}: the "
+                            "tokenizer is not the one the data was prepared with; prepare the data again")
+        return tokenizer
 
     def _eval_tokens(self) -> TokenShards | None:
         split, seq_len = self.config.data.eval_split, self.config.data.seq_len
@@ -372,62 +384,15 @@ class Trainer:
                              "data.eval_split=null")
         return tokens
 
-    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> Path | None:
-        """Lock the run directory, repair what an interrupted run left, refuse to replace a run
-        unless told (``overwrite``) and write the config. Returns the checkpoint to resume from
-        (None: a fresh run)."""
-        if resume and overwrite:
-            raise ValueError("--resume continues the run in --out and --overwrite replaces it: pass only one")
-        run = self.run_dir
-        self._refuse_foreign(overwrite or resume)  # before the lock, which adds a file there
-        failure = None
-        if self.env.is_main:
-            try:
-                self._lock = run.lock()
-                ckpt.recover_interrupted_writes(run.root, [run.final.name, run.config.name, run.metrics.name])
-                ckpt.recover_checkpoints(run.checkpoints)
-            except OSError as error:
-                failure = error
-        if self._any_process(failure is not None):
-            raise failure or FileExistsError(f"{run.root}: the main process could not take the run directory")
-        latest = ckpt.latest_checkpoint(run.checkpoints)
-        if not resume:
-            self._refuse_to_replace(latest, overwrite)
-            latest = None
-        elif latest is not None:
-            _check_resumable(self.config, yaml.safe_load((latest / ckpt.CONFIG_FILE).read_text()), latest)
-        elif run.is_finished():
-            raise FileExistsError(f"{run.root} holds a finished model ({run.final.name}/) but no checkpoint to resume "
-                                  "from: pass --overwrite to train a new one there, or choose another --out")
-        elif self.env.is_main:
-            print(f"--resume: no checkpoint in {run.checkpoints}, starting from step 0")
-        distributed.barrier(self.env)  # every process has checked the directory before it changes
-        if self.env.is_main:
-            if overwrite:
-                run.clear()
-            atomic_write_bytes(run.config, self.config.to_yaml().encode())
-        distributed.barrier(self.env)
-        return latest
-
-    def _refuse_to_replace(self, latest: Path | None, overwrite: bool) -> None:
-        run = self.run_dir
-        if overwrite:
-            return
-        if run.holds_run():
-            what = ("a finished run" if run.is_finished() else
-                    f"a run (last checkpoint {latest.name})" if latest is not None else "a run's files")
-            raise FileExistsError(f"{run.root} already holds {what}: pass --resume to continue it, --overwrite to "
-                                  "replace it, or another --out")
-
-    def _refuse_foreign(self, overwrite: bool) -> None:
-        run = self.run_dir
-        if run.root.exists() and not run.root.is_dir():
-            raise FileExistsError(f"{run.root} is a file, not a run directory: choose another --out")
-        foreign = run.foreign_entries()
-        if foreign and not overwrite and not run.holds_run():
-            raise FileExistsError(f"{run.root} is not empty and is not a run directory (it holds {foreign[:5]}): "
-                                  "choose an empty or new --out, or pass --overwrite to train there anyway "
-                                  "(other files are left alone)")
+    def _open_run_dir(self, resume: bool, overwrite: bool) -> Path | None:
+        """Take the run directory (``RunDir.open``); returns the checkpoint to resume from (None:
+        a fresh run) and keeps its saved config for ``_check_resumed_state``."""
+        opened = RunDir.open(self.run_dir.root, self.config.to_yaml(), resume=resume, overwrite=overwrite,
+                             check_resumable=lambda saved, checkpoint: _check_resumable(self.config, saved, checkpoint),
+                             is_main=self.env.is_main, any_process=self._any_process,
+                             barrier=lambda: distributed.barrier(self.env))
+        self._opened = opened
+        return opened.checkpoint
 
     def _check_resumed_state(self, state: dict[str, Any], checkpoint: Path, accept_data_change: bool) -> None:
         step, steps = int(state["step"]), self.config.train.steps
@@ -439,7 +404,7 @@ class Trainer:
             raise ValueError(f"the data in {self.data_dir} changed since {checkpoint.name} was written (it was "
                              "prepared again, from other inputs or settings): resume with the data the run was "
                              "trained on, or pass --accept-data-change to continue on the new data")
-        saved_config = _flatten(yaml.safe_load((checkpoint / ckpt.CONFIG_FILE).read_text()))
+        saved_config = _flatten(self._opened.saved_config)
         now = _flatten(self.config.to_dict())
         changed = [f"{k}: {saved_config.get(k)!r} -> {now.get(k)!r}" for k in NOT_BIT_EXACT_CHANGES
                    if saved_config.get(k) != now.get(k)]
@@ -468,6 +433,10 @@ class Trainer:
               f"{tokens_per_step:,} tokens/step, {config.train.steps} steps, {self.env.world_size} process(es) "
               f"on {self.env.device}, bf16 {'on' if self.bf16 else 'off'}, data {self.data_dir} "
               f"({len(self.train_tokens):,} train tokens)")
+        if config.optim.warmup_steps >= config.train.steps:
+            print(f"warning: optim.warmup_steps={config.optim.warmup_steps} >= train.steps={config.train.steps}: the "
+                  f"learning rate never reaches optim.lr={config.optim.lr}; lower optim.warmup_steps (e.g. to "
+                  f"{max(config.train.steps // 10, 1)}) or raise train.steps")
         if window is not None and config.data.seq_len <= window:
             print(f"note: data.seq_len ({config.data.seq_len}) <= window ({window}): this is the "
                   "'train short' baseline; sliding window training uses seq_len = 4w..16w (docs/spec.md section 3)")
