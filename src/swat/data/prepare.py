@@ -38,6 +38,7 @@ from swat.data.shards import (
 )
 from swat.data.sources import DEFAULT_HELDOUT_FRACTION, Documents, document_texts, file_documents
 from swat.data.tokenizer import encode_documents, load_tokenizer, tokenizer_fingerprint, train_bpe_tokenizer
+from swat.errors import UserError
 from swat.utils.io import ExclusiveLock, atomic_write_json, naming_full_disk, temp_dir, umask_modes
 
 SPLITS = ("train", "heldout")
@@ -74,11 +75,11 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
     """
     if isinstance(inputs, Documents):
         if heldout_files:
-            raise ValueError("heldout_files are for text-file inputs; a dataset's held-out rows are chosen by "
+            raise UserError("heldout_files are for text-file inputs; a dataset's held-out rows are chosen by "
                              "dataset_documents (heldout_split or heldout_fraction)")
         docs = inputs
     elif not inputs:
-        raise ValueError("nothing to prepare: give text files or directories of .txt files, or a dataset (--dataset)")
+        raise UserError("nothing to prepare: give text files or directories of .txt files, or a dataset (--dataset)")
     else:
         docs = file_documents(inputs, heldout_files=heldout_files, heldout_fraction=heldout_fraction)
     out_dir = Path(out_dir).expanduser()
@@ -90,9 +91,9 @@ def prepare_data(inputs: Documents | Sequence[str | os.PathLike], out_dir: str |
     else:
         loaded = tokenizer if hasattr(tokenizer, "get_vocab") else load_tokenizer(tokenizer)
         if loaded.eos_token_id is None:
-            raise ValueError("the tokenizer has no eos_token, which separates documents; set one first")
+            raise UserError("the tokenizer has no eos_token, which separates documents; set one first")
         if not 0 <= loaded.eos_token_id < len(loaded):
-            raise ValueError(f"the tokenizer's eos_token_id {loaded.eos_token_id} is outside its vocabulary of "
+            raise UserError(f"the tokenizer's eos_token_id {loaded.eos_token_id} is outside its vocabulary of "
                              f"{len(loaded)} entries: give a tokenizer whose eos_token is one of its tokens")
         tokenizer_source = {"given": tokenizer_fingerprint(loaded)}
     source = {"format": FORMAT_VERSION, "inputs": docs.fingerprint, "tokenizer": tokenizer_source,
@@ -165,7 +166,7 @@ def _encode(batch: dict[str, list], tokenizer) -> dict[str, list]:
     texts = document_texts(batch)
     for text in texts:
         if not isinstance(text, str):
-            raise ValueError(f"a document is {type(text).__name__}, not text: choose the text column with "
+            raise UserError(f"a document is {type(text).__name__}, not text: choose the text column with "
                              "--text-column")
     return {"input_ids": encode_documents(tokenizer, texts)}
 
@@ -219,9 +220,9 @@ def _write_splits(out_dir: Path, docs: Documents, tokenizer, manifest: dict[str,
             splits[name]["names"] = names[name]
     train = splits["train"]
     if train["documents"] == 0:
-        raise ValueError("no training documents: every document went to the held-out split")
+        raise UserError("no training documents: every document went to the held-out split")
     if train["tokens"] == train["documents"]:  # nothing but the EOS after each document
-        raise ValueError(f"the {train['documents']} training document(s) hold no text (empty files or rows): "
+        raise UserError(f"the {train['documents']} training document(s) hold no text (empty files or rows): "
                          "give non-empty text")
     return splits
 

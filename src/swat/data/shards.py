@@ -43,9 +43,9 @@ _SAMPLE_BYTES = 1 << 20  # the fingerprint reads this much of each shard's start
 def token_dtype(vocab_size: int) -> str:
     """The on-disk dtype name for a vocabulary: ``uint16`` iff every id fits, else ``uint32``."""
     if vocab_size <= 0:
-        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        raise UserError(f"vocab_size must be positive, got {vocab_size}")
     if vocab_size > 1 << 32:
-        raise ValueError(f"vocab_size {vocab_size} does not fit in uint32 token ids")
+        raise UserError(f"vocab_size {vocab_size} does not fit in uint32 token ids")
     return "uint16" if vocab_size <= 1 << 16 else "uint32"
 
 
@@ -61,17 +61,17 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); delete {data_dir} and prepare it again") from e
+        raise UserError(f"{path} is not valid JSON ({e}); delete {data_dir} and prepare it again") from e
     if manifest.get("format") != FORMAT_VERSION:
-        raise ValueError(
+        raise UserError(
             f"{path} has format {manifest.get('format')!r}, this version of swat reads format "
             f"{FORMAT_VERSION}; prepare the data again"
         )
     missing = [k for k in ("vocab_size", "eos_token_id", "dtype", "splits") if k not in manifest]
     if missing:
-        raise ValueError(f"{path} lacks the fields {missing}; prepare the data again")
+        raise UserError(f"{path} lacks the fields {missing}; prepare the data again")
     if manifest["dtype"] not in _DTYPES:
-        raise ValueError(f"{path} has dtype {manifest['dtype']!r}, expected one of {sorted(_DTYPES)}")
+        raise UserError(f"{path} has dtype {manifest['dtype']!r}, expected one of {sorted(_DTYPES)}")
     if manifest["dtype"] != token_dtype(manifest["vocab_size"]):
         raise UserError(f"{path} says dtype {manifest['dtype']} for a vocabulary of {manifest['vocab_size']}, whose "
                         f"ids swat stores as {token_dtype(manifest['vocab_size'])}: the shards were written by "
@@ -150,7 +150,7 @@ def new_manifest(*, vocab_size: int, eos_token_id: int, tokenizer: str | None = 
     """A manifest without splits. ``tokenizer`` is the tokenizer directory relative to the data
     directory, or None for synthetic token data that has no tokenizer."""
     if not 0 <= eos_token_id < vocab_size:
-        raise ValueError(f"eos_token_id {eos_token_id} is outside the vocabulary [0, {vocab_size}): use an EOS id "
+        raise UserError(f"eos_token_id {eos_token_id} is outside the vocabulary [0, {vocab_size}): use an EOS id "
                          "that is one of the vocabulary's tokens")
     return {"format": FORMAT_VERSION, "tokenizer": tokenizer, "vocab_size": int(vocab_size),
             "eos_token_id": int(eos_token_id), "dtype": token_dtype(vocab_size), "splits": {},
@@ -166,9 +166,9 @@ class ShardWriter:
     def __init__(self, data_dir: str | os.PathLike, split: str, *, vocab_size: int, eos_token_id: int,
                  shard_tokens: int = DEFAULT_SHARD_TOKENS):
         if shard_tokens <= 0:
-            raise ValueError(f"shard_tokens must be positive, got {shard_tokens}")
+            raise UserError(f"shard_tokens must be positive, got {shard_tokens}")
         if not split or "/" in split or split.startswith("."):
-            raise ValueError(f"invalid split name {split!r}: use a plain name such as 'train' or 'heldout'")
+            raise UserError(f"invalid split name {split!r}: use a plain name such as 'train' or 'heldout'")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.split = split
@@ -188,9 +188,9 @@ class ShardWriter:
         """Append one document (its token ids, without EOS) and its EOS."""
         ids = np.asarray(tokens)
         if ids.ndim != 1:
-            raise ValueError(f"a document must be a 1-D sequence of token ids, got shape {ids.shape}")
+            raise UserError(f"a document must be a 1-D sequence of token ids, got shape {ids.shape}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(
+            raise UserError(
                 f"document {self.documents} of split {self.split!r} has token ids in "
                 f"[{ids.min()}, {ids.max()}], outside the vocabulary [0, {self.vocab_size})"
             )
@@ -261,7 +261,7 @@ def write_split(data_dir: str | os.PathLike, split: str, documents: Iterable[Ite
     if (data_dir / MANIFEST_NAME).is_file():
         manifest = read_manifest(data_dir)
         if (manifest["vocab_size"], manifest["eos_token_id"]) != (vocab_size, eos_token_id):
-            raise ValueError(
+            raise UserError(
                 f"{data_dir} holds data with vocab_size={manifest['vocab_size']}, eos_token_id="
                 f"{manifest['eos_token_id']}; cannot add split {split!r} with vocab_size={vocab_size}, "
                 f"eos_token_id={eos_token_id}. Use another directory."
@@ -293,7 +293,7 @@ class TokenShards:
         self.manifest = read_manifest(self.data_dir)
         splits = self.manifest["splits"]
         if split not in splits:
-            raise ValueError(f"{self.data_dir} has no split {split!r}; it has {sorted(splits)}: prepare the data "
+            raise UserError(f"{self.data_dir} has no split {split!r}; it has {sorted(splits)}: prepare the data "
                              "again with `swat data prepare`, or pass a data directory that has it")
         self.vocab_size: int = self.manifest["vocab_size"]
         self.eos_token_id: int = self.manifest["eos_token_id"]
@@ -302,7 +302,7 @@ class TokenShards:
         sizes = [self._shard_tokens(p) for p in self.shard_paths]
         self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         if int(self.offsets[-1]) != splits[split]["tokens"]:
-            raise ValueError(
+            raise UserError(
                 f"split {split!r} of {self.data_dir}: the shards hold {int(self.offsets[-1])} tokens, the "
                 f"manifest says {splits[split]['tokens']}; the directory is corrupt, prepare it again"
             )
@@ -327,7 +327,7 @@ class TokenShards:
             raise FileNotFoundError(f"shard {path} named in the manifest is missing; prepare the data again")
         size = path.stat().st_size
         if size % self.dtype.itemsize:
-            raise ValueError(f"shard {path} has {size} bytes, not a multiple of {self.dtype.itemsize} "
+            raise UserError(f"shard {path} has {size} bytes, not a multiple of {self.dtype.itemsize} "
                              f"({self.manifest['dtype']}); the directory is corrupt, prepare it again")
         return size // self.dtype.itemsize
 

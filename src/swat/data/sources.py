@@ -23,6 +23,8 @@ from typing import Any
 
 import datasets
 
+from swat.errors import UserError
+
 DEFAULT_HELDOUT_FRACTION = 0.05
 
 
@@ -54,18 +56,18 @@ def _sha256_file(path: Path, text: bool = False) -> str:
             if not text:
                 continue
             if b"\0" in block:
-                raise ValueError(f"{path} is binary, not text (a NUL byte at offset {offset + block.index(0)}): "
+                raise UserError(f"{path} is binary, not text (a NUL byte at offset {offset + block.index(0)}): "
                                  "remove it from the inputs, or extract its text first")
             try:
                 decoder.decode(block)
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path} is not UTF-8 text (near byte {offset + e.start}); convert it, e.g. "
+                raise UserError(f"{path} is not UTF-8 text (near byte {offset + e.start}); convert it, e.g. "
                                  "`iconv -t UTF-8`, or remove it from the inputs") from None
             offset += len(block)
     try:
         decoder.decode(b"", final=text)
     except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text (it ends inside a character); convert it, e.g. "
+        raise UserError(f"{path} is not UTF-8 text (it ends inside a character); convert it, e.g. "
                          "`iconv -t UTF-8`") from None
     return digest.hexdigest()
 
@@ -85,7 +87,7 @@ def _heldout_keys(keys: Sequence[str], fraction: float) -> set[str]:
 
 def _check_fraction(fraction: float) -> None:
     if not 0 <= fraction < 1:
-        raise ValueError(f"the held-out fraction must be in [0, 1), got {fraction}: pass e.g. "
+        raise UserError(f"the held-out fraction must be in [0, 1), got {fraction}: pass e.g. "
                          f"--heldout-fraction {DEFAULT_HELDOUT_FRACTION}")
 
 
@@ -108,7 +110,7 @@ def expand_text_files(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Pat
     names = [name for name, _ in files]
     if len(set(names)) != len(names):
         duplicated = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"several inputs have the same name {duplicated}; rename them or put them in one directory")
+        raise UserError(f"several inputs have the same name {duplicated}; rename them or put them in one directory")
     return files
 
 
@@ -116,7 +118,7 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e}); convert it, e.g. `iconv -t UTF-8`") from e
+        raise UserError(f"{path} is not UTF-8 text ({e}); convert it, e.g. `iconv -t UTF-8`") from e
 
 
 def _split_tail(text: str, fraction: float) -> tuple[str, str]:
@@ -125,7 +127,7 @@ def _split_tail(text: str, fraction: float) -> tuple[str, str]:
     newline = text.rfind("\n", 0, cut)
     cut = newline + 1 if newline > 0 else cut
     if not 0 < cut < len(text):
-        raise ValueError(f"the text is too short ({len(text)} characters) to hold out a fraction {fraction} of "
+        raise UserError(f"the text is too short ({len(text)} characters) to hold out a fraction {fraction} of "
                          f"it; pass --heldout-fraction 0 or held-out files")
     return text[:cut], text[cut:]
 
@@ -140,7 +142,7 @@ def file_documents(paths: Sequence[str | os.PathLike], *, heldout_files: Sequenc
     held_paths = {p.resolve() for _, p in held}
     train = [(name, p) for name, p in expand_text_files(paths) if p.resolve() not in held_paths]
     if not train:
-        raise ValueError("no training text files: every input file is also a held-out file")
+        raise UserError("no training text files: every input file is also a held-out file")
     fingerprint = {"files": [[name, os.path.getsize(p), _sha256_file(p, text=True)] for name, p in train],
                    "heldout_files": [[name, os.path.getsize(p), _sha256_file(p, text=True)] for name, p in held]}
     if held:
@@ -173,12 +175,12 @@ def load_text_dataset(name_or_path: str | os.PathLike, *, split: str = "train", 
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 if split not in loaded:
-                    raise ValueError(f"{path} has splits {sorted(loaded)}, not {split!r}; choose one with --split")
+                    raise UserError(f"{path} has splits {sorted(loaded)}, not {split!r}; choose one with --split")
                 loaded = loaded[split]
             return loaded.to_iterable_dataset() if streaming else loaded
         if path.is_file():
             if path.suffix not in builders:
-                raise ValueError(f"cannot read {path} as a dataset: use one of {sorted(builders)}")
+                raise UserError(f"cannot read {path} as a dataset: use one of {sorted(builders)}")
             return datasets.load_dataset(builders[path.suffix], data_files=str(path), split="train",
                                          streaming=streaming)
         return datasets.load_dataset(str(name_or_path), config, split=split, streaming=streaming)
@@ -203,11 +205,11 @@ def _text_rows(ds: datasets.Dataset | datasets.IterableDataset, text_column: str
     """The ``text_column`` of ``ds`` alone, as a column named ``text``."""
     names = ds.column_names
     if names is not None and text_column not in names:
-        raise ValueError(f"the dataset has no column {text_column!r}; its columns are {names}: "
+        raise UserError(f"the dataset has no column {text_column!r}; its columns are {names}: "
                          f"choose one with --text-column")
     feature = (ds.features or {}).get(text_column)
     if feature is not None and getattr(feature, "dtype", None) not in ("string", "large_string"):
-        raise ValueError(f"column {text_column!r} holds {feature}, not text: choose another with --text-column")
+        raise UserError(f"column {text_column!r} holds {feature}, not text: choose another with --text-column")
     ds = ds.select_columns([text_column])
     return ds if text_column == "text" else ds.rename_column(text_column, "text")
 
@@ -234,7 +236,7 @@ def dataset_documents(dataset: Any, *, text_column: str = "text", split: str = "
                    "streaming": streaming}
     if heldout_split is not None:
         if not isinstance(dataset, (str, os.PathLike)):
-            raise ValueError("heldout_split needs the dataset given by name or path; with a dataset object, "
+            raise UserError("heldout_split needs the dataset given by name or path; with a dataset object, "
                              "pass a held-out fraction")
         held = load_text_dataset(dataset, split=heldout_split, config=config, streaming=streaming)
         fingerprint["heldout_split"] = heldout_split
@@ -246,7 +248,7 @@ def dataset_documents(dataset: Any, *, text_column: str = "text", split: str = "
     if isinstance(rows, datasets.Dataset):
         chosen = _heldout_keys([str(i) for i in range(len(rows))], heldout_fraction)
         if heldout_fraction > 0 and not chosen:
-            raise ValueError(f"the dataset has {len(rows)} row(s): too few to hold any out; pass a held-out "
+            raise UserError(f"the dataset has {len(rows)} row(s): too few to hold any out; pass a held-out "
                              f"fraction of 0 or a held-out split")
         return Documents(_flagged(rows, lambda i: str(i) in chosen), fingerprint)
     return Documents(_flagged(rows, lambda i: _hash_unit(str(i)) < heldout_fraction), fingerprint)

@@ -52,7 +52,7 @@ def train_bpe_tokenizer(texts_or_files: Iterable[str | os.PathLike], vocab_size:
     """
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if vocab_size < len(alphabet) + 1:
-        raise ValueError(f"vocab_size {vocab_size} is too small for byte-level BPE: it needs at least "
+        raise UserError(f"vocab_size {vocab_size} is too small for byte-level BPE: it needs at least "
                          f"{len(alphabet) + 1} (256 bytes + {EOS_TOKEN}); use e.g. 4096 or more")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -86,7 +86,7 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
             f"or a Hugging Face hub name while online; or train one locally with --vocab-size N. ({e})"
         ) from e
     if tokenizer.eos_token_id is None:
-        raise ValueError(
+        raise UserError(
             f"the tokenizer {str(name_or_path)!r} has no eos_token; documents are separated by EOS, so "
             f"pick a tokenizer with one (or set tokenizer.eos_token and save it again)"
         )

@@ -70,7 +70,7 @@ def load_weights(path: str | Path, config: PretrainedConfig, dtype: torch.dtype 
         model, info = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, use_safetensors=True,
                                                            trust_remote_code=False, output_loading_info=True)
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ValueError(
+        raise UserError(
             f"cannot read the weights in {path} ({_first_line(error)}): the file is damaged or incomplete "
             "(e.g. an interrupted copy) or belongs to another config; save or copy the model again, "
             "or use another checkpoint"
@@ -79,7 +79,7 @@ def load_weights(path: str | Path, config: PretrainedConfig, dtype: torch.dtype 
     mismatched = info.get("mismatched_keys") or []
     if missing or mismatched:
         names = sorted(missing) + sorted(name for name, *_ in mismatched)
-        raise ValueError(
+        raise UserError(
             f"the weights in {path} do not fit its config.json ({len(names)} tensors missing or of another "
             f"shape, e.g. {names[0]}): the directory mixes files of different models; save it again"
         )
@@ -98,15 +98,15 @@ def load_config(path: str | Path) -> PretrainedConfig:
     try:
         fields = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{file} is not valid JSON ({error}): the file is damaged; save the model again") from None
+        raise UserError(f"{file} is not valid JSON ({error}): the file is damaged; save the model again") from None
     model_type = fields.get("model_type") if isinstance(fields, dict) else None
     if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"{file} names the model type {model_type!r}, which transformers does not know (a swat "
+        raise UserError(f"{file} names the model type {model_type!r}, which transformers does not know (a swat "
                          "model has \"model_type\": \"swat\"): fix the file, or save the model again")
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(
+        raise UserError(
             f"{file} is not a usable model config ({_first_line(error)}): fix the file, or save "
             "the model again (a directory written by save_pretrained, e.g. RUN_DIR/final)"
         ) from error

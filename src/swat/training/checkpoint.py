@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from swat.errors import UserError
 from swat.models.hub import REMOTE_CODE
 from swat.utils.io import (
     DISK_FULL,
@@ -200,7 +201,7 @@ def latest_checkpoint(root: str | Path) -> Path | None:
         return root / found[-1] if found else None
     name = pointer.read_text(errors="replace").strip()
     if not _STEP_DIR.match(name):
-        raise ValueError(f"{pointer} names {name!r}, which is not a checkpoint of this run: write one of {found} "
+        raise UserError(f"{pointer} names {name!r}, which is not a checkpoint of this run: write one of {found} "
                          "into it, or delete it to resume from the newest checkpoint")
     path = root / name
     if not (path / STATE_FILE).is_file():
@@ -217,10 +218,10 @@ def load_state(checkpoint: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any failure to read the file means it is damaged
-        raise ValueError(f"{path} is damaged ({str(error).splitlines()[0][:200]}): {advice}") from None
+        raise UserError(f"{path} is damaged ({str(error).splitlines()[0][:200]}): {advice}") from None
     missing = [k for k in ("step", "skipped_steps", "optimizer", "rng") if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"{path} lacks {missing}: {advice}")
+        raise UserError(f"{path} lacks {missing}: {advice}")
     return state
 
 

@@ -248,9 +248,9 @@ def _read_source(source: str | Path | dict[str, Any]) -> list[DictConfig]:
     except (OmegaConfBaseException, yaml.YAMLError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f" near line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path} is not valid YAML ({_first_line(error)}{where}): fix the file there") from None
+        raise UserError(f"{path} is not valid YAML ({_first_line(error)}{where}): fix the file there") from None
     if not isinstance(content, DictConfig):
-        raise ValueError(f"{path} holds a list: a training config is a YAML mapping of sections, e.g. "
+        raise UserError(f"{path} holds a list: a training config is a YAML mapping of sections, e.g. "
                          "'train: {steps: 100}'")
     return [OmegaConf.create({"name": path.stem}), content]
 

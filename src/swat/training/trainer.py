@@ -334,7 +334,7 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         if "scheduler" not in state:
-            raise ValueError(f"the last checkpoint of {self.run_dir.root} has no learning-rate schedule state "
+            raise UserError(f"the last checkpoint of {self.run_dir.root} has no learning-rate schedule state "
                              "(it was written by an older swat): start a new run with --out")
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
                                  options=StateDictOptions(full_state_dict=True))
@@ -347,7 +347,7 @@ class Trainer:
         if "vocab_size" not in config.model:
             overrides["vocab_size"] = self.train_tokens.vocab_size
         elif config.model["vocab_size"] < self.train_tokens.vocab_size:
-            raise ValueError(f"model.vocab_size={config.model['vocab_size']} is smaller than the data's vocabulary "
+            raise UserError(f"model.vocab_size={config.model['vocab_size']} is smaller than the data's vocabulary "
                              f"({self.train_tokens.vocab_size}, {self.data_dir}); remove model.vocab_size to use "
                              "the data's")
         # pad_token_id stays unset (a type's default too): the embedding would freeze that row
@@ -375,11 +375,11 @@ class Trainer:
             return None
         splits = sorted(self.train_tokens.manifest["splits"])
         if split not in splits:
-            raise ValueError(f"{self.data_dir} has no split {split!r} for evaluation: set data.eval_split to one "
+            raise UserError(f"{self.data_dir} has no split {split!r} for evaluation: set data.eval_split to one "
                              f"of {splits}, or to null for no held-out evaluation")
         tokens = TokenShards(self.data_dir, split)
         if len(tokens) < seq_len + 1:
-            raise ValueError(f"the {split!r} split of {self.data_dir} has {len(tokens)} tokens, fewer than one "
+            raise UserError(f"the {split!r} split of {self.data_dir} has {len(tokens)} tokens, fewer than one "
                              f"window of data.seq_len + 1 = {seq_len + 1}: use a shorter data.seq_len or "
                              "data.eval_split=null")
         return tokens
@@ -397,11 +397,11 @@ class Trainer:
     def _check_resumed_state(self, state: dict[str, Any], checkpoint: Path, accept_data_change: bool) -> None:
         step, steps = int(state["step"]), self.config.train.steps
         if step > steps:
-            raise ValueError(f"the last checkpoint ({checkpoint.name}) is at step {step}, beyond train.steps={steps}: "
+            raise UserError(f"the last checkpoint ({checkpoint.name}) is at step {step}, beyond train.steps={steps}: "
                              f"set train.steps above {step} to train further, or use the run as it is")
         saved = state.get("data_fingerprint")
         if saved is not None and saved != self.data_fingerprint and not accept_data_change:
-            raise ValueError(f"the data in {self.data_dir} changed since {checkpoint.name} was written (it was "
+            raise UserError(f"the data in {self.data_dir} changed since {checkpoint.name} was written (it was "
                              "prepared again, from other inputs or settings): resume with the data the run was "
                              "trained on, or pass --accept-data-change to continue on the new data")
         saved_config = _flatten(self._opened.saved_config)
@@ -480,7 +480,7 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any], checkpoint: Pat
                and not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)]
     if changed:
         details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise ValueError(f"cannot resume {checkpoint}: the config differs in {details}. Use the run's own config "
+        raise UserError(f"cannot resume {checkpoint}: the config differs in {details}. Use the run's own config "
                          f"({RunDir(checkpoint.parent.parent).config}) or start a new run with --out")
 
 
@@ -489,7 +489,7 @@ def _load_model(checkpoint: Path) -> PreTrainedModel:
         with ckpt.quiet_transformers_progress():
             return loading.load_weights(checkpoint, loading.load_config(checkpoint))
     except (ValueError, OSError) as error:  # the checkpoint is damaged
-        raise ValueError(f"cannot load the model of {checkpoint} ({str(error).splitlines()[0][:200]}): resume from "
+        raise UserError(f"cannot load the model of {checkpoint} ({str(error).splitlines()[0][:200]}): resume from "
                          f"an earlier checkpoint by writing its name into {checkpoint.parent / ckpt.LATEST}, or "
                          "start anew with --overwrite") from None
 
