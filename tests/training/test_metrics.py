@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from swat.errors import UserError
 from swat.training.metrics import MetricsLogger, read_metrics, truncate_metrics
 from swat.training.run_dir import RunDir
 
@@ -23,7 +24,7 @@ def test_json_lines_and_truncation_on_resume(tmp_path):
 @pytest.mark.parametrize("backend, package", [("tensorboard", "tensorboard"), ("wandb", "wandb")])
 def test_optional_backends_need_their_package(tmp_path, backend, package):
     if importlib.util.find_spec(package) is None:
-        with pytest.raises(RuntimeError, match=f"pip install {package}"):
+        with pytest.raises(UserError, match=f"pip install {package}"):
             MetricsLogger(RunDir(tmp_path), **{backend: True})
     elif backend == "tensorboard":
         logger = MetricsLogger(RunDir(tmp_path), tensorboard=True)
