@@ -6,15 +6,14 @@ import torch
 from swat import SWATForCausalLM
 from swat.inference import PREFILL_CHUNK_SIZE, RollingCache, prefill
 from swat.models.compat import CACHE_FIELD, output_cache
-from tests.conftest import tiny_config
+from tests.conftest import tiny_model
 
 W = 8
 PAD = 0
 
 
 def _model(**overrides) -> SWATForCausalLM:
-    config = tiny_config(pad_token_id=PAD, eos_token_id=None, bos_token_id=None, **overrides)
-    return SWATForCausalLM(config).double().eval()
+    return tiny_model(pad_token_id=PAD, eos_token_id=None, bos_token_id=None, **overrides)
 
 
 def _greedy(model, prompt: torch.Tensor, new: int, **kwargs) -> torch.Tensor:

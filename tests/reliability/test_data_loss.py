@@ -14,12 +14,7 @@ from swat.training import load_config, train
 from swat.training.metrics import read_metrics
 from swat.training.run_dir import RunDir
 from swat.training.trainer import Trainer
-from tests.training.conftest import make_data_dir, run_config
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_data_dir(tmp_path_factory.mktemp("data"))
+from tests.training.conftest import run_config
 
 
 def _config(data_dir, **train_section):
