@@ -4,19 +4,7 @@ from pathlib import Path
 
 import pytest
 
-HAMLET_LINES = ("the king doth wake tonight and takes his rouse keeps wassail and the swaggering upspring reels "
-                "and as he drains his draughts of rhenish down the kettle drum and trumpet thus bray out")
-WORDS = HAMLET_LINES.split()
-
-
-def make_text(seed: int, words: int = 200) -> str:
-    """Deterministic pseudo-English with line breaks."""
-    out = []
-    for i in range(words):
-        out.append(WORDS[(seed * 7 + i * i * 3 + i) % len(WORDS)])
-        if i % 9 == 8:
-            out.append("\n")
-    return " ".join(out).replace(" \n ", "\n") + "\n"
+from tests.conftest import make_text
 
 
 @pytest.fixture
@@ -25,7 +13,7 @@ def text_dir(tmp_path) -> Path:
     root = tmp_path / "texts"
     (root / "sub").mkdir(parents=True)
     for i, name in enumerate(["a.txt", "b.txt", "c.txt", "d.txt", "sub/e.txt"]):
-        (root / name).write_text(make_text(i, 100 + 30 * i))
+        (root / name).write_text(make_text(100 + 30 * i, seed=i))
     (root / "notes.md").write_text("not a .txt file, ignored")
     return root
 
@@ -38,7 +26,7 @@ FAKE_WORKS = ["hamlet", "henry_v", "twelfth_night", "sonnets", "tempest", "macbe
 
 
 def fake_body(name: str) -> str:
-    return f"{name.upper()}\n\nby William Shakespeare\n\n" + make_text(len(name), 150)
+    return f"{name.upper()}\n\nby William Shakespeare\n\n" + make_text(150, seed=len(name))
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from swat.data.prepare import prepare_data
 from swat.data.shards import TokenShards, read_manifest
 from swat.data.sources import dataset_documents
 from swat.data.tokenizer import encode_documents, load_tokenizer
-
-from .conftest import make_text
+from tests.conftest import make_text
 
 
 def _documents(data_dir, split):
@@ -83,7 +82,7 @@ def _names(out):
 
 @pytest.mark.parametrize("as_dict", [False, True])
 def test_dataset_saved_to_disk(tmp_path, as_dict):
-    texts = [make_text(i, 40 + i) for i in range(20)]
+    texts = [make_text(40 + i, seed=i) for i in range(20)]
     ds = datasets.Dataset.from_dict({"content": texts, "id": list(range(20))})
     (datasets.DatasetDict({"train": ds}) if as_dict else ds).save_to_disk(str(tmp_path / "ds"))
     out = tmp_path / "out"
@@ -100,8 +99,8 @@ def test_dataset_saved_to_disk(tmp_path, as_dict):
 
 
 def test_dataset_streaming_and_heldout_split(tmp_path):
-    train = [make_text(i, 30) for i in range(6)]
-    valid = [make_text(100 + i, 30) for i in range(2)]
+    train = [make_text(30, seed=i) for i in range(6)]
+    valid = [make_text(30, seed=100 + i) for i in range(2)]
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": train}),
                           "validation": datasets.Dataset.from_dict({"text": valid})}).save_to_disk(str(tmp_path / "ds"))
     for streaming in (False, True):
@@ -113,7 +112,7 @@ def test_dataset_streaming_and_heldout_split(tmp_path):
 
 def test_jsonl_dataset_file_and_given_tokenizer(tmp_path, text_dir):
     first = _prepare([text_dir], tmp_path / "first")
-    rows = [{"text": make_text(i, 25)} for i in range(10)]
+    rows = [{"text": make_text(25, seed=i)} for i in range(10)]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     manifest = _prepare_dataset(str(tmp_path / "rows.jsonl"), out, tokenizer=str(tmp_path / "first" / "tokenizer"))
@@ -180,7 +179,7 @@ def test_bad_inputs_say_what_to_do(tmp_path, text_dir):
 
 
 def test_dataset_object_and_streaming_fraction(tmp_path):
-    texts = [make_text(i, 12) for i in range(40)]
+    texts = [make_text(12, seed=i) for i in range(40)]
     ds = datasets.Dataset.from_dict({"text": texts})
     out = tmp_path / "obj"
     _prepare_dataset(ds, out, heldout_fraction=0.25)

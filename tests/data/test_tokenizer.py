@@ -2,14 +2,13 @@ import pytest
 from transformers import AutoTokenizer
 
 from swat.data.tokenizer import EOS_TOKEN, encode_documents, load_tokenizer, train_bpe_tokenizer
-
-from .conftest import make_text
+from tests.conftest import make_text
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("tok")
-    tok = train_bpe_tokenizer([make_text(i) for i in range(4)], 320, out, show_progress=False)
+    tok = train_bpe_tokenizer([make_text(seed=i) for i in range(4)], 320, out, show_progress=False)
     return tok, out
 
 
@@ -19,7 +18,7 @@ def test_train_save_and_reload_with_auto_tokenizer(trained):
     reloaded = AutoTokenizer.from_pretrained(out)
     assert len(reloaded) == 320 and reloaded.eos_token_id == tok.eos_token_id == 0
     assert reloaded.pad_token_id == reloaded.eos_token_id
-    text = make_text(9, 50)
+    text = make_text(50, seed=9)
     ids = reloaded(text, add_special_tokens=False)["input_ids"]
     assert ids == tok(text, add_special_tokens=False)["input_ids"]
     assert len(ids) < len(text.encode()) / 2  # merges were learned
@@ -41,7 +40,7 @@ def test_literal_eos_string_in_text_is_not_the_eos_token(trained):
 
 
 def test_train_from_files_equals_train_from_texts(tmp_path):
-    texts = [make_text(i) for i in range(3)]
+    texts = [make_text(seed=i) for i in range(3)]
     paths = []
     for i, text in enumerate(texts):
         paths.append(tmp_path / f"{i}.txt")

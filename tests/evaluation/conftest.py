@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, Mamba2Config, PreTrainedTokenizerFast
 
-from swat import SWATForCausalLM, preset_config
+from swat import SWATForCausalLM
+from tests.conftest import make_text, make_tokenizer
+from tests.conftest import tiny_config as shared_tiny_config
 
-WORDS = ("the king and queen walk to the castle where a fool sings of love and war while the sky "
-         "is blue and the grass is green here we go there and back again what is the pass key "
-         "0 1 2 3 4 5 6 7 8 9")
-
-
-def make_text(num_words: int, seed: int = 0) -> str:
-    rng = random.Random(seed)
-    words = WORDS.split()
-    lines, line = [], []
-    for _ in range(num_words):
-        line.append(rng.choice(words))
-        if len(line) == 12:
-            lines.append(" ".join(line) + ".")
-            line = []
-    return "\n".join(lines) + "\n"
-
-
-def make_tokenizer(text: str, vocab_size: int = 320) -> PreTrainedTokenizerFast:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator([text], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
-
-
-def tiny_config(vocab_size: int, **overrides):
-    settings = dict(vocab_size=vocab_size, num_hidden_layers=2, hidden_size=32, intermediate_size=64,
-                    num_attention_heads=4, sliding_window=16, max_position_embeddings=128)
-    return preset_config("tiny", **{**settings, **overrides})
+# The evaluation tests' models: tiny_config with a window of 16, 128 positions and no GQA.
+tiny_config = functools.partial(shared_tiny_config, num_key_value_heads=4, sliding_window=16,
+                                max_position_embeddings=128)
 
 
 def save_model(path, tokenizer, seed: int = 0, **overrides):

@@ -1,4 +1,5 @@
 import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from swat import SWATForCausalLM
 from swat.cli import main
 from swat.evaluation.harness import SWATHarnessLM, harness_max_length
 from swat.inference import streaming_nll
+from swat.models.loading import load_model
 
 from .conftest import read_outputs, tiny_config
 
@@ -80,6 +82,27 @@ def test_generate_until_stops_at_the_stop_string(tokenizer):
     assert out == expected
 
 
+def _accuracies(model_dir, limit: int) -> tuple[float, float]:
+    """acc and acc_norm on the first ``limit`` questions of the local task, from the model's own
+    log-likelihood of each choice after the prompt (acc_norm divides it by the choice's characters)."""
+    model, tokenizer = load_model(model_dir)
+    right, right_norm = 0, 0
+    for line in (DATA / "tiny_mc.jsonl").read_text().splitlines()[:limit]:
+        doc = json.loads(line)
+        context = f"Question: {doc['question']}\nAnswer:"
+        start = len(tokenizer(context)["input_ids"])
+        scores = []
+        for choice in doc["choices"]:
+            ids = torch.tensor(tokenizer(f"{context} {choice}")["input_ids"])
+            with torch.no_grad():
+                log_probs = torch.log_softmax(model(ids[None, :-1]).logits[0].double(), dim=-1)
+            scores.append(log_probs[start - 1:].gather(-1, ids[start:, None]).sum().item())
+        normed = [score / len(choice) for score, choice in zip(scores, doc["choices"], strict=True)]
+        right += scores.index(max(scores)) == doc["label"]
+        right_norm += normed.index(max(normed)) == doc["label"]
+    return right / limit, right_norm / limit
+
+
 def test_cli_runs_a_local_multiple_choice_task_offline(tmp_path, swat_dir, offline):
     out = tmp_path / "harness"
     code = main(["eval", "harness", "--model", str(swat_dir), "--tasks", "swat_tiny_mc",
@@ -87,7 +110,8 @@ def test_cli_runs_a_local_multiple_choice_task_offline(tmp_path, swat_dir, offli
     assert code == 0
     result, markdown = read_outputs(out, "harness")
     metrics = result["results"]["swat_tiny_mc"]
-    assert 0.0 <= metrics["acc,none"] <= 1.0 and result["n_samples"]["swat_tiny_mc"]["effective"] == 6
+    assert result["n_samples"]["swat_tiny_mc"]["effective"] == 6
+    assert (metrics["acc,none"], metrics["acc_norm,none"]) == pytest.approx(_accuracies(swat_dir, 6))
     assert result["max_length"] == 128
     assert "acc_norm" in markdown
 

@@ -13,8 +13,7 @@ from swat import SWATForCausalLM
 from swat.cli import main
 from swat.inference import streaming_nll
 from swat.models.loading import load_model
-from tests.conftest import tiny_config
-from tests.evaluation.conftest import make_tokenizer
+from tests.conftest import make_tokenizer, tiny_config
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",

@@ -6,15 +6,14 @@ import torch
 from swat import SWATForCausalLM
 from swat.inference import PREFILL_CHUNK_SIZE, RollingCache, prefill
 from swat.models.compat import CACHE_FIELD, output_cache
-from tests.conftest import tiny_config
+from tests.conftest import tiny_model
 
 W = 8
 PAD = 0
 
 
 def _model(**overrides) -> SWATForCausalLM:
-    config = tiny_config(pad_token_id=PAD, eos_token_id=None, bos_token_id=None, **overrides)
-    return SWATForCausalLM(config).double().eval()
+    return tiny_model(pad_token_id=PAD, eos_token_id=None, bos_token_id=None, **overrides)
 
 
 def _greedy(model, prompt: torch.Tensor, new: int, **kwargs) -> torch.Tensor:
@@ -86,8 +85,12 @@ def test_sampled_generation_with_a_seed_is_reproducible_and_uses_the_rolling_cac
     runs = []
     for _ in range(2):
         torch.manual_seed(1)
-        runs.append(model.generate(prompt, max_new_tokens=3 * W, do_sample=True, top_p=0.9, pad_token_id=PAD))
-    assert torch.equal(runs[0], runs[1])
+        runs.append(model.generate(prompt, max_new_tokens=3 * W, do_sample=True, top_p=0.9, pad_token_id=PAD,
+                                   return_dict_in_generate=True))
+    assert torch.equal(runs[0].sequences, runs[1].sequences)
+    cache = output_cache(runs[0])  # 5 + 3W tokens seen, the last W - 1 kept in every layer
+    assert isinstance(cache, RollingCache) and cache.get_seq_length() == 5 + 3 * W - 1
+    assert all(layer.keys.shape[-2] == W - 1 for layer in cache.layers)
 
 
 @torch.no_grad()

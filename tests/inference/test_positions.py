@@ -4,11 +4,7 @@ import torch
 
 from swat import SWATForCausalLM
 from swat.inference import prefill
-from tests.conftest import tiny_config
-
-
-def _model(dtype=torch.float64, **overrides) -> SWATForCausalLM:
-    return SWATForCausalLM(tiny_config(**overrides)).to(dtype).eval()
+from tests.conftest import tiny_model as _model
 
 
 def _reach(config) -> int:
@@ -45,7 +41,7 @@ def test_absolute_offset_does_not_change_the_logits():
 
 @torch.no_grad()
 def test_float32_rope_at_position_one_million_is_as_accurate_as_at_one_thousand():
-    reference = _model(torch.float64, head_dim=64, num_attention_heads=2, num_key_value_heads=2)
+    reference = _model(head_dim=64, num_attention_heads=2, num_key_value_heads=2)
     model = SWATForCausalLM(reference.config).eval()
     model.load_state_dict({name: value.float() for name, value in reference.state_dict().items()})
     tokens = torch.randint(0, 97, (1, 16))

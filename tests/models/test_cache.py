@@ -9,6 +9,7 @@ from swat import SWATForCausalLM
 from swat.models.cache import RollingCache
 from swat.models.compat import output_cache
 from tests.conftest import tiny_config
+from tests.conftest import tiny_model as _model
 
 W = 8  # tiny_config's window
 
@@ -16,10 +17,6 @@ W = 8  # tiny_config's window
 def _stored(cache: RollingCache) -> list[int]:
     """Key entries each layer keeps."""
     return [layer.keys.shape[-2] if layer.is_initialized else 0 for layer in cache.layers]
-
-
-def _model(**overrides) -> SWATForCausalLM:
-    return SWATForCausalLM(tiny_config(**overrides)).double().eval()
 
 
 def _stream(model: SWATForCausalLM, tokens: torch.Tensor, prefill: int, chunk: int) -> torch.Tensor:

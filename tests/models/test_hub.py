@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from swat import SWATConfig, SWATForCausalLM
+from swat import SWATForCausalLM
 from swat.cli import main
 from swat.models.hub import AUTO_MAP, REMOTE_CODE
+from tests.conftest import make_tokenizer, tiny_config
 
 HARNESS_DATA = Path(__file__).parents[1] / "evaluation" / "data"
 TEXT = " ".join(["the king and queen walk to the castle where a fool sings of love and war"] * 40)
@@ -26,15 +26,9 @@ TEXT = " ".join(["the king and queen walk to the castle where a fool sings of lo
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator([TEXT], trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+    tokenizer = make_tokenizer(TEXT, vocab_size=300)
     torch.manual_seed(0)
-    config = SWATConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, sliding_window=8, eos_token_id=tokenizer.eos_token_id)
+    config = tiny_config(len(tokenizer), num_key_value_heads=4, eos_token_id=tokenizer.eos_token_id)
     path = tmp_path_factory.mktemp("hub") / "model"
     SWATForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -14,12 +14,8 @@ from transformers import (
 from swat import SWATForCausalLM, SWATModel
 from swat.models import RollingCache
 from swat.models.compat import enable_activation_checkpointing, output_cache
-from tests.conftest import tiny_config
-from tests.evaluation.conftest import make_tokenizer
-
-
-def _model(**overrides) -> SWATForCausalLM:
-    return SWATForCausalLM(tiny_config(**overrides)).double().eval()
+from tests.conftest import make_tokenizer
+from tests.conftest import tiny_model as _model
 
 
 def test_save_and_auto_load_give_identical_logits(tmp_path):

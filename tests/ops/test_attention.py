@@ -11,6 +11,7 @@ import torch
 import swat.ops.attention as attention_module
 import swat.ops.device as device_module
 import swat.ops.triton_attention as triton_backend
+from swat import SWATConfig
 from swat.ops import BACKEND_NAMES, AttentionSpec, alibi_slopes, swat_attention
 from swat.ops.chunked import DEFAULT_BLOCK, chunked_attention
 from swat.ops.reference import band_mask
@@ -332,8 +333,22 @@ def test_auto_choices_on_a_gpu():
     assert _pick(4096, 4096, 512, "sigmoid", device="cuda", head_dim=320) == "chunked"
 
 
-def test_backend_names_are_the_backends():
-    assert ("auto", *attention_module.BACKENDS) == BACKEND_NAMES
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+def test_every_backend_name_a_config_accepts_computes_the_reference(name):
+    """Each name ``SWATConfig.attention_backend`` accepts runs the op and computes the contract."""
+    activation = "softmax" if name == "sdpa" else "sigmoid"  # sdpa: softmax only; decode: one query
+    SWATConfig(attention_backend=name, attention_activation=activation, alibi="none")
+    q, k, v = make_qkv(batch=1, q_len=1 if name == "decode" else 6, kv_len=6, dtype=torch.float32)
+    kwargs = dict(window=3, activation=activation, slopes=None if name == "sdpa" else alibi_slopes(4, "balanced"))
+    torch.testing.assert_close(swat_attention(q, k, v, backend=name, **kwargs),
+                               swat_attention(q, k, v, backend="reference", **kwargs), rtol=1e-5, atol=1e-5)
+
+
+def test_a_backend_the_op_does_not_have_is_refused_by_the_config_too():
+    with pytest.raises(ValueError, match="unknown backend 'flash'"):
+        swat_attention(*make_qkv(), window=3, backend="flash")
+    with pytest.raises(ValueError, match="attention_backend"):
+        SWATConfig(attention_backend="flash")
 
 
 # --- errors --------------------------------------------------------------------------------------

@@ -24,13 +24,9 @@ from swat.training import load_config, train
 from swat.training.metrics import read_metrics
 from swat.training.run_dir import RunDir
 from swat.training.trainer import Trainer
-from tests.evaluation.conftest import make_text, make_tokenizer, save_model
-from tests.training.conftest import make_data_dir, run_config
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_data_dir(tmp_path_factory.mktemp("data"))
+from tests.conftest import make_text, make_tokenizer
+from tests.evaluation.conftest import save_model
+from tests.training.conftest import run_config
 
 
 def _config(data_dir, **train_section):

@@ -24,7 +24,8 @@ from swat.evaluation.perplexity import stream_loss
 from swat.experiments.reproduce import choose_ablations, reproduce
 from swat.models.loading import load_model
 from swat.utils.checks import check_seeds
-from tests.evaluation.conftest import make_text, make_tokenizer, save_model
+from tests.conftest import make_text, make_tokenizer
+from tests.evaluation.conftest import save_model
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from swat.training import checkpoint as ckpt
 from swat.training import load_config, train
 from swat.training.metrics import read_metrics
 from swat.training.run_dir import RunDir
-from tests.training.conftest import make_data_dir, run_config
+from tests.training.conftest import run_config
 
 # steps 6, a checkpoint every 2 keeping the last 2: checkpoints 2, 4, 6 (dropping 2), then final/
 SINGLE_KILLS = [
@@ -41,8 +41,7 @@ SWAP_KILLS = [("new-in-place@step_00000004", "old-moved-aside@step_00000004"),
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    data_dir = make_data_dir(tmp_path_factory.mktemp("data"))
+def config(data_dir):
     return load_config(run_config(data_dir, train={"steps": 6}, eval={"every": 3},
                                   checkpoint={"every": 2, "keep_last": 2}))
 

@@ -20,7 +20,7 @@ from swat.training import load_config
 from swat.training.metrics import read_metrics
 from swat.training.run_dir import RunDir
 from swat.training.trainer import Trainer
-from tests.training.conftest import make_data_dir, run_config
+from tests.training.conftest import run_config
 
 TRAIN = ["train", "--config", "{tmp}/run.yaml", "--out", "{tmp}/out"]
 RESUME = ["train", "--config", "{tmp}/run.yaml", "--out", "{tmp}/run", "--resume"]
@@ -135,11 +135,6 @@ CLI_ROWS = [
         2, r"use e.g. 4096", _texts(GOOD_TEXT)),
     Row("info-of-nothing", ["data", "info", "{tmp}/nowhere"], 2, r"Create one with `swat data prepare"),
 ]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_data_dir(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

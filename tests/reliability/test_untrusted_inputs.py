@@ -25,8 +25,9 @@ from swat.data.shards import read_manifest, write_manifest, write_split
 from swat.training import checkpoint as ckpt
 from swat.training import load_config
 from swat.training.trainer import Trainer
+from tests.conftest import make_data_dir
 from tests.evaluation.conftest import make_text, make_tokenizer, tiny_config
-from tests.training.conftest import make_data_dir, run_config
+from tests.training.conftest import run_config
 
 RAN = "custom-code-ran"  # the file a directory's module writes into its directory if it is ever imported
 EVIL_MODULE = """open({sentinel!r}, "w").write("imported")
