@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 
 from swat.cli.options import add_device_argument, add_text_argument, int_at_least, positive_int
-from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
-from swat.evaluation.loading import model_label, read_tokens, sequences_of
-from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
+    from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
+    from swat.evaluation.loading import model_label, read_tokens, sequences_of
+    from swat.models.loading import load_model
 
     results = []
     for path in args.model:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 
 from swat.cli.options import add_device_argument, add_text_argument, positive_int, token_counts
-from swat.evaluation.length import evaluate_lengths, length_markdown, write_length_outputs
-from swat.evaluation.loading import model_label, read_tokens, training_length
-from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swat.evaluation.length import evaluate_lengths, length_markdown, write_length_outputs
+    from swat.evaluation.loading import model_label, read_tokens, training_length
+    from swat.models.loading import load_model
+
     results = []
     for path in args.models:
         model, tokenizer = load_model(path, device=args.device)

@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 
 from swat.cli.options import add_device_argument, add_seed_argument, positive_int, token_counts
-from swat.evaluation.loading import model_label
-from swat.evaluation.passkey import default_grid, evaluate_passkey, passkey_markdown, write_passkey_outputs
-from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swat.evaluation.loading import model_label
+    from swat.evaluation.passkey import (
+        default_grid,
+        evaluate_passkey,
+        passkey_markdown,
+        write_passkey_outputs,
+    )
+    from swat.models.loading import load_model
+
     results, grid = [], None
     for path in args.model:
         model, tokenizer = load_model(path, device=args.device)

@@ -9,10 +9,8 @@ import argparse
 import math
 from collections.abc import Callable
 
-import torch
-
-from swat.evaluation.length import parse_lengths
-from swat.models.loading import DTYPES
+# the names of swat.models.loading.DTYPES (imported where a command runs: it imports torch)
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
 
 
 def add_text_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -25,12 +23,14 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                         help="weights and activations (default: float32)")
 
 
 def token_counts(spec: str) -> list[int]:
     """Lists of token counts such as ``256,1k,4k``; a malformed list names the bad entry."""
+    from swat.evaluation.length import parse_lengths
+
     try:
         return parse_lengths(spec)
     except ValueError as error:
@@ -99,6 +99,8 @@ def _float(text: str) -> float:
 
 def device(text: str) -> str:
     """A torch device name that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...)."""
+    import torch
+
     try:
         parsed = torch.device(text)
     except (RuntimeError, ValueError):

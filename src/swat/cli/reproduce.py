@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from swat.cli.options import positive_float, positive_int
-from swat.experiments.reproduce import BUDGETS, reproduce, summary_markdown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_seeds, default=None,
                         help="comma-separated training seeds, each config trained once per seed, e.g. 0,1,2 "
                              "(default: the preset's seed)")
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
+    parser.add_argument("--budget", default=None,
                         help="a preset of configs, steps, seeds and evaluation tokens: decisive = the 5 configs of "
                              "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (2.4-3.6 h on 2 CPU cores)")
     parser.add_argument("--estimate", action="store_true",
@@ -61,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from swat.experiments.reproduce import reproduce, summary_markdown
+
     if args.threads:
         torch.set_num_threads(args.threads)
     names = None

@@ -24,9 +24,6 @@ import os
 import shlex
 import sys
 
-from swat.training import NonFiniteLossError, load_config, train
-from swat.training.run_dir import RunDir
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="a preset name (tiny, small, 340m, 760m) or a YAML file")
@@ -43,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swat.training import NonFiniteLossError, load_config, train
+    from swat.training.run_dir import RunDir
+
     try:
         config = load_config(args.config, args.overrides)
         if args.print_config:
