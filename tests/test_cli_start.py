@@ -53,13 +53,16 @@ def test_every_command_is_in_the_help():
 
 def test_the_cli_defaults_are_the_library_defaults():
     """The command modules repeat a few constants of modules they import only where they run."""
-    from swat.cli import data, options
+    from swat.cli import data, demo, options, reproduce
     from swat.data.prepare import DEFAULT_VOCAB_SIZE
     from swat.data.sources import DEFAULT_HELDOUT_FRACTION
+    from swat.experiments.reproduce import BUDGETS
+    from swat.models import PRESETS
     from swat.models.loading import DTYPES
 
     assert (data.DEFAULT_VOCAB_SIZE, data.DEFAULT_HELDOUT_FRACTION) == (DEFAULT_VOCAB_SIZE, DEFAULT_HELDOUT_FRACTION)
     assert tuple(DTYPES) == options.DTYPE_NAMES
+    assert set(PRESETS) == set(demo.PRESET_NAMES) and set(BUDGETS) == set(reproduce.BUDGET_NAMES)
 
 
 REGISTERED = ("from transformers import AutoConfig, AutoModelForCausalLM\n"

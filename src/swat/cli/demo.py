@@ -12,9 +12,11 @@ import time
 
 from swat.cli.options import add_seed_argument, int_at_least, positive_int
 
+PRESET_NAMES = ("tiny", "small", "340m", "760m")  # swat.models.PRESETS (imported where the demo runs: torch)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tiny", help="model preset: tiny, small, 340m or 760m (default: tiny)")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="tiny", help="model preset (default: tiny)")
     parser.add_argument("--seq-len", type=int_at_least(2), default=256,
                         help="training sequence length; longer than the window shows it slide (default: 256)")
     parser.add_argument("--steps", type=positive_int, default=20,

@@ -26,6 +26,8 @@ import argparse
 
 from swat.cli.options import positive_float, positive_int
 
+BUDGET_NAMES = ("decisive",)  # swat.experiments.reproduce.BUDGETS (imported where the command runs: torch)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=positive_float, default=60.0,
@@ -47,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_seeds, default=None,
                         help="comma-separated training seeds, each config trained once per seed, e.g. 0,1,2 "
                              "(default: the preset's seed)")
-    parser.add_argument("--budget", default=None,
+    parser.add_argument("--budget", choices=BUDGET_NAMES, default=None,
                         help="a preset of configs, steps, seeds and evaluation tokens: decisive = the 5 configs of "
                              "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (2.4-3.6 h on 2 CPU cores)")
     parser.add_argument("--estimate", action="store_true",
