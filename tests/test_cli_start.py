@@ -4,6 +4,7 @@ and ``import swat`` still registers SWAT with transformers' Auto classes, before
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -83,3 +84,26 @@ REGISTERED = ("from transformers import AutoConfig, AutoModelForCausalLM\n"
 def test_import_swat_registers_with_the_auto_classes(first):
     done = _python(f"{first}\n{REGISTERED}")
     assert done.returncode == 0, done.stderr
+
+
+def test_the_tokenizer_of_a_model_directory_loads_without_a_prompt(tmp_path):
+    """AutoTokenizer reads config.json first, whose auto_map (the directory's own code) makes
+    transformers ask whether to run it, unless the model type is registered: ``import swat`` does that
+    (lazily), and tokenizer_config.json names the tokenizer's class."""
+    from swat import SWATForCausalLM
+    from tests.conftest import tiny_config
+    from tests.evaluation.conftest import make_tokenizer
+
+    tokenizer = make_tokenizer("the king and the queen walk to the castle " * 20, vocab_size=280)
+    SWATForCausalLM(tiny_config(vocab_size=len(tokenizer))).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert "tokenizer_class" in json.loads((tmp_path / "tokenizer_config.json").read_text())
+    code = ("import builtins, sys\n"
+            "def prompted(*args):\n    raise SystemExit('asked: ' + ' '.join(map(str, args))[-80:])\n"
+            "builtins.input = prompted\n"
+            "import swat\nfrom transformers import AutoTokenizer\n"
+            "tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+            "print(tokenizer.decode(tokenizer('the queen')['input_ids']))")
+    done = _python(code, str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("the queen")
