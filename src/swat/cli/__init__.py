@@ -59,8 +59,9 @@ def _add_module(subparsers, name: str, module_name: str, chosen: bool) -> None:
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    """The parser of ``swat`` for the command line ``argv``: the words before the first option name
-    the command (``swat train ...``, ``swat eval length ...``), the only one whose module is imported."""
+    """The parser of ``swat`` for the command line ``argv``. Its first words that are not options
+    name the command (``swat train ...``, ``swat eval length ...``): the only one whose module is
+    imported; the others get a parser that only lists them in ``swat --help``."""
     words = [word for word in argv if not word.startswith("-")][:2]
     parser = argparse.ArgumentParser(
         prog="swat", description="SWAT: sliding window attention training (sigmoid, balanced ALiBi, RoPE)."
