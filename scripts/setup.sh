@@ -26,7 +26,7 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[dev,eval,serve]"
 .venv/bin/python -c "
 import torch
-build = f'CUDA {torch.version.cuda}' if torch.version.cuda else 'ROCm ' + torch.version.hip if torch.version.hip else 'CPU only'
+build = f'CUDA {torch.version.cuda}' if torch.version.cuda else 'ROCm ' + torch.version.hip if torch.version.hip else 'CPU-only'
 print(f'torch {torch.__version__}: the {build} build')"
 # the fused CPU attention kernel, compiled now rather than on first use (where no compiler is
 # present swat says so in one line and runs its pure-PyTorch kernel instead)
