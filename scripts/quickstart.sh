@@ -70,10 +70,11 @@ The commands above run as printed from $(pwd). In a new shell, first
 and then swat (and torchrun) are on your PATH; or write .venv/bin/swat as above.
 
 next:
-  $(show "$SWAT" generate --model "$RUN/final" --prompt "ROMEO." --max-new-tokens 60 --temperature 0)
-  $(show "$SWAT" serve "$RUN/final" --host 127.0.0.1 --port 8000)   # an OpenAI-compatible server
-  $SWAT data prepare my_texts/ --out data/mine                         # your own .txt files in my_texts/
-  $SWAT train --config tiny --set data.dir=data/mine --out runs/mine
-  $SWAT train --config small --out runs/small                          # a bigger preset
-  $SWAT reproduce --minutes 60                                         # the paper's ablations
 MSG
+next() { printf '  %-84s # %s\n' "$(show "${@:2}")" "$1"; }
+next "greedy text" "$SWAT" generate --model "$RUN/final" --prompt "ROMEO." --max-new-tokens 40 --temperature 0
+next "an OpenAI-compatible server" "$SWAT" serve "$RUN/final" --host 127.0.0.1 --port 8000
+next "your own .txt files in my_texts/" "$SWAT" data prepare my_texts/ --out data/mine
+next "a model on them" "$SWAT" train --config tiny --set data.dir=data/mine --out runs/mine
+next "a bigger preset" "$SWAT" train --config small --out runs/small
+next "the paper's ablations" "$SWAT" reproduce --minutes 60
