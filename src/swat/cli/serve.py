@@ -4,12 +4,12 @@
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
         -d '{"model": "runs/quickstart/final", "prompt": "KING HENRY.", "max_tokens": 40, "stream": true}'
 
-This is `transformers serve` itself (/v1/completions, /v1/chat/completions, /v1/responses,
-/v1/models), with every option after DIR passed to it (`swat serve DIR --help` lists them). That
-server loads the model in a process of its own by the class its config names, looked up as an
-attribute of the transformers package (it has no registry for classes from other packages):
-swat.models puts SWAT's classes there, and swat serve has every process of the server import it
-first (they import the `swat` command's module, as Python's multiprocessing does, and
+This is `transformers serve` itself (/v1/completions, /v1/models, and /v1/chat/completions for a
+tokenizer with a chat template), with every option after DIR passed to it (`swat serve DIR --help`
+lists them). That server loads the model in a process of its own by the class its config names,
+looked up as an attribute of the transformers package (it has no registry for classes from other
+packages): swat.models puts SWAT's classes there, and swat serve has every process of the server
+import it first (they import the `swat` command's module, as Python's multiprocessing does, and
 SWAT_REGISTER_AT_IMPORT=1 makes `import swat` import swat.models).
 The server needs fastapi, uvicorn and openai: pip install 'swat-lm[serve]'.
 """
