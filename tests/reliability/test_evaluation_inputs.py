@@ -197,7 +197,7 @@ def test_a_bug_still_shows_its_traceback(files, monkeypatch, bug):
     def broken(*args, **kwargs):
         raise bug
 
-    monkeypatch.setattr("swat.cli.generate.load_model", broken)
+    monkeypatch.setattr("swat.models.loading.load_model", broken)  # swat generate imports it where it runs
     with pytest.raises(type(bug), match=str(bug.args[-1])):
         main(_args(GENERATE, files))
 
@@ -208,7 +208,7 @@ def test_user_errors_are_one_line(files, monkeypatch, capsys, error):
     def refused(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("swat.cli.generate.load_model", refused)
+    monkeypatch.setattr("swat.models.loading.load_model", refused)  # swat generate imports it where it runs
     code, err = _run(_args(GENERATE, files), capsys)
     assert code == 2 and err == f"swat generate: {error}\n"
 
@@ -250,13 +250,15 @@ def test_the_python_api_refuses_bad_input_saying_what_to_change(files, model_and
 def test_the_commands_spell_shared_options_alike():
     """``--model`` names the model(s) of every command (``eval length`` also takes ``--models``);
     ``--set`` takes overrides after one flag or one per flag; seeds follow one rule."""
-    parser = build_parser()
+    def parse(argv):
+        return build_parser(argv).parse_args(argv)
+
     for flag in ("--model", "--models"):
-        assert parser.parse_args(["eval", "length", flag, "a", "b", "--text", "t"]).models == ["a", "b"]
-    assert parser.parse_args(["eval", "passkey", "--model", "a", "b"]).model == ["a", "b"]
+        assert parse(["eval", "length", flag, "a", "b", "--text", "t"]).models == ["a", "b"]
+    assert parse(["eval", "passkey", "--model", "a", "b"]).model == ["a", "b"]
     for argv in (["--set", "a=1", "b=2"], ["--set", "a=1", "--set", "b=2"]):
-        assert parser.parse_args(["reproduce", *argv]).overrides == ["a=1", "b=2"]
-        assert parser.parse_args(["train", *argv]).overrides == ["a=1", "b=2"]
-    assert parser.parse_args(["reproduce", "--seeds", "0,1,2"]).seeds == [0, 1, 2]
+        assert parse(["reproduce", *argv]).overrides == ["a=1", "b=2"]
+        assert parse(["train", *argv]).overrides == ["a=1", "b=2"]
+    assert parse(["reproduce", "--seeds", "0,1,2"]).seeds == [0, 1, 2]
     with pytest.raises(UserError, match=r"seeds must be distinct whole numbers >= 0, e\.g\. 0,1,2, got \[1, 1\]"):
         check_seeds([1, 1])

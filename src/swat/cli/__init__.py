@@ -11,10 +11,13 @@ traceback."""
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from swat import __version__
 from swat.errors import UserError
@@ -29,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "data": "swat.cli.data",
     "train": "swat.cli.train",
     "generate": "swat.cli.generate",
+    "serve": "swat.cli.serve",
     "diagnose": "swat.cli.diagnose",
     "reproduce": "swat.cli.reproduce",
 }
@@ -40,7 +44,19 @@ EVAL_COMMANDS: dict[str, str] = {
 }
 
 
-def _add_module(subparsers, name: str, module_name: str) -> None:
+def _summary(module_name: str) -> str | None:
+    """The first line of a command module's docstring, read without importing the module."""
+    origin = importlib.util.find_spec(module_name).origin
+    doc = ast.get_docstring(ast.parse(Path(origin).read_text(encoding="utf-8")))
+    return doc.strip().splitlines()[0] if doc else None
+
+
+def _add_module(subparsers, name: str, module_name: str, chosen: bool) -> None:
+    """The parser of one command. Only the chosen command's module is imported (command modules import
+    torch and the rest where they run, so that ``swat --help`` and ``swat COMMAND --help`` start at once)."""
+    if not chosen:
+        subparsers.add_parser(name, help=_summary(module_name))
+        return
     module = importlib.import_module(module_name)
     summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None
     parser = subparsers.add_parser(name, help=summary, description=module.__doc__,
@@ -49,20 +65,23 @@ def _add_module(subparsers, name: str, module_name: str) -> None:
     parser.set_defaults(run=module.run, command=parser.prog.removeprefix("swat "))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of ``swat`` for the command line ``argv``. Its first words that are not options
+    name the command (``swat train ...``, ``swat eval length ...``): the only one whose module is
+    imported; the others get a parser that only lists them in ``swat --help``."""
+    words = [word for word in argv if not word.startswith("-")][:2]
     parser = argparse.ArgumentParser(
         prog="swat", description="SWAT: sliding window attention training (sigmoid, balanced ALiBi, RoPE)."
     )
     parser.add_argument("--version", action="version", version=f"swat {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        _add_module(subparsers, name, module_name)
-    if EVAL_COMMANDS:
-        eval_parser = subparsers.add_parser("eval", help="evaluate models (perplexity, passkey, harness, ...)")
-        eval_parser.set_defaults(run=_choose_evaluation, command="eval")
-        eval_subparsers = eval_parser.add_subparsers(title="evaluations", metavar="EVAL")
-        for name, module_name in EVAL_COMMANDS.items():
-            _add_module(eval_subparsers, name, module_name)
+        _add_module(subparsers, name, module_name, chosen=words[:1] == [name])
+    eval_parser = subparsers.add_parser("eval", help="evaluate models (perplexity, passkey, harness, ...)")
+    eval_parser.set_defaults(run=_choose_evaluation, command="eval")
+    eval_subparsers = eval_parser.add_subparsers(title="evaluations", metavar="EVAL")
+    for name, module_name in EVAL_COMMANDS.items():
+        _add_module(eval_subparsers, name, module_name, chosen=words == ["eval", name])
     return parser
 
 
@@ -71,9 +90,10 @@ def _choose_evaluation(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
-    args.command_line = shlex.join(["swat", *(sys.argv[1:] if argv is None else argv)])
+    args.command_line = shlex.join(["swat", *argv])
     if not hasattr(args, "run"):
         parser.print_help()
         return 0

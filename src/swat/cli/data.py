@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
-from swat.data.corpus import default_data_dir, shakespeare_corpus
-from swat.data.prepare import DEFAULT_VOCAB_SIZE, prepare_data
-from swat.data.shards import TokenShards, read_manifest
-from swat.data.sources import DEFAULT_HELDOUT_FRACTION, dataset_documents
 from swat.errors import UserError
+
+# swat.data.sources.DEFAULT_HELDOUT_FRACTION and swat.data.prepare.DEFAULT_VOCAB_SIZE (swat.data is
+# imported where a command runs: it imports transformers)
+DEFAULT_HELDOUT_FRACTION = 0.05
+DEFAULT_VOCAB_SIZE = 4096
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from swat.data import dataset_documents, prepare_data
+
     if bool(args.paths) == (args.dataset is not None):
         raise UserError("give either text files/directories or --dataset, not both or neither")
     start = time.perf_counter()
@@ -94,6 +95,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _shakespeare(args: argparse.Namespace) -> int:
+    from swat.data import default_data_dir, prepare_data, shakespeare_corpus
+
     start = time.perf_counter()
     out = args.out or default_data_dir(args.cache_dir)
     corpus = shakespeare_corpus(args.cache_dir, archive=args.corpus_archive)
@@ -108,6 +111,10 @@ def _shakespeare(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from swat.data import TokenShards, read_manifest
+
     manifest = read_manifest(args.data_dir)
     print(f"{args.data_dir}: vocab {manifest['vocab_size']} ({manifest['dtype']}), eos id "
           f"{manifest['eos_token_id']}, tokenizer {manifest.get('tokenizer')}")

@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
-from swat import SWATForCausalLM, preset_config
 from swat.cli.options import add_seed_argument, int_at_least, positive_int
-from swat.inference import RollingCache
-from swat.models.presets import PRESETS
+
+PRESET_NAMES = ("tiny", "small", "340m", "760m")  # swat.models.PRESETS (imported where the demo runs: torch)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model preset (default: tiny)")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="tiny", help="model preset (default: tiny)")
     parser.add_argument("--seq-len", type=int_at_least(2), default=256,
                         help="training sequence length; longer than the window shows it slide (default: 256)")
     parser.add_argument("--steps", type=positive_int, default=20,
@@ -28,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from swat.inference import RollingCache
+    from swat.models import SWATForCausalLM, preset_config
+
     torch.manual_seed(args.seed)
     config = preset_config(args.preset)
     model = SWATForCausalLM(config)

@@ -13,11 +13,6 @@ import argparse
 
 from swat.cli.options import add_device_argument, add_text_argument, int_at_least, positive_int
 from swat.errors import UserError
-from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
-from swat.evaluation.heldout import read_tokens, sequences_of
-from swat.evaluation.model_info import model_label
-from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
-from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
+    from swat.evaluation.attention import attention_markdown, diagnose_attention, write_attention_outputs
+    from swat.evaluation.heldout import read_tokens, sequences_of
+    from swat.evaluation.model_info import model_label
+    from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
+    from swat.models.loading import load_model
+
     claim_outputs(args.out, [f"attention.{kind}" for kind in OUTPUT_KINDS], args.overwrite)
     results = []
     for path in args.model:

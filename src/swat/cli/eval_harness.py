@@ -19,7 +19,6 @@ from swat.cli.options import (
     positive_float,
 )
 from swat.errors import UserError
-from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         from swat.evaluation.harness import harness_markdown, run_harness, write_harness_outputs
     except ImportError as error:
         raise UserError(f"lm-evaluation-harness is not installed ({error}): pip install 'swat-lm[eval]'") from error
+    from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
 
     limit = args.limit
     if limit is not None and limit >= 1:

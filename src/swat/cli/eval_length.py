@@ -10,11 +10,6 @@ from __future__ import annotations
 import argparse
 
 from swat.cli.options import add_device_argument, add_text_argument, positive_int, token_counts
-from swat.evaluation.heldout import read_tokens
-from swat.evaluation.length import evaluate_lengths, length_markdown, write_length_outputs
-from swat.evaluation.model_info import model_label, training_length
-from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
-from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swat.evaluation.heldout import read_tokens
+    from swat.evaluation.length import evaluate_lengths, length_markdown, write_length_outputs
+    from swat.evaluation.model_info import model_label, training_length
+    from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
+    from swat.models.loading import load_model
+
     claim_outputs(args.out, [f"length.{kind}" for kind in OUTPUT_KINDS], args.overwrite)
     results = []
     for path in args.models:

@@ -10,10 +10,6 @@ from __future__ import annotations
 import argparse
 
 from swat.cli.options import add_device_argument, add_seed_argument, positive_int, token_counts
-from swat.evaluation.model_info import model_label
-from swat.evaluation.passkey import default_grid, evaluate_passkey, passkey_markdown, write_passkey_outputs
-from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
-from swat.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swat.evaluation.model_info import model_label
+    from swat.evaluation.passkey import (
+        default_grid,
+        evaluate_passkey,
+        passkey_markdown,
+        write_passkey_outputs,
+    )
+    from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
+    from swat.models.loading import load_model
+
     claim_outputs(args.out, [f"passkey.{kind}" for kind in OUTPUT_KINDS], args.overwrite)
     results, grid = [], None
     for path in args.model:

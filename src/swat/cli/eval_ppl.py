@@ -20,11 +20,6 @@ from swat.cli.options import (
     int_at_least,
     positive_int,
 )
-from swat.evaluation.heldout import token_pieces
-from swat.evaluation.model_info import model_kind
-from swat.evaluation.perplexity import stream_loss
-from swat.models.loading import DTYPES, load_model
-from swat.models.loss import perplexity
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swat.evaluation.heldout import token_pieces
+    from swat.evaluation.model_info import model_kind
+    from swat.evaluation.perplexity import stream_loss
+    from swat.models.loading import DTYPES, load_model
+    from swat.models.loss import perplexity
+
     model, tokenizer = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
     start = time.perf_counter()
     result = stream_loss(model, token_pieces(args.text, tokenizer), chunk_size=args.chunk_size,

@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import torch
 from tokenizers.decoders import DecodeStream
-from transformers import PreTrainedTokenizerBase, TextStreamer
-from transformers.generation.streamers import BaseStreamer
 
 from swat.cli.options import (
     add_device_argument,
@@ -28,8 +25,12 @@ from swat.cli.options import (
     probability,
 )
 from swat.errors import UserError
-from swat.models.loading import DTYPES, load_model
 from swat.utils.text import read_text
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+    from transformers.generation.streamers import BaseStreamer
 
 # below this a temperature is greedy decoding in effect, and logits / temperature overflow float32
 MIN_TEMPERATURE = 1e-4
@@ -52,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from swat.models.loading import DTYPES, load_model
+
     if 0 < args.temperature < MIN_TEMPERATURE:
         raise UserError(f"--temperature {args.temperature:g} is too small to sample with (the logits overflow): "
                         f"pass 0 for greedy decoding, or a temperature >= {MIN_TEMPERATURE:g}")
@@ -78,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class IncrementalTextStreamer(BaseStreamer):
-    """Writes the new tokens of ``generate`` to ``file`` as they come, each decoded on its own by
+class IncrementalTextStreamer:
+    """A streamer for ``generate`` (``put`` and ``end``, as transformers' ``BaseStreamer``, which is
+    not subclassed here: it imports torch). Writes the new tokens to ``file`` as they come, each decoded on its own by
     ``tokenizers``' ``DecodeStream`` (which holds back the bytes of an unfinished UTF-8 character),
     so the cost per token is constant however long the line grows. ``prompt_ids``' last tokens are
     the decoder's context, so the first new token gets the spacing it has after the prompt."""
@@ -107,9 +113,11 @@ class IncrementalTextStreamer(BaseStreamer):
         file.flush()
 
 
-def text_streamer(tokenizer: PreTrainedTokenizerBase, prompt_ids: list[int]) -> BaseStreamer:
+def text_streamer(tokenizer: PreTrainedTokenizerBase, prompt_ids: list[int]) -> BaseStreamer | IncrementalTextStreamer:
     """The incremental streamer for tokenizers backed by ``tokenizers`` (every fast tokenizer);
     transformers' ``TextStreamer`` for the others."""
+    from transformers import TextStreamer
+
     if getattr(tokenizer, "backend_tokenizer", None) is None:
         return TextStreamer(tokenizer, skip_prompt=True)
     return IncrementalTextStreamer(tokenizer, prompt_ids)

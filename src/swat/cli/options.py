@@ -10,9 +10,10 @@ import math
 from collections.abc import Callable
 
 from swat.errors import UserError
-from swat.evaluation.length import parse_lengths
-from swat.models.loading import DTYPES
 from swat.utils.checks import MAX_SEED, check_device, check_seeds
+
+# the names of swat.models.loading.DTYPES (imported where a command runs: it imports torch)
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
 
 
 def add_text_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -25,12 +26,14 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                         help="weights and activations (default: float32)")
 
 
 def token_counts(spec: str) -> list[int]:
     """Lists of token counts such as ``256,1k,4k``; a malformed list names the bad entry."""
+    from swat.evaluation.length import parse_lengths
+
     try:
         return parse_lengths(spec)
     except ValueError as error:
@@ -119,6 +122,7 @@ def _float(text: str) -> float:
 
 def device(text: str) -> str:
     """A torch device name that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...)."""
+
     try:
         check_device(text, instead="pass --device cpu")
     except UserError as error:

@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from swat.cli.options import add_overrides_argument, positive_float, positive_int, seed_list
 from swat.errors import UserError
-from swat.evaluation.results import OUTPUT_KINDS, claim_outputs
-from swat.experiments.reproduce import BUDGETS, rebuild_summary, reproduce, summary_markdown
 
+BUDGET_NAMES = ("decisive",)  # swat.experiments.reproduce.BUDGETS (imported where the command runs: torch)
 # The result files reproduce writes into --out (its runs/ are run directories, owned as such).
+OUTPUT_KINDS = ("json", "md", "png")  # swat.evaluation.results.OUTPUT_KINDS (imported where it runs: matplotlib)
 OUTPUTS = ["summary.md", "reproduce.json", *(f"{name}.{kind}" for name in ("length", "passkey", "attention")
                                              for kind in OUTPUT_KINDS)]
 
@@ -63,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=seed_list, default=None,
                         help="comma-separated training seeds, each config trained once per seed, e.g. 0,1,2 "
                              "(default: the preset's seed)")
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
+    parser.add_argument("--budget", choices=BUDGET_NAMES, default=None,
                         help="a preset of configs, steps, seeds and evaluation tokens: decisive = the 5 configs of "
                              "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (2.4-3.6 h on 2 CPU cores)")
     parser.add_argument("--estimate", action="store_true",
@@ -77,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from swat.evaluation.results import claim_outputs
+    from swat.experiments.reproduce import rebuild_summary, reproduce, summary_markdown
+
     if args.summarize:
         claim_outputs(args.out, ["summary.md"], args.overwrite)  # reproduce.json is its input
         print(summary_markdown(rebuild_summary(args.out, command=args.command_line)))

@@ -26,8 +26,6 @@ import shlex
 import sys
 
 from swat.cli.options import add_overrides_argument
-from swat.training import NonFiniteLossError, load_config, train
-from swat.training.run_dir import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swat.training import NonFiniteLossError, load_config, train
+    from swat.training.run_dir import RunDir
+
     try:
         config = load_config(args.config, args.overrides)
         if args.print_config:

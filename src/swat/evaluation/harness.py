@@ -176,7 +176,8 @@ def run_harness(
                                      num_fewshot=num_fewshot, log_samples=False, random_seed=seed,
                                      numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
     return dict(model=str(model_dir), max_length=lm.max_length, limit=limit, num_fewshot=num_fewshot,
-                results=output["results"], versions=output.get("versions", {}),
+                results=output["results"], higher_is_better=output.get("higher_is_better", {}),
+                versions=output.get("versions", {}),
                 n_samples=output.get("n-samples", {}))
 
 
@@ -200,14 +201,24 @@ def harness_markdown(result: dict[str, Any]) -> str:
             + markdown_table(["task", "metric", "value", "stderr"], harness_rows(result), digits=4))
 
 
+def score_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """The rows of :func:`harness_rows` that are scores: the metrics lm-eval marks higher-is-better
+    (accuracies, F1, exact match), not perplexities or counts such as ``sample_len``."""
+    better = result.get("higher_is_better", {})
+    return [row for row in harness_rows(result) if better.get(row[0], {}).get(row[1]) is True]
+
+
 def plot_harness(result: dict[str, Any], path: str | Path) -> Path:
-    rows = harness_rows(result)
+    """The scores as bars from 0 (the table has every metric)."""
+    rows = score_rows(result)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.8))
     labels = [f"{task}\n{metric}" for task, metric, _, _ in rows]
     errors = [stderr or 0.0 for *_, stderr in rows]
     ax.bar(range(len(rows)), [value for _, _, value, _ in rows], yerr=errors, capsize=3, color="tab:blue")
     ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=30, ha="right")
-    ax.set(ylabel="value", title=f"lm-eval: {Path(result['model']).name}")
+    ax.set(ylabel="score (higher is better)", title=f"lm-eval: {Path(result['model']).name}")
+    if not rows:
+        ax.text(0.5, 0.5, "no score among the metrics (see harness.md)", ha="center", transform=ax.transAxes)
     ax.grid(True, axis="y", alpha=0.3)
     return save_figure(fig, path)
 

@@ -141,6 +141,7 @@ def plot_lengths(results: Sequence[dict[str, Any]], path: str | Path, train_leng
     centres = [(b["start"] + b["end"]) / 2 for b in results[0]["buckets"]]
     right.set_xticks(centres, [f"{b['start']}-{b['end'] - 1}" for b in results[0]["buckets"]], rotation=30, fontsize=8)
     for ax in (left, right):
+        ax.set_ylim(0, 1.15 * ax.dataLim.ymax)  # from 0, so that a 1% change looks like one (room for the legend)
         ax.minorticks_off()
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from swat.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def check_count(name: str, value: object, minimum: int = 1, what: str = "") -> None:
@@ -28,6 +31,8 @@ def check_device(text: str, instead: str, present: bool = True) -> torch.device:
     """The torch device ``text`` names (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...); with
     ``present``, one this machine has. ``instead`` says what to pass otherwise, in the words of
     where it was set (``"pass --device cpu"``, ``"use train.device=cpu or auto"``)."""
+    import torch  # here, not at import: the CLI's argument parsing must not load torch
+
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
