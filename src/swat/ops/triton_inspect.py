@@ -9,7 +9,8 @@ launches nothing. :func:`inspect` reads the cubin with the ``cuobjdump`` and ``n
 with Triton: registers, stack, shared memory, warpgroup (``HGMMA``) and ``mma.sync`` (``HMMA``)
 matrix instructions, TMA, spills, and the SASS instructions of each inner loop per score element
 (the loop's instructions divided by the ``BLOCK_M * BLOCK_N / (32 * num_warps)`` elements one
-thread handles per iteration).
+thread handles per iteration; the forward and both backward kernels have two: the masked boundary
+blocks, then the interior ones).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class Report:
     hmma: int
     tma: int
     spill_instructions: int
+    loop_spill_instructions: int
     loops: list[float] = field(default_factory=list)
 
     @property
@@ -170,10 +172,10 @@ def _sass(cubin: Path, nvdisasm: Path) -> list[tuple[int, str, str | None]]:
     return rows
 
 
-def inner_loops(sass: list[tuple[int, str, str | None]]) -> list[int]:
-    """Instruction counts of the innermost loops: a branch back to an earlier label closes a loop;
-    one that contains another loop is not innermost, one under 32 instructions (the closing
-    ``BRA`` to itself, a slow-path retry) is no loop over tiles."""
+def inner_loops(sass: list[tuple[int, str, str | None]]) -> list[tuple[int, int]]:
+    """``(first, last)`` instruction indices of the innermost loops: a branch back to an earlier
+    label closes a loop; one that contains another loop is not innermost, one under 32
+    instructions (the closing ``BRA`` to itself, a slow-path retry) is no loop over tiles."""
     where = {label: index for index, (_, _, label) in enumerate(sass) if label}
     loops = []
     for index, (_, instruction, _) in enumerate(sass):
@@ -181,7 +183,7 @@ def inner_loops(sass: list[tuple[int, str, str | None]]) -> list[int]:
         if found and where.get(found.group(1), index + 1) <= index:
             loops.append((where[found.group(1)], index))
     innermost = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
-    return [b - a + 1 for a, b in sorted(innermost) if b - a + 1 >= 32]
+    return [(a, b) for a, b in sorted(innermost) if b - a + 1 >= 32]
 
 
 def inspect(name: str, kernel, launch: dict, variant: str) -> Report:
@@ -195,6 +197,7 @@ def inspect(name: str, kernel, launch: dict, variant: str) -> Report:
     opcodes = [instruction.split()[0] if not instruction.startswith("@") else instruction.split()[1]
                for _, instruction, _ in sass]
     count = lambda *prefixes: sum(op.startswith(prefixes) for op in opcodes)  # noqa: E731
+    loops = inner_loops(sass)
     elements = launch["BLOCK_M"] * launch["BLOCK_N"] / (32 * kernel.metadata.num_warps)
     return Report(
         variant=variant, kernel=name.removeprefix("attention_").removesuffix("_kernel"),
@@ -202,7 +205,8 @@ def inspect(name: str, kernel, launch: dict, variant: str) -> Report:
         registers=usage.get("REG", 0), stack=usage.get("STACK", 0) + usage.get("LOCAL", 0),
         shared=kernel.metadata.shared, hgmma=count("HGMMA"), hmma=count("HMMA"),
         tma=count("UTMALDG", "UTMASTG", "UBLKCP"), spill_instructions=count("STL", "LDL"),
-        loops=[round(n / elements, 1) for n in inner_loops(sass)],
+        loop_spill_instructions=sum(op.startswith(("STL", "LDL")) for a, b in loops for op in opcodes[a:b + 1]),
+        loops=[round((b - a + 1) / elements, 1) for a, b in loops],
     )
 
 
@@ -220,19 +224,52 @@ def _inputs(variant: Variant) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     return q, k, v, spec
 
 
-def compile_launch(variant: Variant, arch: int = 90, backward: bool = True) -> list[Report]:
+def quick_variants() -> list[Variant]:
+    """The kernels the model trains with, as judged by docs/gpu-kernels.md: bf16, head_dim 64/128,
+    G = 1/4, sigmoid, balanced ALiBi, window 512."""
+    return [Variant(head_dim=d, group=g) for d in (64, 128) for g in (1, 4)]
+
+
+def all_variants() -> list[Variant]:
+    """Every dtype, head size and switch the model uses, each at least once."""
+    return [
+        *quick_variants(),
+        *(Variant(dtype=torch.float16, head_dim=d) for d in (64, 128)),
+        Variant(head_dim=256),
+        *(Variant(dtype=torch.float32, head_dim=d) for d in (64, 128)),
+        Variant(softmax=True), Variant(softmax=True, group=4, head_dim=64),
+        Variant(slopes=False), Variant(segments=True, group=4),
+        Variant(q_len=1, kv_len=32768, group=4), Variant(q_len=1, kv_len=32768, head_dim=64, softmax=True),
+    ]
+
+
+def must_hold(report: Report, variant: Variant) -> str | None:
+    """Why ``report`` fails the rule (16-bit, head_dim 64/128: no mma.sync, no spills), else None."""
+    if variant.dtype == torch.float32 or variant.head_dim not in (64, 128):
+        return None
+    if report.hmma:
+        return f"{report.hmma} mma.sync (HMMA) instructions"
+    if report.spills:
+        return f"spills ({report.stack} bytes of stack, {report.spill_instructions} local loads/stores)"
+    return None
+
+
+def compile_launch(variant: Variant, arch: int = 90, backward: bool = True,
+                   tiles: dict | None = None) -> list[Report]:
     """Compiles what the public op launches for ``variant`` on ``sm_{arch}`` (forward, and unless
-    ``backward`` is false or the variant decodes, both backward kernels) and inspects each."""
+    ``backward`` is false or the variant decodes, both backward kernels) and inspects each.
+    ``tiles`` maps kernel names (``forward``, ``dkdv``, ``dq``) to a ``Tiles`` to try instead of
+    the launcher's choice."""
     from swat.ops import triton_attention as launcher
 
     q, k, v, spec = _inputs(variant)
-    forward_blocks = launcher._blocks(variant.head_dim, variant.dtype, backward=False)
+    tiles = {kernel: launcher._tiles(kernel, variant.head_dim, variant.dtype) for kernel in ("forward", "dkdv", "dq")
+             } | (tiles or {})
     with _compiling_only(arch) as compiled:
         if variant.decode:
-            launcher._forward(q, k, v, spec, *forward_blocks, keys_per_split=launcher.DECODE_KEYS_PER_SPLIT)
+            launcher._forward(q, k, v, spec, tiles["forward"], keys_per_split=launcher.DECODE_KEYS_PER_SPLIT)
         else:
-            out, lse = launcher._forward(q, k, v, spec, *forward_blocks, keys_per_split=None)
+            out, lse = launcher._forward(q, k, v, spec, tiles["forward"], keys_per_split=None)
             if backward:
-                launcher._backward(q, k, v, out, lse, torch.empty_like(out), spec,
-                                   *launcher._blocks(variant.head_dim, variant.dtype, backward=True))
+                launcher._backward(q, k, v, out, lse, torch.empty_like(out), spec, tiles["dkdv"], tiles["dq"])
     return [inspect(name, kernel, launch, variant.label()) for name, kernel, launch in compiled]
