@@ -18,8 +18,9 @@ window ``w``), and every cell is the median of ``--repeats`` runs timed with CUD
 - ``SDPA causal``: ``F.scaled_dot_product_attention(is_causal=True)``, full causal softmax (what a
   Transformer++ pays; O(n^2)).
 
-Every row is printed (flushed) as soon as it is measured, ``swat triton`` first, so a run cut
-short by a time limit keeps what it measured. ``--groups`` sets ``G`` query heads per kv head
+Every row is printed (flushed) as soon as it is measured, so a run cut short by a time limit keeps
+what it measured; the peers that compile nothing (``swat triton`` first, SDPA) run first, then the
+decoding step and the sweep, the compiled FlexAttention peers last. ``--groups`` sets ``G`` query heads per kv head
 (``heads / G`` kv heads; SDPA and FlexAttention take the GQA inputs with ``enable_gqa=True``);
 each compiled peer compiles once per shape.
 
@@ -33,8 +34,8 @@ compile, out of memory) prints its reason and the table goes on.
 ``--decode`` adds the latency of one decoding step (one query per sequence, batch 1) at positions
 ``--decode-lengths``: ``swat triton`` against the rolling cache (``min(n, w)`` keys), SDPA against
 a full cache of ``n`` keys. ``--sweep`` adds ``triton.testing.do_bench`` times of each kernel over a
-few tiles (the launcher's choice first) at the longest length: the forward alone, and the backward
-with one kernel's tiles varied.
+few tiles (the launcher's choice first) at the longest length and the first group: the forward
+alone, and the backward with one kernel's tiles varied.
 
 ``--model`` adds a training step (forward+backward, bf16 autocast) of a SWAT model (the
 ``triton`` backend through ``auto``) against Hugging Face Mistral (sliding window) and Llama (full
@@ -65,6 +66,7 @@ from swat.ops.reference import reference_attention  # noqa: E402
 
 PEERS = ("swat_triton", "sdpa_causal", "flex_softmax_sw", "flex_sigmoid", "flash_sw", "swat_chunked")
 DEFAULT_PEERS = ("swat_triton", "sdpa_causal", "flex_softmax_sw", "flex_sigmoid")
+COMPILED = ("flex_softmax_sw", "flex_sigmoid")  # torch.compile once per shape: timed last
 TITLES = {"swat_triton": "swat triton (sigmoid)", "swat_chunked": "swat chunked (sigmoid)",
           "flex_sigmoid": "flex sigmoid", "flash_sw": "flash-attn SW (softmax)",
           "flex_softmax_sw": "flex softmax SW", "sdpa_causal": "SDPA causal (softmax)"}
@@ -245,24 +247,27 @@ def time_peer(peer: Callable, args, n: int, head_dim: int, group: int, backward:
     return median_ms(step, args.warmup, args.repeats)
 
 
-def attention_table(args) -> list[str]:
+def attention_table(args, peers: list[str], swat_ms: dict, header: bool = True) -> list[str]:
+    """The rows of ``peers`` at every head size, group, length and mode; ``swat_ms`` holds (and
+    gets) ``swat triton``'s times, which the ratios divide by."""
     problem = Problem(args.heads, args.window, torch.device("cuda"))
     modes = ["fwd"] + ([] if args.no_backward else ["fwd+bwd"])
     lines = [f"# batch {args.batch}, {args.heads} heads, window {args.window}, bf16; median of {args.repeats} "
              f"after {args.warmup} warm-up; error: max abs vs float64 reference on {args.error_len} positions",
              "| head_dim | G | n | mode | peer | ms | ratio (peer / swat triton) | band TFLOP/s | error |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"] if header else []
     print("\n".join(lines), flush=True)
     for head_dim in args.head_dims:
         for group in args.groups:
-            lines += _shape_rows(args, problem, head_dim, group, modes)
+            lines += _shape_rows(args, problem, peers, head_dim, group, modes, swat_ms)
     return lines
 
 
-def _shape_rows(args, problem: Problem, head_dim: int, group: int, modes: list[str]) -> list[str]:
+def _shape_rows(args, problem: Problem, names: list[str], head_dim: int, group: int, modes: list[str],
+                swat_ms: dict) -> list[str]:
     """The rows of one head size and group, each printed as it is measured."""
     lines, peers, errors = [], {}, {}
-    for name in args.peers:
+    for name in names:
         try:
             peers[name] = make_peer(name, problem)
             errors[name] = f"{peer_error(peers[name], problem, name, args.heads, head_dim, group, args.error_len):.2e}"
@@ -273,7 +278,6 @@ def _shape_rows(args, problem: Problem, head_dim: int, group: int, modes: list[s
     for n in args.lengths:
         for mode in modes:
             flops = (4 if mode == "fwd" else 12) * head_dim * band_pairs(n, args.window) * args.heads * args.batch
-            ours = None
             for name, peer in peers.items():
                 if name == "swat_chunked" and n > args.chunked_max_len:
                     continue
@@ -284,7 +288,9 @@ def _shape_rows(args, problem: Problem, head_dim: int, group: int, modes: list[s
                     continue
                 finally:
                     torch.cuda.empty_cache()
-                ours = ms if name == "swat_triton" else ours
+                if name == "swat_triton":
+                    swat_ms[head_dim, group, n, mode] = ms
+                ours = swat_ms.get((head_dim, group, n, mode))
                 ratio = f"{ms / ours:.2f}" if ours else "-"
                 lines.append(f"| {head_dim} | {group} | {n} | {mode} | {TITLES[name]} | {ms:.3f} | {ratio} | "
                              f"{flops / ms / 1e9:.1f} | {errors[name]} |")
@@ -342,8 +348,7 @@ def sweep_table(args) -> list[str]:
              "| head_dim | G | kernel | tiles (m x n, warps, stages) | ms |", "|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for head_dim in args.head_dims:
-        for group in args.groups:
-            lines += _sweep_rows(args, head_dim, group, n)
+        lines += _sweep_rows(args, head_dim, args.groups[0], n)
     return lines
 
 
@@ -446,11 +451,19 @@ def main(argv=None) -> int:
         return 0
     torch._dynamo.config.cache_size_limit = 64  # FlexAttention compiles once per shape
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
-    attention_table(args)
+    # the peers that compile nothing first, then decoding and the sweep, the compiled peers last:
+    # a run cut short by its time limit loses the slowest part
+    quick = [name for name in args.peers if name not in COMPILED]
+    swat_ms: dict = {}
+    attention_table(args, quick, swat_ms)
     if args.decode:
         decode_table(args)
     if args.sweep:
         sweep_table(args)
+    compiled = [name for name in args.peers if name in COMPILED]
+    if compiled:
+        print(f"\n# compiled peers ({', '.join(TITLES[name] for name in compiled)}), same columns", flush=True)
+        attention_table(args, compiled, swat_ms, header=False)
     if args.model:
         print()
         model_table(args)

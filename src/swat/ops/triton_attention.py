@@ -89,14 +89,16 @@ class Tiles:
 
 
 # Per (kernel, padded head_dim) for 16-bit inputs, chosen from the sm_90 machine code of each
-# (scripts/inspect_kernels.py: registers <= 255 with no spill, shared memory within 227 KB, every
-# matrix product on warpgroup MMA, which needs blocks of >= 64 rows per 4 warps); not yet timed on
-# a GPU (scripts/gpu_check.sh sweeps a few). dkdv's block_n keys are its matmuls' rows.
+# (scripts/inspect_kernels.py, Triton 3.6 and 3.9): registers <= 255 with no spill, every matrix
+# product on warpgroup MMA (blocks of >= 64 rows per 4 warps: dkdv's block_n keys are its rows),
+# the fewest SASS instructions per score element; not yet timed on a GPU (scripts/gpu_check.sh
+# sweeps a few). At head_dim 256 two float32 [block_n, 256] accumulators leave no room: dkdv falls
+# back to 16 x 16 tiles on mma.sync, the forward spills a little.
 TILES_16BIT = {
     ("forward", 16): Tiles(128, 64, 8), ("forward", 32): Tiles(128, 64, 8), ("forward", 64): Tiles(128, 64, 8),
-    ("forward", 128): Tiles(128, 64, 8), ("forward", 256): Tiles(64, 64, 4),
+    ("forward", 128): Tiles(128, 64, 8), ("forward", 256): Tiles(64, 32),
     ("dkdv", 16): Tiles(64, 64), ("dkdv", 32): Tiles(64, 64), ("dkdv", 64): Tiles(64, 64),
-    ("dkdv", 128): Tiles(32, 64, 4, 3), ("dkdv", 256): Tiles(16, 64),
+    ("dkdv", 128): Tiles(32, 128, 8), ("dkdv", 256): Tiles(16, 16),
     ("dq", 16): Tiles(64, 64), ("dq", 32): Tiles(64, 64), ("dq", 64): Tiles(64, 64),
     ("dq", 128): Tiles(64, 32), ("dq", 256): Tiles(64, 16),
 }
