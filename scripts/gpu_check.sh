@@ -1,45 +1,58 @@
 #!/usr/bin/env bash
-# The GPU check of the triton backend: its tests on the GPU (compiled kernels, no interpreter), then
-# benchmarks/bench_attention_gpu.py. Everything lands under OUT_DIR:
-#   environment.txt   GPU, driver, Python package versions
+# The GPU check of the triton backend, made to fit one 10-minute device call (about 8 minutes by
+# the estimate in docs/gpu-kernels.md): its tests on the GPU (compiled kernels, no interpreter),
+# then benchmarks/bench_attention_gpu.py. Five files land in OUT_DIR (no folders):
+#   environment.txt   GPU, driver, clocks (nvidia-smi -q -d CLOCK), Python package versions
 #   tests.log         pytest output of tests/ops/test_triton.py (the tests the CPU runs under
-#                     Triton's interpreter, here on CUDA tensors), run in TEST_SHARDS processes
-#                     so the kernels compile in parallel; tests.shard*.log per process
-#   bench.md          the benchmark's rows as they are measured, then its table(s); bench.log stderr
-#   summary.txt       one line per step with its exit status
+#                     Triton's interpreter, here on CUDA tensors), run in TEST_SHARDS processes so
+#                     the kernels compile in parallel (the shards' logs, one after another)
+#   bench.md          the benchmark's rows, each written as it is measured: forward and
+#                     forward+backward against SDPA causal and compiled FlexAttention (softmax
+#                     sliding window, sigmoid), a decoding step, the per-kernel tile sweep
+#   bench.log         the benchmark's stderr
+#   summary.txt       one line per step with its exit status and seconds
 # It installs nothing: the sources run from src/ (PYTHONPATH) on the machine's torch, triton,
 # transformers, pytest and hypothesis.
 # Usage: scripts/gpu_check.sh OUT_DIR [all|tests|bench]     (default all)
 # Knobs (environment):
-#   PYTHON=python             the interpreter
-#   TEST_SHARDS=8             pytest processes
-#   BENCH_ARGS="..."          the benchmark's arguments (default: 8k, 32k, 128k; head_dim 64, 128;
-#                             5 repeats; the model step); QUICK=1: 8k and 32k, 3 repeats, no model
-#   TEST_TIMEOUT=420, BENCH_TIMEOUT=540   seconds per step (each fits one 10-minute device call)
+#   PYTHON=python3            the interpreter
+#   TEST_SHARDS=16            pytest processes (one per core)
+#   SWAT_RANDOM_EXAMPLES=6    examples of the random-shape test (each may compile new variants)
+#   TOTAL_SECONDS=470         the whole run's budget: the tests get TEST_TIMEOUT (200) of it, the
+#                             benchmark what is left (its rows so far are kept when it runs out)
+#   BENCH_ARGS="..."          the benchmark's arguments (default: 8k and 32k, head_dim 64 and 128,
+#                             G = 1 and 4, 16 heads, window 512, 5 repeats, errors on 8k, --decode --sweep)
 set -u
+start=$SECONDS
 out_dir=${1:?usage: scripts/gpu_check.sh OUT_DIR [all|tests|bench]}
 what=${2:-all}
 case "$what" in all|tests|bench) ;; *) echo "unknown step '$what': use all, tests or bench" >&2; exit 2 ;; esac
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
 cd "$(dirname "$0")/.."
-python=${PYTHON:-python}
+python=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export SWAT_RANDOM_EXAMPLES=${SWAT_RANDOM_EXAMPLES:-6}
+export TRITON_DEFAULT_FP_FUSION=${TRITON_DEFAULT_FP_FUSION:-1}  # Triton >= 3.9 warns without it
 unset TRITON_INTERPRET  # the point is the compiled kernels
 summary="$out_dir/summary.txt"
-touch "$summary"
+: > "$summary"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 
-record() {  # record NAME STATUS
-    echo "$1: exit $2" | tee -a "$summary"
+record() {  # record NAME STATUS STEP_START
+    echo "$1: exit $2, $((SECONDS - $3)) s" | tee -a "$summary"
 }
 
 environment() {
     nvidia-smi || true
+    nvidia-smi -q -d CLOCK || true
     "$python" - <<'PY'
 import importlib
+import os
 import sys
 
-print("python", sys.version.split()[0])
+print("python", sys.version.split()[0], "cpus", os.cpu_count())
 for name in ("torch", "triton", "transformers", "pytest", "hypothesis", "flash_attn"):
     try:
         module = importlib.import_module(name)
@@ -53,10 +66,10 @@ PY
 }
 
 run_tests() {
-    local shards=${TEST_SHARDS:-8} ids="$out_dir/tests.ids" status=0 pids=() i
+    local shards=${TEST_SHARDS:-16} ids="$scratch/tests.ids" status=0 pids=() i
     "$python" -m pytest -o addopts="" -q -p no:cacheprovider --collect-only tests/ops/test_triton.py 2>&1 \
         | grep "::" > "$ids"
-    echo "$(wc -l < "$ids") tests in $shards processes"
+    echo "$(wc -l < "$ids") tests in $shards processes, $SWAT_RANDOM_EXAMPLES random-shape examples"
     if [ ! -s "$ids" ]; then
         "$python" -m pytest -o addopts="" -q -p no:cacheprovider --collect-only tests/ops/test_triton.py
         return 1
@@ -64,39 +77,43 @@ run_tests() {
     for ((i = 0; i < shards; i++)); do
         mapfile -t selected < <(awk -v n="$shards" -v i="$i" 'NR % n == i' "$ids")
         [ ${#selected[@]} -eq 0 ] && continue
-        timeout "${TEST_TIMEOUT:-420}" "$python" -m pytest -o addopts="" -q -p no:cacheprovider -rfE "${selected[@]}" \
-            > "$out_dir/tests.shard$i.log" 2>&1 &
+        timeout "${TEST_TIMEOUT:-200}" "$python" -m pytest -o addopts="" -q -p no:cacheprovider -rfE "${selected[@]}" \
+            > "$scratch/shard$i.log" 2>&1 &
         pids+=($!)
     done
     for i in "${pids[@]}"; do
         wait "$i" || status=1
     done
-    cat "$out_dir"/tests.shard*.log
+    for ((i = 0; i < shards; i++)); do
+        [ -f "$scratch/shard$i.log" ] && { echo "== shard $i"; cat "$scratch/shard$i.log"; }
+    done
     return $status
 }
 
+step_start=$SECONDS
 environment > "$out_dir/environment.txt" 2>&1
-record environment $?
-cat "$out_dir/environment.txt"
+record environment $? "$step_start"
+head -n 30 "$out_dir/environment.txt"
 
 if [ "$what" != bench ]; then
+    step_start=$SECONDS
     run_tests > "$out_dir/tests.log" 2>&1
-    record tests $?
+    record tests $? "$step_start"
     grep -E "passed|failed|error" "$out_dir/tests.log" | tail -n 20
 fi
 
 if [ "$what" != tests ]; then
-    if [ "${QUICK:-0}" = 1 ]; then
-        default_args="--lengths 8192,32768 --repeats 3 --warmup 1"
-    else
-        default_args="--lengths 8192,32768,131072 --repeats 5 --warmup 1 --model"
-    fi
+    step_start=$SECONDS
+    left=$(( ${TOTAL_SECONDS:-470} - (SECONDS - start) ))
+    [ "$left" -lt 60 ] && left=60
+    # --error-len 8192: the error check runs on the timed 8k shape, so FlexAttention compiles no extra shape
+    default_args="--lengths 8192,32768 --head-dims 64,128 --groups 1,4 --repeats 5 --warmup 1 --error-len 8192 --decode --sweep"
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-    timeout "${BENCH_TIMEOUT:-540}" "$python" benchmarks/bench_attention_gpu.py ${BENCH_ARGS:-$default_args} \
+    timeout "$left" "$python" -u benchmarks/bench_attention_gpu.py ${BENCH_ARGS:-$default_args} \
         > "$out_dir/bench.md" 2> "$out_dir/bench.log"
-    record benchmark $?
+    record "benchmark (limit ${left} s)" $? "$step_start"
     cat "$out_dir/bench.md"
     tail -n 20 "$out_dir/bench.log"
 fi
-cat "$summary"
-! grep -qv ": exit 0$" "$summary"
+echo "total: $((SECONDS - start)) s" | tee -a "$summary"
+! grep -v "^total" "$summary" | grep -qv ": exit 0,"

@@ -16,7 +16,9 @@ imported (the tests do this); they then take CPU tensors.
 from __future__ import annotations
 
 import functools
+import math
 import os
+from dataclasses import dataclass, replace
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -72,22 +74,58 @@ def _block_d(head_dim: int) -> int:
     return max(16, 1 << (head_dim - 1).bit_length())
 
 
-def _blocks(head_dim: int, dtype: torch.dtype, backward: bool) -> tuple[int, int]:
-    """``(BLOCK_M, BLOCK_N)``: 64 x 64 tiles for narrow rows, smaller ones as a row of q, k, v (and,
-    backward, of the gradients) grows. A rule of thumb, not tuned; compiled for sm_90 every choice
-    needs under 85 KB of shared memory (bf16 head_dim 128: forward 64 x 64, backward 64 x 32)."""
-    row_bytes = _block_d(head_dim) * (4 if dtype == torch.float32 else 2) * (2 if backward else 1)
-    if row_bytes <= 256:
-        return 64, 64
-    if row_bytes <= 512:
-        return 64, 32
-    if row_bytes < 1024:
-        return 32, 32
-    return 16, 16
+LOG2E = math.log2(math.e)
 
 
-def _launch_options() -> dict[str, int]:
-    return {} if interpreted() else {"num_warps": 4, "num_stages": 2}
+@dataclass(frozen=True)
+class Tiles:
+    """One kernel's launch shape: ``block_m`` rows (query position x head) by ``block_n`` keys,
+    ``num_warps`` warps, ``num_stages`` pipeline stages."""
+
+    block_m: int
+    block_n: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+# Per (kernel, padded head_dim) for 16-bit inputs, chosen from the sm_90 machine code of each
+# (scripts/inspect_kernels.py, Triton 3.6 and 3.9): registers <= 255 with no spill, every matrix
+# product on warpgroup MMA (blocks of >= 64 rows per 4 warps: dkdv's block_n keys are its rows),
+# the fewest SASS instructions per score element; not yet timed on a GPU (scripts/gpu_check.sh
+# sweeps a few). At head_dim 256 two float32 [block_n, 256] accumulators leave no room: dkdv falls
+# back to 16 x 16 tiles on mma.sync, the forward spills a little.
+TILES_16BIT = {
+    ("forward", 16): Tiles(128, 64, 8), ("forward", 32): Tiles(128, 64, 8), ("forward", 64): Tiles(128, 64, 8),
+    ("forward", 128): Tiles(128, 64, 8), ("forward", 256): Tiles(64, 32),
+    ("dkdv", 16): Tiles(64, 64), ("dkdv", 32): Tiles(64, 64), ("dkdv", 64): Tiles(64, 64),
+    ("dkdv", 128): Tiles(32, 128, 8), ("dkdv", 256): Tiles(16, 16),
+    ("dq", 16): Tiles(64, 64), ("dq", 32): Tiles(64, 64), ("dq", 64): Tiles(64, 64),
+    ("dq", 128): Tiles(64, 32), ("dq", 256): Tiles(64, 16),
+}
+
+
+def _tiles(kernel: str, head_dim: int, dtype: torch.dtype, blocks: tuple[int, int] | None = None,
+           num_warps: int | None = None, num_stages: int | None = None) -> Tiles:
+    """``kernel``'s (``forward``, ``dkdv`` or ``dq``) tiles, warps and stages for this head size and
+    dtype, each overridable (``blocks`` = ``(block_m, block_n)``). float32 (exact FMA matmuls, no
+    tensor cores) keeps 4 warps and shrinks its tiles as its rows widen."""
+    if dtype == torch.float32:
+        row_bytes = _block_d(head_dim) * 4 * (1 if kernel == "forward" else 2)
+        size = 64 if row_bytes <= 256 else 32 if row_bytes < 1024 else 16
+        chosen = Tiles(size, size)
+    else:
+        chosen = TILES_16BIT[kernel, _block_d(head_dim)]
+    return replace(chosen, **{name: value for name, value in zip(
+        ("block_m", "block_n", "num_warps", "num_stages"), (*(blocks or (None, None)), num_warps, num_stages),
+        strict=True) if value is not None})
+
+
+def _launch(tiles: Tiles) -> dict[str, int]:
+    """The kernels' launch keywords (the interpreter takes no warps or stages)."""
+    options = dict(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
+    if not interpreted():
+        options.update(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+    return options
 
 
 def _segments(spec: AttentionSpec, q: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -98,27 +136,48 @@ def _segments(spec: AttentionSpec, q: torch.Tensor) -> tuple[torch.Tensor, tuple
     return ids, (ids.stride(0), ids.stride(1))
 
 
+def _sign(spec: AttentionSpec) -> float:
+    """The kernels compute ``x = sign * log2(e) * s``: ``-1`` for sigmoid (``p = 1 / (1 + 2^x)``),
+    ``+1`` for softmax."""
+    return 1.0 if spec.softmax else -1.0
+
+
 def _slopes(spec: AttentionSpec, q: torch.Tensor) -> torch.Tensor:
+    """The slopes folded as the kernels take them, ``sign * log2(e) * m_h`` (a placeholder without)."""
     if spec.slopes is None:
         return q.new_zeros(1, dtype=torch.float32)
-    return spec.slopes.detach().to(device=q.device, dtype=torch.float32).contiguous()
+    slopes = spec.slopes.detach().to(device=q.device, dtype=torch.float64) * (_sign(spec) * LOG2E)
+    return slopes.float().contiguous()
 
 
-def _flags(spec: AttentionSpec, dtype: torch.dtype) -> dict[str, object]:
+def _scalars(spec: AttentionSpec) -> tuple[float, float]:
+    """``(qk_coef, bias2)``: ``scale`` and ``b`` folded (``sign * log2(e) *``)."""
+    fold = _sign(spec) * LOG2E
+    return float(spec.scale) * fold, float(spec.sigmoid_bias) * fold
+
+
+def _flags(spec: AttentionSpec, dtype: torch.dtype, head_dim: int, group: int) -> dict[str, object]:
     """The kernels' compile-time switches. float32 matmuls are exact (``ieee``, no TF32). The
     interpreter (numpy) has no bf16 matmul and truncates float32 -> bf16 where GPUs round to
     nearest, so under it 16-bit inputs are upcast as they are loaded and the tiles stay float32;
-    only the stored results are 16-bit."""
-    return dict(SOFTMAX=spec.softmax, HAS_SLOPES=spec.slopes is not None,
+    only the stored results are 16-bit. It runs no inline PTX either: no ``FAST_MATH`` there."""
+    return dict(GROUP=group, SOFTMAX=spec.softmax, HAS_SLOPES=spec.slopes is not None,
                 HAS_SEGMENTS=spec.segment_ids is not None,
                 UPCAST=interpreted() and dtype != torch.float32,
-                INPUT_PRECISION="ieee" if dtype == torch.float32 else "tf32")
+                INPUT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+                FAST_MATH=not interpreted(), EVEN_D=head_dim == _block_d(head_dim), BLOCK_D=_block_d(head_dim))
 
 
-def _forward(q, k, v, spec: AttentionSpec, block_m: int, block_n: int, keys_per_split: int | None):
+def _strides(*tensors: torch.Tensor) -> tuple[int, ...]:
+    """The strides of ``tensors`` but the last one of each, which is 1 (the kernels assume it)."""
+    assert all(x.stride(-1) == 1 for x in tensors)
+    return tuple(stride for x in tensors for stride in x.stride()[:-1])
+
+
+def _forward(q, k, v, spec: AttentionSpec, tiles: Tiles, keys_per_split: int | None):
     """Runs the forward kernel. Returns ``(out, lse)``; ``lse`` is ``[batch, heads, q_len]``
-    (float32, softmax only, else ``None``). With ``keys_per_split`` the band is split and the
-    shares are combined here (no ``lse``)."""
+    (float32, base 2, softmax only, else ``None``). With ``keys_per_split`` the band is split and
+    the shares are combined here (no ``lse``)."""
     from swat.ops.triton_kernels import attention_forward_kernel
 
     batch, q_len, heads, head_dim = q.shape
@@ -128,38 +187,36 @@ def _forward(q, k, v, spec: AttentionSpec, block_m: int, block_n: int, keys_per_
     rows = q_len * group
     segments, seg_strides = _segments(spec, q)
     # a block of rows covers at most block_m // group + 2 positions, whose bands span this many keys
-    span = min(kv_len, window + min(q_len, block_m // group + 2) - 1)
+    span = min(kv_len, window + min(q_len, tiles.block_m // group + 2) - 1)
     splits = 1 if keys_per_split is None else -(-span // keys_per_split)
     if keys_per_split is None:
-        out = torch.empty_like(q)
-        out_strides = (0, *out.stride())
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        out_strides = (0, *out.stride()[:-1])
         lse = torch.empty(batch, heads, q_len, dtype=torch.float32, device=q.device)
         lse_strides = (0, *lse.stride())
     else:
         out = torch.empty(splits, batch, q_len, heads, head_dim, dtype=torch.float32, device=q.device)
-        out_strides = out.stride()
+        out_strides = out.stride()[:-1]
         lse = torch.empty(splits, batch, heads, q_len, 2, dtype=torch.float32, device=q.device)
         lse_strides = lse.stride()[:4]
-    grid = (-(-rows // block_m), batch * kv_heads, splits)
+    grid = (-(-rows // tiles.block_m), batch * kv_heads, splits)
     attention_forward_kernel[grid](
         q, k, v, out, lse, _slopes(spec, q), segments,
-        *q.stride(), *k.stride(), *v.stride(), *out_strides, *lse_strides, *seg_strides,
-        q_len, kv_len, heads, group, head_dim, window, keys_per_split or kv_len,
-        float(spec.scale), float(spec.sigmoid_bias),
-        PARTIAL=keys_per_split is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_block_d(head_dim), **_flags(spec, q.dtype), **_launch_options(),
+        *_strides(q, k, v), *out_strides, *lse_strides, *seg_strides,
+        q_len, kv_len, heads, head_dim, window, keys_per_split or kv_len, *_scalars(spec),
+        PARTIAL=keys_per_split is not None, **_flags(spec, q.dtype, head_dim, group), **_launch(tiles),
     )
     if keys_per_split is None:
         return out, (lse if spec.softmax else None)
     if not spec.softmax:
         return out.sum(0).to(q.dtype), None
-    share_max, share_sum = lse[..., 0].transpose(2, 3), lse[..., 1].transpose(2, 3)  # [splits, b, n, h]
-    weight = torch.exp(share_max - share_max.amax(0, keepdim=True))  # a share without keys: exp(-inf) = 0
+    share_max, share_sum = lse[..., 0].transpose(2, 3), lse[..., 1].transpose(2, 3)  # [splits, b, n, h], base 2
+    weight = torch.exp2(share_max - share_max.amax(0, keepdim=True))  # a share without keys: 2^-inf = 0
     total = (out * weight[..., None]).sum(0) / (share_sum * weight).sum(0)[..., None]
     return total.to(q.dtype), None
 
 
-def _backward(q, k, v, out, lse, grad_out, spec: AttentionSpec, block_m: int, block_n: int):
+def _backward(q, k, v, out, lse, grad_out, spec: AttentionSpec, dkdv_tiles: Tiles, dq_tiles: Tiles):
     from swat.ops.triton_kernels import attention_backward_dkdv_kernel, attention_backward_dq_kernel
 
     batch, q_len, heads, head_dim = q.shape
@@ -172,37 +229,36 @@ def _backward(q, k, v, out, lse, grad_out, spec: AttentionSpec, block_m: int, bl
         row_dot = (grad_out.float() * out.float()).sum(-1).transpose(1, 2).contiguous()
     else:
         lse = row_dot = q.new_zeros(1, 1, 1, dtype=torch.float32)
-    dq = torch.empty_like(q)
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)  # contiguous: one set of strides for both
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-    shared = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_block_d(head_dim), **_flags(spec, q.dtype),
-                  **_launch_options())
-    sizes = (q_len, kv_len, heads, group, head_dim, window, float(spec.scale), float(spec.sigmoid_bias))
-    strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *lse.stride())
-    attention_backward_dkdv_kernel[(-(-kv_len // block_n), batch * kv_heads)](
+    flags = _flags(spec, q.dtype, head_dim, group)
+    sizes = (q_len, kv_len, heads, head_dim, window, *_scalars(spec), float(spec.scale))
+    strides = (*_strides(q, k, v, grad_out), *lse.stride())
+    attention_backward_dkdv_kernel[(-(-kv_len // dkdv_tiles.block_n), batch * kv_heads)](
         q, k, v, grad_out, lse, row_dot, dk, dv, slopes, segments,
-        *strides, *dk.stride(), *seg_strides, *sizes, **shared,
+        *strides, *_strides(dk), *seg_strides, *sizes, **flags, **_launch(dkdv_tiles),
     )
-    attention_backward_dq_kernel[(-(-q_len * group // block_m), batch * kv_heads)](
+    attention_backward_dq_kernel[(-(-q_len * group // dq_tiles.block_m), batch * kv_heads)](
         q, k, v, grad_out, lse, row_dot, dq, slopes, segments,
-        *strides, *dq.stride(), *seg_strides, *sizes, **shared,
+        *strides, *_strides(dq), *seg_strides, *sizes, **flags, **_launch(dq_tiles),
     )
     return dq, dk, dv
 
 
 class _TritonAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, spec, blocks):
-        out, lse = _forward(q, k, v, spec, *blocks[0], keys_per_split=None)
+    def forward(ctx, q, k, v, spec, tiles):
+        out, lse = _forward(q, k, v, spec, tiles["forward"], keys_per_split=None)
         ctx.save_for_backward(q, k, v, out if spec.softmax else None, lse)
-        ctx.spec, ctx.blocks = spec, blocks
+        ctx.spec, ctx.tiles = spec, tiles
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
-        grads = _backward(q, k, v, out, lse, grad_out.contiguous(), ctx.spec, *ctx.blocks[1])
+        grads = _backward(q, k, v, out, lse, grad_out.contiguous(), ctx.spec, ctx.tiles["dkdv"], ctx.tiles["dq"])
         return (*grads, None, None)
 
 
@@ -213,24 +269,27 @@ def triton_attention(
     spec: AttentionSpec,
     *,
     blocks: tuple[int, int] | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
     keys_per_split: int | None = None,
 ) -> torch.Tensor:
     """Fused SWAT attention. Shapes as in :func:`swat.ops.swat_attention`.
 
-    ``blocks`` (``BLOCK_M`` rows, ``BLOCK_N`` keys; powers of two >= 16) overrides the tile sizes
-    of forward and backward; ``keys_per_split`` forces the split-band decoding path with shares of
-    that many keys (only without gradients). By default decoding calls (a single block of rows per
-    kv head, no gradient, a band longer than :data:`DECODE_KEYS_PER_SPLIT`) take it.
+    ``blocks`` (``BLOCK_M`` rows, ``BLOCK_N`` keys; powers of two >= 16), ``num_warps`` and
+    ``num_stages`` override the per-head_dim choice (:data:`TILES_16BIT`) of every kernel this call
+    launches, so a tile sweep needs no code change; ``keys_per_split`` forces the split-band
+    decoding path with shares of that many keys (only without gradients). By default decoding calls
+    (a single block of rows per kv head, no gradient, a band longer than
+    :data:`DECODE_KEYS_PER_SPLIT`) take it.
     """
     _check(q)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    head_dim = q.shape[-1]
-    forward_blocks = blocks or _blocks(head_dim, q.dtype, backward=False)
-    backward_blocks = blocks or _blocks(head_dim, q.dtype, backward=True)
+    tiles = {kernel: _tiles(kernel, q.shape[-1], q.dtype, blocks, num_warps, num_stages)
+             for kernel in ("forward", "dkdv", "dq")}
     needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
     rows = q.shape[1] * (q.shape[2] // k.shape[2])
-    if keys_per_split is None and rows <= forward_blocks[0] and spec.band(k.shape[1]) > DECODE_KEYS_PER_SPLIT:
+    if keys_per_split is None and rows <= tiles["forward"].block_m and spec.band(k.shape[1]) > DECODE_KEYS_PER_SPLIT:
         keys_per_split = DECODE_KEYS_PER_SPLIT
     if keys_per_split is not None and not needs_grad:
-        return _forward(q, k, v, spec, *forward_blocks, keys_per_split=keys_per_split)[0]
-    return _TritonAttention.apply(q, k, v, spec, (forward_blocks, backward_blocks))
+        return _forward(q, k, v, spec, tiles["forward"], keys_per_split=keys_per_split)[0]
+    return _TritonAttention.apply(q, k, v, spec, tiles)
