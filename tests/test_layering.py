@@ -49,7 +49,8 @@ def test_no_package_imports_from_a_package_above_it():
 
 
 def _needs_optional_dependency(module: str) -> bool:
-    path = ROOT.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    path = ROOT.joinpath(*module.split(".")[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     tree = ast.parse(path.read_text())
     top_level = [names for node, names in _imports(tree) if node in tree.body]
     return any(name.split(".")[0] in OPTIONAL_DEPENDENCIES for names in top_level for name in names)

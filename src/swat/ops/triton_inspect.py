@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from swat.ops import alibi_slopes
+from swat.ops import triton_attention as launcher
 from swat.ops.spec import AttentionSpec
 
 KERNELS = ("attention_forward_kernel", "attention_backward_dkdv_kernel", "attention_backward_dq_kernel")
@@ -260,8 +261,6 @@ def compile_launch(variant: Variant, arch: int = 90, backward: bool = True,
     ``backward`` is false or the variant decodes, both backward kernels) and inspects each.
     ``tiles`` maps kernel names (``forward``, ``dkdv``, ``dq``) to a ``Tiles`` to try instead of
     the launcher's choice."""
-    from swat.ops import triton_attention as launcher
-
     q, k, v, spec = _inputs(variant)
     tiles = {kernel: launcher._tiles(kernel, variant.head_dim, variant.dtype) for kernel in ("forward", "dkdv", "dq")
              } | (tiles or {})
