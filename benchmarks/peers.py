@@ -11,14 +11,23 @@ them outside the embeddings. Weights are random (speed does not depend on them).
 
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 from swat import SWATConfig, SWATForCausalLM
 
 MODELS = ("swat", "mistral", "llama")
-SIZE = dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
-            num_attention_heads=8, num_key_value_heads=8)
+SIZES = {
+    "benchmark": dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
+                      num_attention_heads=8, num_key_value_heads=8),
+    # for the scripts' smoke tests only (tests/benchmarks): the same code paths in seconds
+    "tiny": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=4),
+}
+# SWAT_BENCH_SIZE=tiny in the environment (inherited by the scripts' worker processes) picks the tiny size.
+SIZE = SIZES[os.environ.get("SWAT_BENCH_SIZE", "benchmark")]
 WINDOW = 512
 MAX_POSITIONS = 2 ** 20
 

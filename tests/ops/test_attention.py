@@ -307,7 +307,7 @@ def _pick(q_len, kv_len, window, activation, *, segment_ids=None, grad=False, de
 
     spec = AttentionSpec(window=window, slopes=None, sigmoid_bias=0.0, activation=activation, scale=0.125,
                          segment_ids=segment_ids)
-    return attention_module._pick_backend(tensor(q_len), tensor(kv_len), spec)
+    return attention_module.pick_backend(tensor(q_len), tensor(kv_len), spec)
 
 
 def test_auto_choices_on_the_cpu():

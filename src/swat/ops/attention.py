@@ -110,11 +110,11 @@ def swat_attention(
     if q.shape[0] == 0 or q.shape[1] == 0:
         backend = "reference"  # no queries: the empty output, through the one path every shape takes
     elif backend == "auto":
-        backend = _pick_backend(q, k, spec)
+        backend = pick_backend(q, k, spec)
     return BACKENDS[backend](q, k, v, spec)
 
 
-def _pick_backend(q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec) -> str:
+def pick_backend(q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec) -> str:
     """The fastest correct backend for these inputs: on a GPU the fused Triton kernels (PyTorch's
     flash attention for plain causal softmax), on the CPU the measured thresholds above."""
     q_len, kv_len = q.shape[1], k.shape[1]
