@@ -11,9 +11,8 @@ Tiles
     Queries are cut into blocks of ``block`` positions. A block at positions ``[p0, p1)`` only
     needs keys ``[max(0, p0 - w + 1), p1)``, so every score tile is at most
     ``(block + w - 1) x block * G`` and no ``q_len x kv_len`` matrix ever exists. Tiles are stored
-    transposed, keys as rows (``S^T = K Q^T``): with the GEMM shapes this gives (``[keys, d] x
-    [d, queries]`` and friends) MKL ran the seven matmuls of a tile about 10% faster than in the
-    ``[queries, keys]`` orientation. The blocks are
+    transposed, keys as rows (``S^T = K Q^T``), the GEMM shapes (``[keys, d] x [d, queries]`` and
+    friends) MKL ran fastest (docs/benchmarks.md). The blocks are
     visited in order; per block the forward is two batched matmuls and two elementwise passes, the
     backward five matmuls and three passes (below), on cache-sized tiles. ``block`` trades the
     masked columns a tile computes for nothing (``(block + w - 1) / w``) against matmul size and
@@ -44,8 +43,8 @@ Memory traffic
     every tile; the results are then added into the rows of ``dK``, ``dV`` (or copied into ``out``,
     ``dQ``). Writing straight into those strided row slices looks leaner but makes PyTorch's CPU
     ``bmm`` fall back from MKL's batched GEMM (parallel over the batch) to one GEMM per batch
-    entry, which measured 15-25% slower forward+backward on two cores. Fresh per-tile tensors cost
-    allocation and page faults; the reused buffers avoid both.
+    entry (slower, docs/benchmarks.md). Fresh per-tile tensors cost allocation and page faults;
+    the reused buffers avoid both.
 
 Precision
     float32 and float64 inputs compute everything in their own dtype. For bf16/fp16 the matmuls
@@ -65,9 +64,8 @@ from torch.autograd.function import once_differentiable
 from swat.ops.device import upcast_without_fast_low_precision
 from swat.ops.spec import AttentionSpec, other_segment, outside_band, position_term
 
-# Query positions per tile. Measured on a 2-core AVX2 CPU (window 512, head_dim 64, fp32):
-# smaller blocks waste fewer masked columns ((block + w - 1) / w) but run smaller, less efficient
-# matmuls; 64 was the fastest forward+backward from 2k to 32k (see benchmarks/bench_attention.py).
+# Query positions per tile: smaller blocks waste fewer masked columns ((block + w - 1) / w) but run
+# smaller, less efficient matmuls (the measurement that chose 64: docs/benchmarks.md).
 DEFAULT_BLOCK = 64
 
 

@@ -43,7 +43,7 @@ from swat.ops.spec import AttentionSpec
 
 SOURCE = Path(__file__).with_name("csrc") / "swat_cpu.cpp"
 DISABLE_ENV = "SWAT_NO_FUSED"
-# Query positions per tile: 64 was the fastest forward+backward at window 512 (benchmarks/bench_attention.py).
+# Query positions per tile (the measurement that chose 64: docs/benchmarks.md).
 DEFAULT_BLOCK = 64
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
 # Portable flags only: the cache may be shared between machines. The GEMMs (oneDNN, PyTorch's BLAS)
