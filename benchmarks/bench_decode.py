@@ -10,7 +10,7 @@ decode step depends on what the cache holds, not on the values in it, and this r
 without a quadratic full-attention prefill), then decode steps (one token per stream) are timed
 and the median is reported, with tokens/s = batch / step time. All cases' steps are interleaved
 in one process, so a shared machine's changing load hits them alike; the peak resident memory
-(``ru_maxrss``) of each comes from a separate process that runs only that case. On a busy machine
+(``VmHWM``) of each comes from a separate process that runs only that case. On a busy machine
 ``--threads 1`` gives steadier numbers. What would not fit in ``--max-memory-gib`` or take longer
 than ``--max-seconds`` is estimated first and skipped with the reason printed.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from typing import NamedTuple
 
 import torch
-from peers import MODELS, SIZE, WINDOW, build, check_names, print_report
+from peers import MODELS, SIZE, WINDOW, build, check_names, peak_rss_mib, print_report
 from transformers import DynamicCache
 
 from swat.cli.options import token_counts
@@ -128,7 +127,7 @@ def measure_memory(case: Case) -> dict:
         decode_step(model, cache, tokens)
     stored = cache.layers[0].keys.untyped_storage().nbytes()  # the whole buffer a view may sit in
     return dict(kv_mib=2 * model.config.num_hidden_layers * stored / 2**20,
-                peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                peak_mib=peak_rss_mib())
 
 
 def worker(job: dict) -> dict:

@@ -13,7 +13,7 @@ For each length the models' steps are interleaved (one step of each, in turn, ``
 times after a warm-up step), so a shared machine's changing load hits them alike; cells are
 tokens/s = tokens per step / median step time, ratios are SWAT's tokens/s over the peer's (> 1:
 SWAT trains faster). Next to each model's tokens/s is the peak memory of one training step: the
-peak RSS of a fresh process (``ru_maxrss``, the Python interpreter, torch and the model included)
+peak RSS of a fresh process (``VmHWM``, the Python interpreter, torch and the model included)
 that builds the model and takes one step; ``--no-memory`` leaves it out. SWAT's loss never holds
 the ``[tokens x vocab]`` logits (``swat.models.loss.linear_cross_entropy``); the peers' does (the
 32k-vocabulary logits of 32k tokens alone are 4 GiB in fp32). ``--gradient-checkpointing`` (as
@@ -29,7 +29,6 @@ printed.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from peers import MODELS, SIZE, WINDOW, build, check_names, print_report
+from peers import MODELS, SIZE, WINDOW, build, check_names, peak_rss_mib, print_report
 
 from swat.cli.options import token_counts
 from swat.models.compat import enable_activation_checkpointing
@@ -147,7 +146,7 @@ def one_step(case: str, args: argparse.Namespace) -> None:
         enable_activation_checkpointing(model)
     optimizer = build_optimizer(model, OptimConfig())
     train_step(model, optimizer, torch.randint(0, SIZE["vocab_size"], (1, int(length) + 1)), dtype == "bf16")
-    print(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.3f}")
+    print(f"{peak_rss_mib() / 1024:.3f}")
 
 
 def table(rows: list[dict], names: list[str]) -> str:

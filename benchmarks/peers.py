@@ -12,6 +12,7 @@ them outside the embeddings. Weights are random (speed does not depend on them).
 from __future__ import annotations
 
 import os
+import resource
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
@@ -48,6 +49,20 @@ def check_names(names: list[str]) -> list[str]:
     if unknown:
         raise SystemExit(f"unknown models {unknown}: choose from {','.join(MODELS)}")
     return names
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: the kernel's high-water mark of its address space
+    (``VmHWM``), which starts afresh at ``exec``. (``ru_maxrss`` does not: a worker started by a
+    benchmark would report at least the benchmark's own memory at the time it was started.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def print_report(table: str, notes: list[str]) -> None:
