@@ -195,7 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=300.0, help="skip a case estimated to take longer")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="do not measure each case's peak memory (one more step per case, in a fresh process)")
-    parser.add_argument("--one-step", metavar="MODEL:LENGTH:DTYPE", help=argparse.SUPPRESS)
+    parser.add_argument("--one-step", metavar="MODEL:LENGTH:DTYPE",
+                        help="only build MODEL, take one training step and print the peak RSS in GiB")
     args = parser.parse_args(argv)
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     if not args.dtypes or set(args.dtypes) - set(DTYPES):
