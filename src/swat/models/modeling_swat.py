@@ -283,7 +283,9 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         if with_loss:
             loss = causal_lm_head_loss(hidden_states, self.lm_head.weight, labels, shift_labels=shift_labels,
                                        num_items_in_batch=num_items_in_batch)
-        if not (self.training and with_loss if skip_logits is None else skip_logits):
+        if skip_logits is None:
+            skip_logits = self.training and with_loss
+        if not skip_logits:
             logits = self.lm_head(hidden_states)
         return model_output(CausalLMOutputWithPast, output_cache(outputs), loss=loss, logits=logits,
                             hidden_states=outputs.hidden_states, attentions=outputs.attentions)
