@@ -48,7 +48,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from swat.ops import alibi_slopes, swat_attention  # noqa: E402
+from swat.ops import AttentionSpec, alibi_slopes, swat_attention  # noqa: E402
+from swat.ops.attention import pick_backend  # noqa: E402
 from swat.ops.chunked import DEFAULT_BLOCK  # noqa: E402
 from swat.ops.cpu_fused import available as fused_available  # noqa: E402
 from swat.ops.device import describe_machine, fast_low_precision_matmul  # noqa: E402
@@ -59,6 +60,7 @@ KERNELS = {"swat": "chunked", "fused": "fused"}  # swat's own backends
 TITLES = {"swat": "swat (chunked, sigmoid)", "fused": "swat (fused, sigmoid)", "sdpa_causal": "SDPA causal",
           "sdpa_band": "SDPA band", "flex": "Flex SW (compiled)"}
 GIB = 2 ** 30
+DEFAULT_THREADS = torch.get_num_threads()  # the machine's default (or OMP_NUM_THREADS)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,7 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", default=f"{DEFAULT_THREADS},1",
+                   help="comma separated thread counts, one table each (default: the machine's default, then 1)")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma separated, of: {', '.join(PEERS)}")
+    p.add_argument("--roof-size", type=int, default=2048, help="side of the square GEMMs of the matmul roofs")
     p.add_argument("--max-gib", type=float, default=12.0, help="skip cases estimated to need more memory")
     p.add_argument("--no-quiet", dest="quiet", action="store_false",
                    help="do not retry runs during which other processes used the CPU")
@@ -89,6 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.lengths = [int(x) for x in args.lengths.split(",")]
     args.dtypes = args.dtypes.split(",")
     args.peers = args.peers.split(",")
+    args.threads = list(dict.fromkeys(int(x) for x in args.threads.split(",")))
     for name in args.dtypes:
         if name not in DTYPES:
             p.error(f"unknown dtype {name!r}: use {', '.join(DTYPES)}")
@@ -256,24 +262,15 @@ def print_roof_fraction(results, dname: str, n: int, peer: str, backward: bool, 
 
 
 def fmt_ms(t: float | None) -> str:
-    return "-" if t is None else f"{t * 1e3:,.0f}"
+    if t is None:
+        return "-"
+    return f"{t * 1e3:,.0f}" if t >= 0.01 else f"{t * 1e3:.3g}"
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    torch.manual_seed(0)
-    load0 = os.getloadavg()
-    print(f"# attention benchmark: batch {args.batch}, heads {args.heads}, head_dim {args.head_dim}, "
-          f"window {args.window}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cpus, load average {load0[0]:.2f}")
-    print(f"# swat chunked block {DEFAULT_BLOCK}; bf16 matmuls native on this CPU: "
-          f"{fast_low_precision_matmul(torch.device('cpu'))} (if not, swat computes bf16 inputs in fp32)")
-    print(f"# machine: {describe_machine()}")
-    if "fused" in args.peers:
-        print(f"# fused CPU kernel available: {fused_available()} (else the fused row is the chunked kernel)")
-    timed, warmup = Timer(args.quiet), Timer(False)
-    roofs = {name: matmul_gflops(timed, DTYPES[name]) for name in args.dtypes}
-    print("# matmul roofs (2048^3): " + ", ".join(f"{name} {g:.0f} GFLOP/s" for name, g in roofs.items()))
+def measure(args, timed: Timer, warmup: Timer):
+    """Every cell of one run at the current thread count: ``(results, notes, roofs)``."""
+    roofs = {name: matmul_gflops(timed, DTYPES[name], repeats=max(3, args.repeats), size=args.roof_size)
+             for name in args.dtypes}
     results: dict[tuple, float | None] = {}
     notes: list[str] = []
     last_time: dict[tuple, tuple[int, float]] = {}  # (peer, dtype, backward) -> (n, seconds)
@@ -327,10 +324,12 @@ def main(argv=None) -> None:
                 if len(times) < args.repeats:
                     notes.append(f"{TITLES[peer]} {'fwd+bwd' if backward else 'fwd'} {n} {dname}: "
                                  f"{len(times)} repeats (slow)")
-            print(f"# measured {dname} {n}", file=sys.stderr, flush=True)
+            print(f"# measured {dname} {n} at {torch.get_num_threads()} threads", file=sys.stderr, flush=True)
+    return results, notes, roofs
 
-    print()
-    print("Times in ms (median); in brackets peer time / swat time (> 1: swat faster).")
+
+def print_table(results, args) -> None:
+    print("Times in ms (median); in brackets peer time / swat (chunked) time (> 1: chunked faster).")
     print()
     header = ["seq", "dtype", "pass"] + [TITLES[p] for p in args.peers]
     print("| " + " | ".join(header) + " |")
@@ -347,10 +346,43 @@ def main(argv=None) -> None:
                     else:
                         row.append(f"{fmt_ms(t)} ({t / ours:.2f}x)")
                 print("| " + " | ".join(row) + " |")
+
+
+def print_auto_check(results, args) -> None:
+    """Per dtype, length and pass: the faster of swat's CPU kernels here against what ``auto`` picks
+    for these inputs (the rule in swat/ops/attention.py; it should name the faster one)."""
+    if not all(peer in args.peers for peer in KERNELS):
+        return
+    threads = torch.get_num_threads()
+    for dname in args.dtypes:
+        for n in args.lengths:
+            for backward in (False, True):
+                times = {peer: results.get((dname, n, peer, backward)) for peer in KERNELS}
+                if not all(times.values()):
+                    continue
+                fastest = min(times, key=times.get)
+                q = torch.empty(1, n, args.heads, args.head_dim, dtype=DTYPES[dname], requires_grad=backward)
+                with torch.set_grad_enabled(backward):
+                    picked = pick_backend(q, q, AttentionSpec(window=args.window, slopes=None, sigmoid_bias=0.0,
+                                                              activation="sigmoid", scale=1.0))
+                verdict = "agrees" if picked == KERNELS[fastest] else "DISAGREES"
+                print(f"auto at {threads} threads, {dname} {n} {'fwd+bwd' if backward else 'fwd'}: fastest "
+                      f"{KERNELS[fastest]} (chunked / fused = {times['swat'] / times['fused']:.2f}); auto picks "
+                      f"{picked}: {verdict}")
+
+
+def report(results, notes, roofs, args, timed: Timer) -> None:
+    threads = torch.get_num_threads()
+    default = " (the machine's default)" if threads == DEFAULT_THREADS else ""
+    print()
+    print(f"## {threads} threads{default}")
+    print()
+    print(f"# matmul roofs ({args.roof_size}^3): " + ", ".join(f"{name} {g:.0f} GFLOP/s" for name, g in roofs.items()))
+    print()
+    print_table(results, args)
     print()
     for note in notes:
         print(f"- {note}")
-
     print()
     for dname in args.dtypes:
         for backward in (False, True):
@@ -363,11 +395,31 @@ def main(argv=None) -> None:
             for peer in KERNELS:
                 for backward in (False, True):
                     print_roof_fraction(results, dname, n, peer, backward, roofs[dname], args)
-    load1 = os.getloadavg()
-    print(f"load average at start {load0[0]:.2f}, at end {load1[0]:.2f} ({os.cpu_count()} cpus)")
+    print_auto_check(results, args)
     if timed.quiet:
         print(f"{timed.samples - timed.noisy} of {timed.samples} timed runs were quiet (other processes used "
               f"< 5% of the CPUs); {timed.noisy} had no quiet slot within the retry budget")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    load0 = os.getloadavg()
+    print(f"# attention benchmark: batch {args.batch}, heads {args.heads}, head_dim {args.head_dim}, "
+          f"window {args.window}, torch {torch.__version__}, threads {', '.join(map(str, args.threads))} "
+          f"(default {DEFAULT_THREADS}), {os.cpu_count()} cpus, load average {load0[0]:.2f}")
+    print(f"# swat chunked block {DEFAULT_BLOCK}; bf16 matmuls native on this CPU: "
+          f"{fast_low_precision_matmul(torch.device('cpu'))} (if not, swat computes bf16 inputs in fp32)")
+    print(f"# machine: {describe_machine()}")
+    if "fused" in args.peers:
+        print(f"# fused CPU kernel available: {fused_available()} (else the fused row is the chunked kernel)")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        timed, warmup = Timer(args.quiet), Timer(False)
+        report(*measure(args, timed, warmup), args, timed)
+    torch.set_num_threads(DEFAULT_THREADS)
+    load1 = os.getloadavg()
+    print(f"load average at start {load0[0]:.2f}, at end {load1[0]:.2f} ({os.cpu_count()} cpus)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ decode step depends on what the cache holds, not on the values in it, and this r
 without a quadratic full-attention prefill), then decode steps (one token per stream) are timed
 and the median is reported, with tokens/s = batch / step time. All cases' steps are interleaved
 in one process, so a shared machine's changing load hits them alike; the peak resident memory
-(``ru_maxrss``) of each comes from a separate process that runs only that case. On a busy machine
+(``VmHWM``) of each comes from a separate process that runs only that case. On a busy machine
 ``--threads 1`` gives steadier numbers. What would not fit in ``--max-memory-gib`` or take longer
 than ``--max-seconds`` is estimated first and skipped with the reason printed.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from typing import NamedTuple
 
 import torch
-from peers import MODELS, SIZE, WINDOW, build, check_names, print_report
+from peers import MODELS, SIZE, WINDOW, build, check_names, peak_rss_mib, print_report
 from transformers import DynamicCache
 
 from swat.cli.options import token_counts
@@ -49,6 +48,7 @@ def new_cache(model):
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DEFAULT_THREADS = torch.get_num_threads()  # the machine's default (or OMP_NUM_THREADS)
 
 
 class Case(NamedTuple):
@@ -127,7 +127,7 @@ def measure_memory(case: Case) -> dict:
         decode_step(model, cache, tokens)
     stored = cache.layers[0].keys.untyped_storage().nbytes()  # the whole buffer a view may sit in
     return dict(kv_mib=2 * model.config.num_hidden_layers * stored / 2**20,
-                peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                peak_mib=peak_rss_mib())
 
 
 def worker(job: dict) -> dict:
@@ -158,17 +158,18 @@ def measure_all(cases: list[Case], args: argparse.Namespace) -> list[dict]:
     runnable = [row for row in rows if "skipped" not in row]
     jobs = [Case(**{key: row[key] for key in Case._fields}) for row in runnable]
     print(f"timing {len(jobs)} cases interleaved...", flush=True)
-    latency = run_worker(dict(kind="latency", cases=jobs, steps=args.steps, warmup=args.warmup, threads=args.threads))
+    job = dict(kind="latency", cases=jobs, steps=args.steps, warmup=args.warmup, threads=args.threads)
+    latency = run_worker(job) if args.memory else worker(job)
     for row, case, ms in zip(runnable, jobs, latency.get("ms", [None] * len(runnable)), strict=True):
-        memory = run_worker(dict(kind="memory", case=case, threads=args.threads))
+        memory = run_worker(dict(kind="memory", case=case, threads=args.threads)) if args.memory else {}
         error = latency.get("error") or memory.get("error")
         if error:
             row["skipped"] = error
         else:
             row.update(ms=ms, tokens_per_s=1e3 * case.batch / ms, **memory)
-        print(f"  {describe(case)}: " + (f"{row['ms']:.2f} ms/step, {row['tokens_per_s']:.0f} tokens/s, "
-                                         f"peak {row['peak_mib']:.0f} MiB" if "ms" in row else row["skipped"]),
-              flush=True)
+        peak = f", peak {row['peak_mib']:.0f} MiB" if "peak_mib" in row else ""
+        print(f"  {describe(case)}: " + (f"{row['ms']:.2f} ms/step, {row['tokens_per_s']:.0f} tokens/s{peak}"
+                                         if "ms" in row else row["skipped"]), flush=True)
     return rows
 
 
@@ -187,8 +188,8 @@ def table(results: list[dict]) -> str:
             continue
         ours = swat.get((r["dtype"], r["batch"], r["position"]))
         ratio = "-" if ours is None else f"{r['ms'] / ours:.2f}"
-        lines.append(f"{head} {r['ms']:.2f} | {r['tokens_per_s']:,.0f} | {ratio} | {r['kv_mib']:.1f} | "
-                     f"{r['peak_mib']:.0f} |")
+        kv, peak = (f"{r[key]:.1f}" if key in r else "-" for key in ("kv_mib", "peak_mib"))
+        lines.append(f"{head} {r['ms']:.2f} | {r['tokens_per_s']:,.0f} | {ratio} | {kv} | {peak} |")
     return "\n".join(lines)
 
 
@@ -244,7 +245,7 @@ def _batches(spec: str) -> list[int]:
     return batches
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--positions", type=token_counts, default="1k,16k,64k", help="comma-separated, k = 1024 (default: 1k,16k,64k)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
@@ -254,12 +255,14 @@ def main() -> int:
                         help="comma-separated numbers of streams decoded at once (default: 1)")
     parser.add_argument("--steps", type=int, default=30, help="timed decode steps per measurement (default: 30)")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="default: the machine's default")
     parser.add_argument("--quick", action="store_true", help="positions 1k,4k, 10 steps (overrides both)")
     parser.add_argument("--max-memory-gib", type=float, default=8.0)
     parser.add_argument("--max-seconds", type=float, default=240.0, help="skip a measurement estimated longer")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="time in this process and leave out the memory columns (no worker processes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
@@ -268,7 +271,8 @@ def main() -> int:
     names = check_names([n.strip() for n in args.models.split(",")])
     cases = [Case(name, dtype, batch, position) for dtype in args.dtypes for batch in args.batches
              for position in args.positions for name in names]
-    print(f"decode benchmark on {describe_machine()}: {SIZE}, window {WINDOW}, {args.threads} threads, "
+    default = " (the machine's default)" if args.threads == DEFAULT_THREADS else ""
+    print(f"decode benchmark on {describe_machine()}: {SIZE}, window {WINDOW}, {args.threads} threads{default}, "
           f"median of {args.steps} steps after {args.warmup} warm-up", flush=True)
     results = measure_all(cases, args)
     print_report(table(results), summary(results))

@@ -3,7 +3,7 @@
 The three models of ``peers.py`` (8 layers, hidden 512, vocab 32000; SWAT and Mistral with a
 window of 512, Llama with full causal attention) each take optimiser steps on one sequence of
 random tokens per length: forward, the trainer's loss (:func:`swat.training.trainer.window_loss`,
-full logits, float32 cross-entropy, as ``swat train`` computes it for any model), backward and
+float32 cross-entropy, as ``swat train`` computes it), backward and
 ``swat train``'s AdamW (:func:`swat.training.optim.build_optimizer`, torch's fused step). ``bf16`` is mixed precision as ``swat train`` runs it (fp32 weights and optimiser, bf16
 autocast); ``fp32`` is plain fp32. Each model's attention is what it runs by default: SWAT's
 ``auto`` backend, transformers' SDPA for Llama (PyTorch's fused causal kernel) and for Mistral
@@ -12,10 +12,14 @@ autocast); ``fp32`` is plain fp32. Each model's attention is what it runs by def
 For each length the models' steps are interleaved (one step of each, in turn, ``--steps``
 times after a warm-up step), so a shared machine's changing load hits them alike; cells are
 tokens/s = tokens per step / median step time, ratios are SWAT's tokens/s over the peer's (> 1:
-SWAT trains faster). At 32k the activations and the 32k-vocabulary logits of one sequence
-need about 25 GiB; ``--gradient-checkpointing`` (as ``train.gradient_checkpointing``) cuts the
-activations to a layer's. A case whose memory or time, estimated before it runs, exceeds
-``--max-gib`` or ``--max-seconds`` is skipped with the estimate printed.
+SWAT trains faster). Next to each model's tokens/s is the peak memory of one training step: the
+peak RSS of a fresh process (``VmHWM``, the Python interpreter, torch and the model included)
+that builds the model and takes one step; ``--no-memory`` leaves it out. SWAT's loss never holds
+the ``[tokens x vocab]`` logits (``swat.models.loss.linear_cross_entropy``); the peers' does (the
+32k-vocabulary logits of 32k tokens alone are 4 GiB in fp32). ``--gradient-checkpointing`` (as
+``train.gradient_checkpointing``) cuts the activations to a layer's. A case whose memory or time,
+estimated before it runs, exceeds ``--max-gib`` or ``--max-seconds`` is skipped with the estimate
+printed.
 
     .venv/bin/python benchmarks/bench_model.py                          # 2k, 8k, 32k; fp32 and bf16
     .venv/bin/python benchmarks/bench_model.py --lengths 2k --dtypes fp32 --steps 2
@@ -26,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
-from peers import MODELS, SIZE, WINDOW, build, check_names, print_report
+from peers import MODELS, SIZE, WINDOW, build, check_names, peak_rss_mib, print_report
 
 from swat.cli.options import token_counts
 from swat.models.compat import enable_activation_checkpointing
@@ -40,6 +46,7 @@ from swat.training.optim import build_optimizer
 from swat.training.trainer import window_loss
 
 DTYPES = ("fp32", "bf16")
+DEFAULT_THREADS = torch.get_num_threads()  # the machine's default (or OMP_NUM_THREADS)
 ASSUMED_GFLOPS = {"fp32": 60.0, "bf16": 60.0}  # for the skip estimate only, pessimistic on purpose
 
 
@@ -55,12 +62,14 @@ def attention_pairs(name: str, length: int) -> int:
 
 def estimate(name: str, length: int, dtype: str, checkpointing: bool = False) -> tuple[float, float]:
     """(GiB, seconds) of one training step: activations (~30 values per layer and channel, 2 with
-    gradient checkpointing; the logits three times over; float32), the optimiser's state, and for
-    Mistral the dense mask; the seconds from 6 FLOPs per parameter and token (8 with
-    checkpointing's recomputation) plus the attention pairs at ``ASSUMED_GFLOPS``."""
+    gradient checkpointing; float32), the logits three times over (not for SWAT, whose loss takes
+    the LM head chunk by chunk), the optimiser's state, and for Mistral the dense mask; the seconds
+    from 6 FLOPs per parameter and token (8 with checkpointing's recomputation) plus the attention
+    pairs at ``ASSUMED_GFLOPS``."""
     layers, hidden, vocab = SIZE["num_hidden_layers"], SIZE["hidden_size"], SIZE["vocab_size"]
     parameters = 2 * vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * SIZE["intermediate_size"])
-    activations = length * (layers * (2 if checkpointing else 30) * hidden + 3 * vocab) * 4
+    logits = 0 if name == "swat" else 3 * vocab
+    activations = length * (layers * (2 if checkpointing else 30) * hidden + logits) * 4
     mask = length * length if name == "mistral" else 0
     gib = (activations + 16 * parameters + mask) / 2 ** 30 + 1.0
     flops = (8 if checkpointing else 6) * parameters * length + 4 * 4 * hidden * layers * attention_pairs(name, length)
@@ -106,22 +115,53 @@ def measure_length(names: list[str], length: int, dtypes: list[str], args: argpa
     for row, times in zip(timed, samples, strict=True):
         row["seconds"] = statistics.median(times)
         row["tokens_per_s"] = length / row["seconds"]
+    del models, samples
     for row in rows:
+        if args.memory and "seconds" in row:
+            row["peak_gib"] = peak_memory(row["model"], length, row["dtype"], args)
+        memory = f", peak {row['peak_gib']:.2f} GiB" if row.get("peak_gib") else ""
         print(f"  {row['model']:8s} {row['dtype']} at {length:>6,}: "
-              + (f"{row['tokens_per_s']:,.0f} tokens/s" if "seconds" in row else f"skipped, {row['skipped']}"),
+              + (f"{row['tokens_per_s']:,.0f} tokens/s{memory}" if "seconds" in row else f"skipped, {row['skipped']}"),
               flush=True)
     return rows
 
 
+def peak_memory(name: str, length: int, dtype: str, args: argparse.Namespace) -> float | None:
+    """Peak RSS (GiB) of a fresh process that builds the model and takes one training step."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--one-step", f"{name}:{length}:{dtype}",
+               "--threads", str(args.threads)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"  {name} {dtype} at {length:,}: peak memory not measured: {done.stderr.strip()[-300:]}")
+        return None
+    return float(done.stdout.split()[-1])
+
+
+def one_step(case: str, args: argparse.Namespace) -> None:
+    """``--one-step MODEL:LENGTH:DTYPE``: one training step, then the process's peak RSS in GiB."""
+    name, length, dtype = case.split(":")
+    torch.manual_seed(0)
+    model = build(name).train()
+    if args.gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    optimizer = build_optimizer(model, OptimConfig())
+    train_step(model, optimizer, torch.randint(0, SIZE["vocab_size"], (1, int(length) + 1)), dtype == "bf16")
+    print(f"{peak_rss_mib() / 1024:.3f}")
+
+
 def table(rows: list[dict], names: list[str]) -> str:
     speed = {(r["model"], r["length"], r["dtype"]): r.get("tokens_per_s") for r in rows}
+    memory = {(r["model"], r["length"], r["dtype"]): r.get("peak_gib") for r in rows}
+    with_memory = any(memory.values())
     peers = [name for name in names if name != "swat"]
-    head = (["length", "dtype"] + [f"{name} tokens/s" for name in names]
+    head = (["length", "dtype"] + [f"{name} tokens/s" + (" (peak GiB)" if with_memory else "") for name in names]
             + [f"SWAT / {peer}" for peer in peers if "swat" in names])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for length, dtype in dict.fromkeys((r["length"], r["dtype"]) for r in rows):
         cells = [f"{length:,}", dtype]
-        cells += [f"{speed[(n, length, dtype)]:,.0f}" if speed[(n, length, dtype)] else "skipped" for n in names]
+        for n in names:
+            tokens, gib = speed[(n, length, dtype)], memory[(n, length, dtype)]
+            cells.append("skipped" if not tokens else f"{tokens:,.0f}" + (f" ({gib:.2f})" if gib else ""))
         ours = speed.get(("swat", length, dtype))
         for peer in peers if "swat" in names else []:
             theirs = speed[(peer, length, dtype)]
@@ -150,9 +190,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per case, after one warm-up (default: 3)")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="recompute each layer in the backward (train.gradient_checkpointing): memory for 32k")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="default: the machine's default")
     parser.add_argument("--max-gib", type=float, default=18.0, help="skip a case estimated to need more memory")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="skip a case estimated to take longer")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="do not measure each case's peak memory (one more step per case, in a fresh process)")
+    parser.add_argument("--one-step", metavar="MODEL:LENGTH:DTYPE",
+                        help="only build MODEL, take one training step and print the peak RSS in GiB")
     args = parser.parse_args(argv)
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     if not args.dtypes or set(args.dtypes) - set(DTYPES):
@@ -166,7 +210,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"# model training benchmark on {describe_machine()}, {args.threads} threads: {SIZE}, window {WINDOW}, "
+    if args.one_step:
+        one_step(args.one_step, args)
+        return 0
+    default = " (the machine's default)" if args.threads == DEFAULT_THREADS else ""
+    print(f"# model training benchmark on {describe_machine()}, {args.threads} threads{default}: {SIZE}, window {WINDOW}, "
           f"batch 1, forward + loss + backward + AdamW{', gradient checkpointing' if args.gradient_checkpointing else ''}, "
           f"median of {args.steps} steps", flush=True)
     rows = []

@@ -72,6 +72,6 @@ def test_qk_norm_under_bf16_autocast_keeps_the_projections_dtype():
     model = SWATForCausalLM(config)
     ids = torch.randint(0, config.vocab_size, (2, 12))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(ids, labels=ids)
+        out = model(ids, labels=ids, skip_logits=False)
     out.loss.backward()
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)

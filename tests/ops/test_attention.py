@@ -262,6 +262,25 @@ def test_chunked_default_block_on_long_sequence():
     assert_matches_reference(q, k, v, window=DEFAULT_BLOCK + 3, slopes=alibi_slopes(2), backend="chunked")
 
 
+@pytest.mark.parametrize("backend", ["chunked", "chunked_b5", "fused"])
+@pytest.mark.parametrize("dtype,magnitude", [(torch.float16, 100.0), (torch.float32, 1e19), (torch.bfloat16, 1e19)])
+@pytest.mark.parametrize("segments", [None, "packed"])
+def test_overflowing_scores_are_masked_as_the_reference_masks_them(with_blocks, backend, dtype, magnitude,
+                                                                    segments):
+    """Scores past the dtype's range (inf) outside the band or across documents weigh exactly 0,
+    as in the reference (not ``inf - inf = NaN``); inside the band they saturate the sigmoid."""
+    q, k, v = make_qkv(batch=2, q_len=23, heads=4, kv_heads=2, head_dim=16, dtype=dtype)
+    # half of every q and k is `magnitude`: each q . k is about 8 * magnitude^2, past the dtype's range
+    q, k = (torch.cat([torch.full_like(x[..., :8], magnitude), x[..., 8:]], -1).detach() for x in (q, k))
+    segment_ids = None if segments is None else packed_segments(2, 23, seed=1)
+    kwargs = dict(window=5, slopes=alibi_slopes(4), sigmoid_bias=-1.0, segment_ids=segment_ids)
+    with torch.no_grad():
+        want = swat_attention(q, k, v, backend="reference", **kwargs)
+        got = swat_attention(q, k, v, backend=backend, **kwargs)
+    assert torch.isfinite(want).all()
+    torch.testing.assert_close(got.float(), want.float(), rtol=0.02, atol=0.02)
+
+
 # --- auto ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("grad", [True, False])
@@ -289,7 +308,7 @@ def _pick(q_len, kv_len, window, activation, *, segment_ids=None, grad=False, de
 
     spec = AttentionSpec(window=window, slopes=None, sigmoid_bias=0.0, activation=activation, scale=0.125,
                          segment_ids=segment_ids)
-    return attention_module._pick_backend(tensor(q_len), tensor(kv_len), spec)
+    return attention_module.pick_backend(tensor(q_len), tensor(kv_len), spec)
 
 
 def test_auto_choices_on_the_cpu():

@@ -4,6 +4,11 @@ fallback to the chunked kernel. The extension is built (or loaded from its cache
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,6 +123,23 @@ def test_more_threads_than_lanes(activation):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_tiles_run_on_every_thread(threads):
+    """Forward and backward run their tiles on as many threads as torch has (not a timing: the kernel
+    reports the distinct threads that ran its task loop). Built without OpenMP, ``at::parallel_for``
+    runs everything on the calling thread and this fails."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        q, k, v = make_qkv(batch=1, q_len=300, heads=4, kv_heads=4, head_dim=16, dtype=torch.float32)
+        out = swat_attention(q, k, v, window=40, slopes=alibi_slopes(4), backend="fused")
+        assert cpu_fused.threads_used() == threads
+        out.sum().backward()
+        assert cpu_fused.threads_used() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_non_contiguous_inputs():
     gen = torch.Generator().manual_seed(0)
     q, k, v = torch.randn(2, 13, 3, 4, 8, generator=gen).unbind(2)
@@ -197,3 +219,60 @@ def test_build_directory_names_torch_and_source():
     directory = cpu_fused.build_directory()
     assert directory.parent == cpu_fused.Path.home() / ".cache" / "swat" / "extensions"
     assert directory.name.startswith(f"{torch.__version__}-") and (directory / "build.ninja").exists()
+
+
+# --- the build lock ----------------------------------------------------------------------------------
+
+_SRC = str(Path(cpu_fused.__file__).parents[2])
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from swat.ops import cpu_fused
+with cpu_fused.build_lock(Path(sys.argv[1])):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+_TAKE_LOCK = """
+import sys
+from pathlib import Path
+from swat.ops import cpu_fused
+with cpu_fused.build_lock(Path(sys.argv[1])):
+    print("got it", flush=True)
+"""
+
+
+def _python(code: str, *args: str, **options) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": _SRC}
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, **options)
+
+
+def test_build_lock_is_freed_when_its_holder_is_killed(tmp_path):
+    """A process killed (kill -9) while it holds the build lock leaves nothing that blocks the next
+    one; while the holder lives, a second process waits and says what for."""
+    holder = _python(_HOLD_LOCK, str(tmp_path))
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        waiter = _python(_TAKE_LOCK, str(tmp_path))
+        notice = waiter.stderr.readline()  # the waiter says what it waits for, then blocks
+        assert "waiting for another process compiling" in notice and str(tmp_path / "build.lock") in notice
+        assert waiter.poll() is None
+        os.kill(holder.pid, signal.SIGKILL)
+        out, err = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0 and out.strip() == "got it", err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_torch_lock_does_not_block_loading():
+    """torch's own lock file, left behind by a compile that was killed, does not block loading the
+    built library (which does not go through torch's lock)."""
+    stale = cpu_fused.build_directory() / "lock"
+    stale.touch()
+    try:
+        loader = _python("from swat.ops import cpu_fused; print(cpu_fused.available())")
+        out, err = loader.communicate(timeout=120)
+        assert out.strip() == "True", err
+    finally:
+        stale.unlink(missing_ok=True)

@@ -90,7 +90,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(data_dir, tmp_path):
     trainer = Trainer(load_config(run_config(data_dir, train={"max_bad_steps": 3})), tmp_path / "run")
     trainer.train_step()
     poison = {"loss": False, "grad": False}
-    trainer.model.lm_head.register_forward_hook(lambda m, i, out: out * math.nan if poison["loss"] else out)
+    trainer.model.model.norm.register_forward_hook(lambda m, i, out: out * math.nan if poison["loss"] else out)
     trainer.model.model.norm.weight.register_hook(lambda g: g * math.inf if poison["grad"] else g)
 
     poison["loss"] = True

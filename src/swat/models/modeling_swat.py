@@ -25,7 +25,7 @@ from swat.models.cache import PREFILL_CHUNK_SIZE, RollingCache, forward_in_chunk
 from swat.models.compat import CACHE_FIELD, cache_argument, model_output, output_cache
 from swat.models.configuration_swat import SWATConfig
 from swat.models.hub import AUTO_MAP, write_remote_code
-from swat.models.loss import IGNORE_INDEX, causal_lm_loss
+from swat.models.loss import IGNORE_INDEX, causal_lm_head_loss, causal_lm_loss
 
 
 class SWATDecoderLayer(GradientCheckpointingLayer):
@@ -251,13 +251,19 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         past_key_values: Cache | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
+        shift_labels: torch.LongTensor | None = None,
+        skip_logits: bool | None = None,
         tokenizer: object | None = None,
     ) -> CausalLMOutputWithPast:
         """Causal LM forward (arguments as :meth:`SWATModel.forward`). ``logits_to_keep``: logits
         of the last ``n`` positions only (0 = all), or of the positions a tensor lists. With
-        ``labels`` (the input ids, ``-100`` where no loss is wanted) the loss is
-        :func:`swat.models.loss.causal_lm_loss` (labels shifted inside, ``num_items_in_batch``
-        as in transformers' gradient accumulation).
+        ``labels`` (the input ids, ``-100`` where no loss is wanted; or ``shift_labels``, already
+        shifted) the loss is :func:`swat.models.loss.causal_lm_loss` (``num_items_in_batch`` as in
+        transformers' gradient accumulation), computed with the LM head chunk by chunk
+        (:func:`swat.models.loss.causal_lm_head_loss`), so that the ``[tokens, vocab]`` logits never
+        exist. ``skip_logits``: whether to leave ``logits`` out (``None``); by default (as Liger's
+        fused loss in transformers' Trainer) they are left out when a loss is computed in training
+        mode, and returned in eval mode and without labels (``generate``, evaluation, metrics).
 
         The arguments are exactly these (no ``**kwargs``), so a misspelt one is a ``TypeError``
         rather than silently ignored; they cover what ``generate``, transformers' ``Trainer`` and
@@ -280,10 +286,15 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, num_items_in_batch=num_items_in_batch)
+        with_loss = labels is not None or shift_labels is not None
+        loss = logits = None
+        if with_loss:
+            loss = causal_lm_head_loss(hidden_states, self.lm_head.weight, labels, shift_labels=shift_labels,
+                                       num_items_in_batch=num_items_in_batch)
+        if skip_logits is None:
+            skip_logits = self.training and with_loss
+        if not skip_logits:
+            logits = self.lm_head(hidden_states)
         return model_output(CausalLMOutputWithPast, output_cache(outputs), loss=loss, logits=logits,
                             hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 

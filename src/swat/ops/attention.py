@@ -36,28 +36,21 @@ BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
 # Every value ``swat_attention``'s ``backend`` accepts, "auto" first.
 BACKEND_NAMES = ("auto", *BACKENDS)
 
-# ``auto``'s CPU thresholds come from timing each backend on a 2-core AVX2 CPU (batch 1, 8 heads,
-# head_dim 64, fp32, medians of repeated runs):
-# - sigmoid: the dense reference materialises q_len x kv_len scores but has no per-tile overhead;
-#   it was faster than the banded kernel only on tiny square problems: up to 64 x 64 without
-#   gradients (0.3-0.5 ms against 0.4-0.7 ms) and up to about 256 x 256 with them.
+# ``auto``'s CPU rules. The measurements behind each are in docs/benchmarks.md ("What auto picks");
+# benchmarks/bench_attention.py prints, per dtype, length and thread count, the faster of the banded
+# kernels next to the pick, so a rule that no longer holds shows up there.
+# - sigmoid: the dense reference (no per-tile overhead) on tiny square problems only.
 _DENSE_PAIRS = 64 * 64
 _DENSE_PAIRS_GRAD = 256 * 256
-# - one query (a decoding step, 1 x 512): the decode path took 0.26 ms (sigmoid) and 0.20 ms
-#   (softmax), against 0.40 ms for the banded kernel and 0.32 ms for SDPA with a mask.
-# - softmax: PyTorch's fused causal SDPA for plain causal attention. SDPA with a float mask costs
-#   q_len * kv_len, the banded kernel about q_len * (window + block), with a larger constant:
-#   SDPA was faster while kv_len <= ~1.25 (window + block) (e.g. 512 x 512 at window 512), the
-#   banded kernel beyond (1024 x 1024 at window 512: 16 ms against 29 ms forward, 57 ms against
-#   87 ms forward+backward). The mask is q_len x kv_len floats, hence the cap on its size.
+# - one query (a decoding step): the decode path.
+# - softmax: PyTorch's fused causal SDPA for plain causal attention; SDPA with a band mask (cost
+#   q_len * kv_len) while kv_len <= 1.25 (window + block), the banded kernel (about
+#   q_len * (window + block)) beyond; the mask is q_len * kv_len values, hence the cap on its size.
 _SDPA_MASK_RATIO = 1.25
 _SDPA_MASK_MAX_PAIRS = 2 ** 24
-# - the fused C++ kernel (``swat.ops.cpu_fused``) against the banded one, on a 2-core AVX-512
-#   (+BF16, no AMX) CPU, window 512, one thread, CPU time: faster everywhere measured (sigmoid 2k,
-#   fp32: 33 against 39 ms forward, 113 against 136 ms forward+backward; bf16: 19 against 28 and
-#   73 against 96 ms; softmax windows at 768 and 2k: fp32 1.0-1.3x, bf16 1.4-1.7x, and 2x or more
-#   against masked SDPA at 768), so it replaces ``chunked`` for fp32 and bf16 (and fp16 where it
-#   is upcast to fp32); fp16 with native low-precision matmuls and float64 stay on ``chunked``.
+# - otherwise the fused C++ kernel (``swat.ops.cpu_fused``, parallel over torch's threads) for fp32
+#   and bf16 (and fp16 where it is upcast to fp32), at every length and thread count measured;
+#   fp16 with native low-precision matmuls and float64 stay on ``chunked``.
 
 
 def swat_attention(
@@ -111,13 +104,13 @@ def swat_attention(
     if q.shape[0] == 0 or q.shape[1] == 0:
         backend = "reference"  # no queries: the empty output, through the one path every shape takes
     elif backend == "auto":
-        backend = _pick_backend(q, k, spec)
+        backend = pick_backend(q, k, spec)
     return BACKENDS[backend](q, k, v, spec)
 
 
-def _pick_backend(q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec) -> str:
+def pick_backend(q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec) -> str:
     """The fastest correct backend for these inputs: on a GPU the fused Triton kernels (PyTorch's
-    flash attention for plain causal softmax), on the CPU the measured thresholds above."""
+    flash attention for plain causal softmax), on the CPU the rules above."""
     q_len, kv_len = q.shape[1], k.shape[1]
     band = spec.band(kv_len)
     plain_causal = band == kv_len and spec.slopes is None and spec.segment_ids is None and q_len == kv_len
@@ -137,8 +130,7 @@ def _pick_backend(q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec) -> str:
 
 
 def _banded_backend(q: torch.Tensor) -> str:
-    """``fused`` for the CPU dtypes its kernel computes (see the measurements above), else
-    ``chunked``. Where the fused kernel cannot be built, ``fused`` runs ``chunked`` itself."""
+    """``fused`` for the CPU dtypes its kernel computes (the rules above), else ``chunked``. Where the fused kernel cannot be built, ``fused`` runs ``chunked`` itself."""
     if q.device.type != "cpu":
         return "chunked"
     upcast = q.dtype == torch.float16 and not device.fast_low_precision_matmul(q.device)

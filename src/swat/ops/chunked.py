@@ -11,9 +11,8 @@ Tiles
     Queries are cut into blocks of ``block`` positions. A block at positions ``[p0, p1)`` only
     needs keys ``[max(0, p0 - w + 1), p1)``, so every score tile is at most
     ``(block + w - 1) x block * G`` and no ``q_len x kv_len`` matrix ever exists. Tiles are stored
-    transposed, keys as rows (``S^T = K Q^T``): with the GEMM shapes this gives (``[keys, d] x
-    [d, queries]`` and friends) MKL ran the seven matmuls of a tile about 10% faster than in the
-    ``[queries, keys]`` orientation. The blocks are
+    transposed, keys as rows (``S^T = K Q^T``), the GEMM shapes (``[keys, d] x [d, queries]`` and
+    friends) MKL ran fastest (docs/benchmarks.md). The blocks are
     visited in order; per block the forward is two batched matmuls and two elementwise passes, the
     backward five matmuls and three passes (below), on cache-sized tiles. ``block`` trades the
     masked columns a tile computes for nothing (``(block + w - 1) / w``) against matmul size and
@@ -44,8 +43,8 @@ Memory traffic
     every tile; the results are then added into the rows of ``dK``, ``dV`` (or copied into ``out``,
     ``dQ``). Writing straight into those strided row slices looks leaner but makes PyTorch's CPU
     ``bmm`` fall back from MKL's batched GEMM (parallel over the batch) to one GEMM per batch
-    entry, which measured 15-25% slower forward+backward on two cores. Fresh per-tile tensors cost
-    allocation and page faults; the reused buffers avoid both.
+    entry (slower, docs/benchmarks.md). Fresh per-tile tensors cost allocation and page faults;
+    the reused buffers avoid both.
 
 Precision
     float32 and float64 inputs compute everything in their own dtype. For bf16/fp16 the matmuls
@@ -65,9 +64,8 @@ from torch.autograd.function import once_differentiable
 from swat.ops.device import upcast_without_fast_low_precision
 from swat.ops.spec import AttentionSpec, other_segment, outside_band, position_term
 
-# Query positions per tile. Measured on a 2-core AVX2 CPU (window 512, head_dim 64, fp32):
-# smaller blocks waste fewer masked columns ((block + w - 1) / w) but run smaller, less efficient
-# matmuls; 64 was the fastest forward+backward from 2k to 32k (see benchmarks/bench_attention.py).
+# Query positions per tile: smaller blocks waste fewer masked columns ((block + w - 1) / w) but run
+# smaller, less efficient matmuls (the measurement that chose 64: docs/benchmarks.md).
 DEFAULT_BLOCK = 64
 
 
@@ -91,9 +89,13 @@ class _BandBias:
     row ``(r, g)`` hold the term for distance ``i - j = top + r - c``, where ``top`` is the largest
     distance any tile has between its first query and its first key. A tile whose first query is
     ``first_delta`` after its first key takes the key columns from ``top - first_delta``.
+
+    With ``exact_mask`` the ``-inf`` outside the band is kept apart, as a boolean ``mask`` of the
+    same layout (the term there is 0), for scores that may overflow: ``+inf + -inf`` would be NaN
+    where the reference masks to exactly 0.
     """
 
-    def __init__(self, tiles, offset, spec: AttentionSpec, batch, group, dtype, device):
+    def __init__(self, tiles, offset, spec: AttentionSpec, batch, group, dtype, device, exact_mask: bool):
         rows = tiles[0][1] - tiles[0][0]
         self.top = max(offset + r0 - k0 for r0, _, k0, _ in tiles)
         cols = max(self.top - (offset + r0 - k0) + k1 - k0 for r0, _, k0, k1 in tiles)
@@ -108,12 +110,29 @@ class _BandBias:
             if batch > 1:  # one [rows * G, cols] matrix per (batch, kv head) pair, as bmm wants
                 term = term.repeat(batch, 1, 1, 1)
         self.value = term.reshape(term.shape[0], rows * group, cols).transpose(1, 2).contiguous()
+        self.mask = None
+        if exact_mask:
+            self.mask = self.value == float("-inf")
+            self.value.masked_fill_(self.mask, 0.0)
         self.group = group
         self.offset = offset
 
-    def tile(self, r0: int, r1: int, k0: int, k1: int) -> torch.Tensor:
+    def tile(self, r0: int, r1: int, k0: int, k1: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The tile's term and (with ``exact_mask``) its outside-the-band mask."""
         start = self.top - (self.offset + r0 - k0)
-        return self.value[:, start:start + k1 - k0, : (r1 - r0) * self.group]
+        where = (slice(None), slice(start, start + k1 - k0), slice(0, (r1 - r0) * self.group))
+        return self.value[where], None if self.mask is None else self.mask[where]
+
+
+def _scores_may_overflow(q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec) -> bool:
+    """Whether some ``q . k`` (or ``scale`` times it) may reach the largest finite value of the
+    matmul's dtype: ``|q . k| <= d * max|q| * max|k|``, with room for the position term. Costs one
+    pass over q and k (a tile costs ``block + w`` of them; on a GPU also one host sync); true for
+    inf/NaN inputs."""
+    if q.numel() == 0 or k.numel() == 0:
+        return False
+    bound = q.shape[-1] * q.abs().amax().double() * k.abs().amax().double() * max(1.0, abs(spec.scale))
+    return not bool(bound < torch.finfo(q.dtype).max / 4)
 
 
 class _Problem:
@@ -128,7 +147,7 @@ class _Problem:
         self.fused = q.dtype == self.acc  # scores in the matmul's own dtype: bias fused into baddbmm
         self.tiles = list(_tiles(self.n, self.m, spec.band(self.m), block))
         self.bias = _BandBias(self.tiles, self.m - self.n, spec, k.shape[0] // num_kv_heads, group, self.acc,
-                              q.device)
+                              q.device, exact_mask=_scores_may_overflow(q, k, spec))
         lanes, d = k.shape[0], k.shape[2]
         rows = max(r1 - r0 for r0, r1, _, _ in self.tiles) * group
         cols = max(k1 - k0 for _, _, k0, k1 in self.tiles)
@@ -152,12 +171,14 @@ class _Problem:
         """The weights of one tile, transposed: ``act(bias + scale * k_tile q_tile^T)`` as
         ``[lanes, cols, rows * G]`` in ``acc`` (sigmoid: in the first scores buffer; softmax, over
         the keys: a new tensor)."""
-        bias = self.bias.tile(r0, r1, k0, k1)
+        bias, outside = self.bias.tile(r0, r1, k0, k1)
         s = self.buffer("scores", (q_tile.shape[0], k_tile.shape[1], q_tile.shape[1]))
         if self.fused:
             torch.baddbmm(bias, k_tile, q_tile.transpose(1, 2), alpha=self.scale, out=s)
         else:
             s.copy_(torch.bmm(k_tile, q_tile.transpose(1, 2))).mul_(self.scale).add_(bias)
+        if outside is not None:
+            s.masked_fill_(outside, float("-inf"))
         if self.segment_ids is not None:
             seg = self.segment_ids
             offset = self.m - self.n

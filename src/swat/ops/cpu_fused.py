@@ -26,6 +26,8 @@ once, in one line.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import os
@@ -41,36 +43,81 @@ from swat.ops.spec import AttentionSpec
 
 SOURCE = Path(__file__).with_name("csrc") / "swat_cpu.cpp"
 DISABLE_ENV = "SWAT_NO_FUSED"
-# Query positions per tile: 64 was the fastest forward+backward at window 512 (benchmarks/bench_attention.py).
+# Query positions per tile (the measurement that chose 64: docs/benchmarks.md).
 DEFAULT_BLOCK = 64
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
 # Portable flags only: the cache may be shared between machines. The GEMMs (oneDNN, PyTorch's BLAS)
 # pick the instruction set at run time and the elementwise loops are compiled per instruction set
-# (target_clones in the source). Without -fno-trapping-math GCC 12 keeps the clamp of exp's
-# argument as a branch in the AVX2 clone, which leaves the sigmoid and softmax loops scalar there
-# (the kernel signals no floating-point exceptions, so nothing depends on trapping).
-_CFLAGS = ["-O3", "-fno-trapping-math"]
+# (target_clones in the source). -fopenmp makes ``at::parallel_for`` (inline in ATen's headers) an
+# OpenMP region: without it every tile runs on the calling thread. The extension links the libgomp
+# torch has already loaded (same soname), so both share one thread pool and torch.set_num_threads
+# applies. Without -fno-trapping-math GCC 12 keeps the clamp of exp's argument as a branch in the
+# AVX2 clone, which leaves the sigmoid and softmax loops scalar there (the kernel signals no
+# floating-point exceptions, so nothing depends on trapping).
+_CFLAGS = ["-O3", "-fno-trapping-math", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
+# Written last by the process that compiled the extension: a library without it is incomplete.
+_COMPLETE = "complete"
 
 
 def build_directory() -> Path:
     """Where the compiled extension is cached: one folder per torch version, source text and flags."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_CFLAGS).encode()).hexdigest()[:16]
+    flags = " ".join(_CFLAGS + _LDFLAGS).encode()
+    digest = hashlib.sha256(SOURCE.read_bytes() + flags).hexdigest()[:16]
     return Path.home() / ".cache" / "swat" / "extensions" / f"{torch.__version__}-{digest}"
+
+
+@contextlib.contextmanager
+def build_lock(directory: Path):
+    """An exclusive ``flock`` on ``directory/build.lock`` for as long as the block runs. The OS drops
+    it when its holder exits, however it dies (kill -9 included), so no lock is ever left stale; a
+    process that has to wait says for what, once."""
+    fd = os.open(directory / "build.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"swat: waiting for another process compiling the fused CPU attention kernel in {directory} "
+                  f"(it holds {directory / 'build.lock'})", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
 
 
 @functools.cache
 def build() -> None:
     """Compiles the extension (or finds it in the cache) and loads it into this process, which
-    registers ``torch.ops.swat_cpu.forward`` and ``backward``. Raises if it cannot be built."""
-    from torch.utils.cpp_extension import load
+    registers ``torch.ops.swat_cpu.forward``, ``backward`` and ``threads_used``. Raises if it cannot
+    be built.
 
+    One process compiles at a time, under :func:`build_lock`; a compiled library is loaded directly,
+    without torch's own build lock (a file that stays behind, and hangs every later load, when the
+    process holding it is killed)."""
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
     name = f"swat_cpu_{directory.name.rsplit('-', 1)[1]}"
-    if not (directory / f"{name}.so").is_file():
-        print(f"swat: compiling the fused CPU attention kernel into {directory} (once, about 20 s)", file=sys.stderr)
-    load(name=name, sources=[str(SOURCE)], extra_cflags=_CFLAGS, build_directory=str(directory),
-         is_python_module=False, verbose=False)
+    with build_lock(directory):
+        if not (directory / _COMPLETE).is_file():
+            _compile(directory, name)
+            return
+    torch.ops.load_library(str(directory / f"{name}.so"))
+
+
+def _compile(directory: Path, name: str) -> None:
+    """Compiles and loads the extension; the caller holds :func:`build_lock`."""
+    from torch.utils.cpp_extension import load
+
+    print(f"swat: compiling the fused CPU attention kernel into {directory} (once, about 20 s)", file=sys.stderr)
+    (directory / "lock").unlink(missing_ok=True)  # torch's lock file, left by a killed compile: we hold ours
+    load(name=name, sources=[str(SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
+         build_directory=str(directory), is_python_module=False, verbose=False)
+    (directory / _COMPLETE).touch()
+
+
+def threads_used() -> int:
+    """How many distinct threads ran the tiles of the last fused kernel call in this process."""
+    return int(torch.ops.swat_cpu.threads_used())
 
 
 _announced: set[str] = set()

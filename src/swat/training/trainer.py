@@ -68,10 +68,18 @@ def window_loss(model: torch.nn.Module, windows: torch.Tensor, *, eos_token_id: 
     """Next-token cross-entropy of token windows ``[B, T + 1]``: the model reads the first ``T``
     tokens and is scored on the ``T`` that follow (``next_token_loss``, float32). With
     ``eos_token_id`` attention stays inside each document (``segment_ids``, which only SWAT
-    takes); ``reduction`` as in ``next_token_loss`` (``"none"``: ``[B, T]``)."""
+    takes); ``reduction`` as in ``next_token_loss`` (``"none"``: ``[B, T]``).
+
+    A SWAT model computes the ``"mean"`` and ``"sum"`` losses itself from its ``shift_labels``,
+    with the LM head chunk by chunk (``swat.models.loss.linear_cross_entropy``): no
+    ``[B * T, vocab]`` logits exist. Other models, and ``"none"``, go through the logits."""
     inputs, targets = windows[:, :-1], windows[:, 1:]
     documents = {} if eos_token_id is None else {"segment_ids": document_segments(inputs, eos_token_id)}
+    config = getattr(getattr(model, "module", model), "config", None)  # through a DDP wrapper
     with torch.autocast(windows.device.type, dtype=torch.bfloat16, enabled=bf16):
+        if reduction != "none" and getattr(config, "model_type", None) == SWAT_TYPE:
+            return model(input_ids=inputs, shift_labels=targets, num_items_in_batch=1 if reduction == "sum" else None,
+                         skip_logits=True, use_cache=False, **documents).loss
         logits = model(input_ids=inputs, use_cache=False, **documents).logits
     return next_token_loss(logits, targets, reduction=reduction)
 

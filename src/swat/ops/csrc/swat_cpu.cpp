@@ -27,7 +27,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -324,6 +326,11 @@ void tile_weights(const Shape& s, const Options& o, const T* q_tile, const T* k_
   }
 }
 
+// How many distinct threads ran the task loop in the last kernel call (forward or backward), for the
+// test that the kernel is parallel (at::parallel_for runs serially when the extension is built without
+// OpenMP while torch's ATen is built with it).
+std::atomic<int64_t> last_thread_count{0};
+
 // Runs body(task, scratch) for tasks 0 .. count-1 on torch's intra-op threads. Each thread takes
 // the next task from a shared counter (tiles differ in cost, and on a busy machine a thread may be
 // descheduled), and owns one Scratch for all its tasks.
@@ -331,11 +338,19 @@ template <typename T, typename Body>
 void run_tasks(int64_t count, const Shape& s, bool backward, const Body& body) {
   std::atomic<int64_t> next{0};
   const int64_t threads = std::min<int64_t>(count, at::get_num_threads());
+  std::mutex mutex;
+  std::vector<std::thread::id> workers;
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    {
+      const std::lock_guard<std::mutex> guard(mutex);
+      workers.push_back(std::this_thread::get_id());
+    }
     Scratch<T> scratch(s, backward);
     for (int64_t task = next++; task < count; task = next++) body(task, scratch);
     at::native::cpublas::brgemm_release();
   });
+  std::sort(workers.begin(), workers.end());
+  last_thread_count = std::unique(workers.begin(), workers.end()) - workers.begin();
 }
 
 // Where a tile's data starts: q-shaped tensors, K/V as GEMM B operands (k, v themselves, or
@@ -541,9 +556,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> swat_backward(
   return {dq, gradient_of(dk_t, static_cast<float>(scale), k), gradient_of(dv_t, 1.0f, v)};
 }
 
+int64_t threads_used() { return last_thread_count.load(); }
+
 }  // namespace
 
 TORCH_LIBRARY(swat_cpu, m) {
+  m.def("threads_used() -> int", &threads_used);
   m.def("forward(Tensor q, Tensor k, Tensor v, Tensor? slopes, Tensor? segment_ids, int band, float scale, "
         "float bias, bool softmax, int block) -> (Tensor, Tensor)",
         &swat_forward);
