@@ -10,9 +10,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
-# Pages that other branches add; remove each from this set once its branch is merged.
-EXPECTED_FROM_OTHER_BRANCHES = {"docs/benchmarks.md"}
-
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
@@ -59,9 +56,6 @@ def test_relative_links_lead_to_files(page):
             continue
         path_part, _, anchor = target.partition("#")
         linked = (page.parent / path_part).resolve() if path_part else page
-        name = linked.relative_to(ROOT).as_posix() if linked.is_relative_to(ROOT) else str(linked)
-        if name in EXPECTED_FROM_OTHER_BRANCHES:
-            continue
         missing_anchor = anchor and linked.suffix == ".md" and linked.exists() and anchor not in _anchors(linked)
         if not linked.exists() or missing_anchor:
             broken.append(target)
