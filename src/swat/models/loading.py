@@ -11,6 +11,7 @@ weights, no tokenizer) raises ``FileNotFoundError`` or ``ValueError`` naming the
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from transformers import (
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from swat.errors import UserError
+from swat.models.configuration_swat import SWATConfig, parameter_count
 from swat.models.hub import refuse_custom_code
 from swat.models.memory import refuse_beyond_memory, size_fields
 
@@ -68,11 +70,11 @@ def load_model(
 def load_weights(path: str | Path, config: PretrainedConfig, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """The model of directory ``path`` for ``config``, its weights read from safetensors only;
     ``ValueError`` naming the damage when a file cannot be read or does not fit the config."""
-    _refuse_integer_weights(Path(path))
     refuse_beyond_memory(config, dtype.itemsize, with_cache=True, bytes_per_value=dtype.itemsize,
                          what=f"the model in {path} in {str(dtype).removeprefix('torch.')}",
                          change=f"check config.json's sizes ({size_fields(config)}) for a digit too many, or "
                                 "load it on a machine with more memory")
+    _check_headers(Path(path), config)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, use_safetensors=True,
                                                            trust_remote_code=False, output_loading_info=True)
@@ -165,20 +167,28 @@ def _refuse_loading_options(file: Path, fields: dict) -> None:
                         "float32, bfloat16 or float16); remove the key and use the unquantized model")
 
 
-def _refuse_integer_weights(path: Path) -> None:
-    """``UserError`` if a tensor of the weights is stored as integers or booleans: a model's
-    weights are floating point, and from_pretrained would load such a tensor as zeros. (An index
-    of sharded weights that names files outside the directory transformers refuses itself.)"""
+def _check_headers(path: Path, config: PretrainedConfig) -> None:
+    """The safetensors headers, before a tensor is read: ``UserError`` if a tensor is stored as
+    integers or booleans (a model's weights are floating point, and from_pretrained would load
+    such a tensor as zeros), or if ``model.safetensors`` holds another number of parameters than
+    a SWAT ``config`` describes (the config of another model, or a size edited in config.json).
+    (An index of sharded weights that names files outside the directory transformers refuses.)"""
     for file in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(file, "pt") as weights:
-                dtypes = {name: weights.get_slice(name).get_dtype() for name in weights.keys()}  # noqa: SIM118
+                slices = [(name, weights.get_slice(name)) for name in weights.keys()]  # noqa: SIM118
+                dtypes = {name: tensor.get_dtype() for name, tensor in slices}
+                parameters = sum(math.prod(tensor.get_shape()) for _, tensor in slices)
         except (SafetensorError, OSError):
             continue  # a damaged file: from_pretrained names the damage
         integer = [f"{name} ({dtype})" for name, dtype in dtypes.items() if not dtype.startswith(("F", "BF"))]
         if integer:
             raise UserError(f"{file} stores {len(integer)} weight tensors as integers, e.g. {integer[0]}: a model's "
                             "weights are floating point (F32, BF16, F16); save the model again with save_pretrained")
+        if file.name == WEIGHTS_FILES[0] and isinstance(config, SWATConfig) and parameters != parameter_count(config):
+            raise UserError(f"{file} holds {parameters:,} parameters, its config.json describes "
+                            f"{parameter_count(config):,} ({size_fields(config)}): the directory mixes files of "
+                            "different models, or a size in config.json was changed; save the model again")
 
 
 def _first_line(error: BaseException) -> str:
