@@ -281,7 +281,7 @@ def test_no_row_allocates_the_size_it_asks_for():
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
     env = {**os.environ, "SWAT_HOSTILE_CHILD": "1", "OMP_NUM_THREADS": "1"}
-    child = subprocess.run([sys.executable, "-m", "pytest", __file__, "-v", "-x", "-p", "no:cacheprovider",
+    child = subprocess.run([sys.executable, "-m", "pytest", __file__, "-o", "addopts=", "-v", "-x", "-p", "no:cacheprovider",
                             "-k", "hostile_model or impossible or cache_cannot_fit"], env=env, preexec_fn=limit,
                            capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
