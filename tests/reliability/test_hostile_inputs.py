@@ -149,9 +149,9 @@ TENSOR_ROWS = [
     Row("integer-weights", _weights(lambda w: w.update({"lm_head.weight": w["lm_head.weight"].to(torch.int32)})),
         r"stores 1 weight tensors as integers"),
     Row("wrong-shape", _weights(lambda w: w.update({"model.norm.weight": torch.ones(7)})),
-        r"holds 39,047 parameters, its config\.json describes 39,072 .*save the model again"),
+        r"do not fit its config\.json \(model\.safetensors holds 39,047 parameters, config\.json describes 39,072"),
     Row("layers-added-to-the-config", _config(num_hidden_layers=100_000),
-        r"holds 39,072 parameters, its config\.json describes 928,020,512 .*num_hidden_layers=100000"),
+        r"holds 39,072 parameters, config\.json describes 928,020,512: .*num_hidden_layers=100000"),
     Row("truncated", _truncate, r"cannot read the weights .* damaged or incomplete"),
     Row("garbage", lambda d: (d / "model.safetensors").write_bytes(os.urandom(4096)), r"cannot read the weights"),
 ]

@@ -186,9 +186,10 @@ def _check_headers(path: Path, config: PretrainedConfig) -> None:
             raise UserError(f"{file} stores {len(integer)} weight tensors as integers, e.g. {integer[0]}: a model's "
                             "weights are floating point (F32, BF16, F16); save the model again with save_pretrained")
         if file.name == WEIGHTS_FILES[0] and isinstance(config, SWATConfig) and parameters != parameter_count(config):
-            raise UserError(f"{file} holds {parameters:,} parameters, its config.json describes "
-                            f"{parameter_count(config):,} ({size_fields(config)}): the directory mixes files of "
-                            "different models, or a size in config.json was changed; save the model again")
+            raise UserError(f"the weights in {path} do not fit its config.json ({file.name} holds {parameters:,} "
+                            f"parameters, config.json describes {parameter_count(config):,}: {size_fields(config)}): "
+                            "the directory mixes files of different models, or a size in config.json was changed; "
+                            "save it again")
 
 
 def _first_line(error: BaseException) -> str:
