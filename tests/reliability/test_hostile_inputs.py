@@ -102,6 +102,9 @@ CONFIG_ROWS = [
     Row("hidden-size-huge", _config(hidden_size=10**12, head_dim=8), r"hidden_size must be at most 2,147,483,647"),
     Row("head-dim-huge", _config(head_dim=2**40), r"head_dim must be at most 2,147,483,647"),
     Row("window-2-to-70", _config(sliding_window=2**70), r"sliding_window must be at most .*set it to None"),
+    Row("heads-2-to-30", _config(num_attention_heads=2**30, head_dim=8), r"num_attention_heads must be at most 65,536"),
+    Row("alibi-slopes-huge", _config(alibi=[10**400] * 4), r"alibi slopes must be finite numbers"),
+    Row("alibi-slopes-inf", _config(alibi=[1e400] * 4), r"alibi slopes must be finite numbers, got \['inf'"),
     Row("eos-id-huge", _config(eos_token_id=10**30), r"eos_token_id must be None or token ids .*got an int of"),
     Row("nested-past-recursion", _config(_nested(100_000)), r"config\.json is not valid JSON \(nests too deep\)"),
     Row("nested-deep", _config(_nested(100)), r"nests objects or lists more than 32 levels deep"),
@@ -289,4 +292,4 @@ def test_no_row_allocates_the_size_it_asks_for():
 
 
 def test_each_table_covers_its_class():
-    assert (len(CONFIG_ROWS), len(TENSOR_ROWS), len(MANIFEST_ROWS), len(SIZE_ROWS)) >= (15, 8, 15, 9)
+    assert (len(CONFIG_ROWS), len(TENSOR_ROWS), len(MANIFEST_ROWS), len(SIZE_ROWS)) >= (20, 9, 16, 9)

@@ -41,6 +41,10 @@ MAX_SIZE = 2**31 - 1
 dimension, a layer count or a window this large, and a value above it is a mistyped size (a digit
 too many), refused at once instead of building layers until the memory runs out."""
 
+MAX_HEADS = 2**16
+"""The most attention heads a config accepts: models have tens; a head count this large is a
+mistyped size, refused before the per-head ALiBi slopes are computed."""
+
 MAX_PARAMETERS = 2**40
 """The most parameters a config may describe (1.1e12, 4 TiB in float32; the largest published
 dense models have about 0.4e12): above it a config is refused whatever the machine; below it,
@@ -100,6 +104,15 @@ def _count_or_none(value) -> None:
 
 
 @as_validated_field
+def _heads(value) -> None:
+    if value is not None and not (_is_int(value) and value >= 1):
+        raise ValueError(f"must be an int >= 1, got {_shown(value)}")
+    if value is not None and value > MAX_HEADS:
+        raise ValueError(f"must be at most {MAX_HEADS:,}, got {_shown(value)}: no model has this many heads; check "
+                         "the value for a digit too many")
+
+
+@as_validated_field
 def _window(value) -> None:
     if value is not None and not (_is_int(value) and value >= 1):
         raise ValueError(f"must be an int >= 1 or None (full attention), got {_shown(value)}")
@@ -145,6 +158,8 @@ def _activation_function(value) -> None:
 def _alibi(value) -> None:
     if isinstance(value, str) and value not in get_args(AlibiMode):
         raise ValueError(f"must be one of {get_args(AlibiMode)} or a list of one slope per head, got {value!r}")
+    if isinstance(value, list) and any(isinstance(slope, int | float) and not _is_finite(slope) for slope in value):
+        raise ValueError(f"slopes must be finite numbers, got {[_shown(slope) for slope in value]!r:.200}")
 
 
 def _raising_user_errors(method: Callable) -> Callable:
@@ -236,8 +251,8 @@ class SWATConfig(PreTrainedConfig):
     hidden_size: int = _count(default=1024)
     intermediate_size: int = _count(default=2816)
     num_hidden_layers: int = _count(default=24)
-    num_attention_heads: int = _count(default=16)
-    num_key_value_heads: int | None = _count_or_none(default=None)
+    num_attention_heads: int = _heads(default=16)
+    num_key_value_heads: int | None = _heads(default=None)
     head_dim: int | None = _count_or_none(default=None)
     hidden_act: str = _activation_function(default="silu")
     max_position_embeddings: int = _count(default=2048)
