@@ -79,8 +79,28 @@ def run(args: argparse.Namespace) -> int:
         **sampling,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         streamer=text_streamer(tokenizer, inputs["input_ids"][0].tolist()),
+        logits_processor=[FiniteLogits(inputs["input_ids"].shape[1], args.dtype)],
     )
     return 0
+
+
+class FiniteLogits:
+    """A logits processor for ``generate`` (run before sampling) that stops with a ``UserError``
+    naming the step when the model's logits hold a NaN or ``+inf``: sampling from them would fail
+    inside torch (``probability tensor contains either inf, nan``) or pick a token at random.
+    ``-inf`` is left alone: it is how a token is ruled out."""
+
+    def __init__(self, prompt_length: int, dtype: str) -> None:
+        self.prompt_length = prompt_length
+        self.dtype = dtype
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if bool((scores.isnan() | scores.isposinf()).any()):
+            step = input_ids.shape[-1] - self.prompt_length + 1
+            hint = " (try --dtype float32: the activations may overflow)" if self.dtype != "float32" else ""
+            raise UserError(f"the model produced non-finite logits (NaN or inf) for new token {step}: its weights or "
+                            f"activations overflow, so generation stopped{hint}; use another checkpoint")
+        return scores
 
 
 class IncrementalTextStreamer:

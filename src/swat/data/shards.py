@@ -60,8 +60,12 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); delete {data_dir} and prepare it again") from e
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, or an int of 4300+ digits
+        problem = "it nests too deep" if isinstance(e, RecursionError) else str(e).splitlines()[0]
+        raise UserError(f"{path} is not valid JSON ({problem}); delete {data_dir} and prepare it again") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} holds a JSON {type(manifest).__name__}, not the object of a manifest; delete "
+                        f"{data_dir} and prepare it again")
     if manifest.get("format") != FORMAT_VERSION:
         raise UserError(
             f"{path} has format {manifest.get('format')!r}, this version of swat reads format "
@@ -72,6 +76,9 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path} lacks the fields {missing}; prepare the data again")
     if manifest["dtype"] not in _DTYPES:
         raise UserError(f"{path} has dtype {manifest['dtype']!r}, expected one of {sorted(_DTYPES)}")
+    problems = _schema_problems(manifest)
+    if problems:
+        raise UserError(f"{path} is not a manifest swat wrote: " + "; ".join(problems) + "; prepare the data again")
     if manifest["dtype"] != token_dtype(manifest["vocab_size"]):
         raise UserError(f"{path} says dtype {manifest['dtype']} for a vocabulary of {manifest['vocab_size']}, whose "
                         f"ids swat stores as {token_dtype(manifest['vocab_size'])}: the shards were written by "
@@ -79,6 +86,46 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     for name in _named_files(manifest):
         _confined(Path(data_dir), name, path)
     return manifest
+
+
+def _schema_problems(manifest: dict[str, Any]) -> list[str]:
+    """What is wrong with the types and ranges of a manifest's fields, one line per problem."""
+    problems = []
+
+    def check_int(key: str, value: Any, low: int, high: int | None = None) -> None:
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value
+                and (high is None or value <= high)):
+            shown = repr(value) if not isinstance(value, int) or abs(value) < 10**18 else "a huge int"
+            bounds = f">= {low}" if high is None else f"in {low} .. {high}"
+            problems.append(f"{key} must be an int {bounds}, got {shown}")
+
+    check_int("vocab_size", manifest["vocab_size"], 1, 1 << 32)
+    vocab = manifest["vocab_size"] if not problems else None
+    check_int("eos_token_id", manifest["eos_token_id"], 0, None if vocab is None else vocab - 1)
+    if not isinstance(manifest.get("tokenizer"), str | None):
+        problems.append(f"tokenizer must be the name of its directory (a string) or null, got {manifest['tokenizer']!r}")
+    splits = manifest["splits"]
+    if not isinstance(splits, dict):
+        return [*problems, f"splits must be an object of split names (e.g. \"train\") to their shards, "
+                           f"got a {type(splits).__name__}"]
+    for split, info in splits.items():
+        if not isinstance(info, dict):
+            problems.append(f"splits.{split} must be an object (shards, tokens, documents), got a {type(info).__name__}")
+            continue
+        missing = [key for key in ("shards", "tokens", "documents") if key not in info]
+        if missing:
+            problems.append(f"splits.{split} lacks {', '.join(missing)}")
+        shards = info.get("shards", [])
+        if not (isinstance(shards, list) and all(isinstance(name, str) for name in shards)):
+            problems.append(f"splits.{split}.shards must be a list of file names, got {shards!r:.80}")
+        for key in ("tokens", "documents"):
+            if key in info:
+                check_int(f"splits.{split}.{key}", info[key], 0)
+        names = info.get("names")
+        if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)
+                                      and len(names) == info.get("documents")):
+            problems.append(f"splits.{split}.names must be a list of one name (a string) per document")
+    return problems
 
 
 def _named_files(manifest: dict[str, Any]) -> list[str]:

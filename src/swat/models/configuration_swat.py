@@ -36,6 +36,20 @@ MAX_EMBEDDING_PARAMETERS = 2**31
 128256 x 8192 = 1.05e9); a larger product is almost always a mistyped size, refused here with
 the memory it would need rather than in a failed allocation."""
 
+MAX_SIZE = 2**31 - 1
+"""The largest size, count or window a config accepts (int32's largest): no model has a
+dimension, a layer count or a window this large, and a value above it is a mistyped size (a digit
+too many), refused at once instead of building layers until the memory runs out."""
+
+MAX_HEADS = 2**16
+"""The most attention heads a config accepts: models have tens; a head count this large is a
+mistyped size, refused before the per-head ALiBi slopes are computed."""
+
+MAX_PARAMETERS = 2**40
+"""The most parameters a config may describe (1.1e12, 4 TiB in float32; the largest published
+dense models have about 0.4e12): above it a config is refused whatever the machine; below it,
+:func:`swat.models.memory.refuse_beyond_memory` compares the estimate to the machine's memory."""
+
 TRANSFORMERS_KEYS = frozenset({
     "model_type", "auto_map", "quantization_config",  # written into config.json by transformers
     "torch_dtype", "num_labels", "name_or_path", "output_attentions", "attn_implementation",
@@ -56,51 +70,80 @@ def _is_int(value) -> bool:
 
 
 def _is_finite(value) -> bool:
-    """An int or a finite float, not a bool (``True`` would pass as 1)."""
-    return (isinstance(value, float) and math.isfinite(value)) or _is_int(value)
+    """An int a float can hold or a finite float, not a bool (``True`` would pass as 1)."""
+    return (isinstance(value, float) and math.isfinite(value)) or (_is_int(value) and value.bit_length() <= 1023)
+
+
+def _shown(value) -> str:
+    """``repr(value)``, a huge int as its magnitude (the repr of an int of more than 4300 digits
+    raises, and a 400-digit number says nothing a user can read)."""
+    if _is_int(value) and abs(value) > 10**18:
+        return f"an int of {value.bit_length()} bits (about 2**{value.bit_length() - 1})"
+    return repr(value)
+
+
+def _refuse_above_max_size(value) -> None:
+    if value > MAX_SIZE:
+        raise ValueError(f"must be at most {MAX_SIZE:,} (2**31 - 1), got {_shown(value)}: no model has a size "
+                         "this large; check the value for a digit too many")
 
 
 @as_validated_field
 def _count(value) -> None:
     if not (_is_int(value) and value >= 1):
-        raise ValueError(f"must be an int >= 1, got {value!r}")
+        raise ValueError(f"must be an int >= 1, got {_shown(value)}")
+    _refuse_above_max_size(value)
 
 
 @as_validated_field
 def _count_or_none(value) -> None:
     if value is not None and not (_is_int(value) and value >= 1):
-        raise ValueError(f"must be an int >= 1, got {value!r} (or None: derived from the other sizes)")
+        raise ValueError(f"must be an int >= 1, got {_shown(value)} (or None: derived from the other sizes)")
+    if value is not None:
+        _refuse_above_max_size(value)
+
+
+@as_validated_field
+def _heads(value) -> None:
+    if value is not None and not (_is_int(value) and value >= 1):
+        raise ValueError(f"must be an int >= 1, got {_shown(value)}")
+    if value is not None and value > MAX_HEADS:
+        raise ValueError(f"must be at most {MAX_HEADS:,}, got {_shown(value)}: no model has this many heads; check "
+                         "the value for a digit too many")
 
 
 @as_validated_field
 def _window(value) -> None:
     if value is not None and not (_is_int(value) and value >= 1):
-        raise ValueError(f"must be an int >= 1 or None (full attention), got {value!r}")
+        raise ValueError(f"must be an int >= 1 or None (full attention), got {_shown(value)}")
+    if value is not None and value > MAX_SIZE:
+        raise ValueError(f"must be at most {MAX_SIZE:,} (2**31 - 1), got {_shown(value)}: for attention over "
+                         "the whole sequence set it to None (null in YAML and JSON)")
 
 
 @as_validated_field
 def _positive(value) -> None:
     if not (_is_finite(value) and value > 0):
-        raise ValueError(f"must be a finite number > 0, got {value!r}")
+        raise ValueError(f"must be a finite number > 0, got {_shown(value)}")
 
 
 @as_validated_field
 def _standard_deviation(value) -> None:
     if not (_is_finite(value) and value >= 0):
-        raise ValueError(f"is a standard deviation: a finite number >= 0, got {value!r}")
+        raise ValueError(f"is a standard deviation: a finite number >= 0, got {_shown(value)}")
 
 
 @as_validated_field
 def _bias(value) -> None:
     if value is not None and not _is_finite(value):
-        raise ValueError(f"must be a finite number (None: -log(sliding_window)), got {value!r}")
+        raise ValueError(f"must be a finite number (None: -log(sliding_window)), got {_shown(value)}")
 
 
 @as_validated_field
 def _magnitude(value) -> None:
     if value is not None and not (_is_finite(value) and value >= 0):
         raise ValueError(f"must be a finite number >= 0 (a magnitude) or None (bounded by the window), "
-                         f"got {value!r}")
+                         f"got {_shown(value)}")
 
 
 @as_validated_field
@@ -115,6 +158,8 @@ def _activation_function(value) -> None:
 def _alibi(value) -> None:
     if isinstance(value, str) and value not in get_args(AlibiMode):
         raise ValueError(f"must be one of {get_args(AlibiMode)} or a list of one slope per head, got {value!r}")
+    if isinstance(value, list) and any(isinstance(slope, int | float) and not _is_finite(slope) for slope in value):
+        raise ValueError(f"slopes must be finite numbers, got {[_shown(slope) for slope in value]!r:.200}")
 
 
 def _raising_user_errors(method: Callable) -> Callable:
@@ -206,8 +251,8 @@ class SWATConfig(PreTrainedConfig):
     hidden_size: int = _count(default=1024)
     intermediate_size: int = _count(default=2816)
     num_hidden_layers: int = _count(default=24)
-    num_attention_heads: int = _count(default=16)
-    num_key_value_heads: int | None = _count_or_none(default=None)
+    num_attention_heads: int = _heads(default=16)
+    num_key_value_heads: int | None = _heads(default=None)
     head_dim: int | None = _count_or_none(default=None)
     hidden_act: str = _activation_function(default="silu")
     max_position_embeddings: int = _count(default=2048)
@@ -258,6 +303,16 @@ class SWATConfig(PreTrainedConfig):
                 "vocabulary size, or a smaller hidden_size"
             )
 
+    def validate_parameter_count(self) -> None:
+        parameters = parameter_count(self)
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(
+                f"the config describes {parameters:.3g} parameters ({parameters * 4 / 2**40:,.0f} TiB in float32), "
+                f"above the {MAX_PARAMETERS:.3g} this config allows: num_hidden_layers={self.num_hidden_layers}, "
+                f"hidden_size={self.hidden_size}, intermediate_size={self.intermediate_size}; check them for a "
+                "digit too many"
+            )
+
     def validate_heads(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
@@ -274,7 +329,7 @@ class SWATConfig(PreTrainedConfig):
             ids = [] if value is None else value if isinstance(value, list) else [value]
             if not all(0 <= i < self.vocab_size for i in ids):
                 raise ValueError(f"{name} must be None or token ids in 0 .. vocab_size - 1 = {self.vocab_size - 1}, "
-                                 f"got {value!r}: take it from the tokenizer the model is trained with")
+                                 f"got {_shown(value)}: take it from the tokenizer the model is trained with")
 
     def validate_attention(self) -> None:
         if self.attention_activation == "softmax" and self.sigmoid_bias != 0.0:
@@ -289,6 +344,18 @@ class SWATConfig(PreTrainedConfig):
         if self.alibi == "none":
             return None
         return alibi_slopes(self.num_attention_heads, self.alibi, retain_scale=self.alibi_retain_scale)
+
+
+def parameter_count(config: SWATConfig) -> int:
+    """The parameters of the ``SWATForCausalLM`` of ``config``, from its sizes alone (nothing is
+    built): the embedding and the LM head (one matrix when tied), and per layer the attention's
+    four projections, the gated MLP's three matrices and the RMSNorms."""
+    hidden, heads, kv_heads, head_dim = (config.hidden_size, config.num_attention_heads,
+                                         config.num_key_value_heads, config.head_dim)
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads) + (2 * head_dim if config.qk_norm else 0)
+    layer = attention + 3 * hidden * config.intermediate_size + 2 * hidden
+    embeddings = config.vocab_size * hidden * (1 if config.tie_word_embeddings else 2)
+    return embeddings + config.num_hidden_layers * layer + hidden
 
 
 def default_sigmoid_bias(activation: str, window: int | None) -> float:

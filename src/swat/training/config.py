@@ -48,12 +48,18 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from swat.errors import UserError
 from swat.models.configuration_swat import SWATConfig
+from swat.models.memory import refuse_beyond_memory
 from swat.models.presets import PRESETS, preset_config
 from swat.training.sampler import micro_steps_per_process
 from swat.utils.checks import check_device
 
 PRESET_DIR = Path(__file__).parent / "presets"
 SWAT_TYPE = "swat"
+MAX_COUNT = 2**20
+"""The most windows a batch or an evaluation may take (1,048,576): more cannot be meant (an
+evaluation of 2**20 windows of 512 tokens reads half a billion tokens), and a mistyped count
+would otherwise allocate its index arrays until the memory runs out."""
+TRAINING_BYTES_PER_PARAMETER = 16  # float32 weights, gradients and AdamW's two moments
 
 
 @dataclass
@@ -115,6 +121,8 @@ class RunConfig:
         problems = _below(1, {"train.steps": self.steps, "train.batch_size": self.batch_size,
                               "train.micro_batch_size": self.micro_batch_size,
                               "train.max_bad_steps": self.max_bad_steps})
+        problems += _above(MAX_COUNT, {"train.batch_size": self.batch_size,
+                                       "train.micro_batch_size": self.micro_batch_size})
         problems += _below(0, {"train.seed": self.seed})
         if not problems:
             try:
@@ -141,7 +149,8 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _refuse(_below(0, {"eval.every": self.every})
-                + _below(1, {"eval.windows": self.windows, "eval.batch_size": self.batch_size}))
+                + _below(1, {"eval.windows": self.windows, "eval.batch_size": self.batch_size})
+                + _above(MAX_COUNT, {"eval.windows": self.windows, "eval.batch_size": self.batch_size}))
 
 
 @dataclass
@@ -183,7 +192,7 @@ class TrainConfig:
                             f"which only model.type=swat takes (model.type={self.model_type} would see across "
                             "documents anyway): remove data.cross_documents or use a SWAT model")
         try:
-            self.model_config()
+            model_config = self.model_config()
         except UserError as error:
             if self.model_type != SWAT_TYPE:
                 raise
@@ -191,6 +200,17 @@ class TrainConfig:
         except (ValueError, TypeError, StrictDataclassError) as error:  # transformers' own checks
             shown = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
             raise UserError(f"invalid model section for model.type={self.model_type}: {shown}") from None
+        self._refuse_beyond_memory(model_config)
+
+    def _refuse_beyond_memory(self, model_config: PretrainedConfig) -> None:
+        """The model's training state (float32 weights, gradients and AdamW moments; under FSDP the
+        float32 weights the whole model has before it is sharded) against the machine's memory."""
+        sizes = [f"model.{key}={value}" for key, value in self.model.items()
+                 if key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "head_dim")]
+        keys = ", ".join(sizes) if sizes else f"model.preset={self.model['preset']}"
+        refuse_beyond_memory(model_config, 4 if self.train.fsdp else TRAINING_BYTES_PER_PARAMETER,
+                             what="training this model", change=f"make it smaller ({keys}), or train on a machine "
+                             "with more memory (train.fsdp=true shards it across GPUs)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -414,6 +434,11 @@ def _has_type(value: Any, hint: Any) -> bool:
 
 def _below(minimum: int, values: dict[str, int]) -> list[str]:
     return [f"{key} must be >= {minimum}, got {value}" for key, value in values.items() if value < minimum]
+
+
+def _above(maximum: int, values: dict[str, int]) -> list[str]:
+    return [f"{key} must be <= {maximum:,}, got {value:,}: a value this large cannot be meant" for key, value
+            in values.items() if value > maximum]
 
 
 def _refuse(problems: list[str]) -> None:
