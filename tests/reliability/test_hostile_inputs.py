@@ -223,7 +223,7 @@ def test_hostile_manifests(row, files, tmp_path, capsys):
 
 SIZE_ROWS = [
     Row("layers-100000", "model.num_hidden_layers=100000",
-        r"training this model needs about 299\.5 GiB \(20,097,048,704 parameters x 16 bytes\), more than this "
+        r"training this model needs about 74\.9 GiB \(20,097,048,704 parameters x 4 bytes\), more than this "
         r"machine's 16\.0 GiB of memory: make it smaller \(model\.num_hidden_layers=100000\)"),
     Row("intermediate-1e9", "model.intermediate_size=1000000000",
         r"model section: the config describes 1\.54e\+12 parameters .*intermediate_size=1000000000"),

@@ -59,7 +59,9 @@ MAX_COUNT = 2**20
 """The most windows a batch or an evaluation may take (1,048,576): more cannot be meant (an
 evaluation of 2**20 windows of 512 tokens reads half a billion tokens), and a mistyped count
 would otherwise allocate its index arrays until the memory runs out."""
-TRAINING_BYTES_PER_PARAMETER = 16  # float32 weights, gradients and AdamW's two moments
+# the float32 weights every process builds in host memory before it moves them to the training device
+# (gradients and AdamW's moments live on that device, whose memory this machine cannot see)
+HOST_BYTES_PER_PARAMETER = 4
 
 
 @dataclass
@@ -203,14 +205,14 @@ class TrainConfig:
         self._refuse_beyond_memory(model_config)
 
     def _refuse_beyond_memory(self, model_config: PretrainedConfig) -> None:
-        """The model's training state (float32 weights, gradients and AdamW moments; under FSDP the
-        float32 weights the whole model has before it is sharded) against the machine's memory."""
+        """The float32 weights each process builds before training (the whole model, also under
+        FSDP, which shards it afterwards) against the machine's memory."""
         sizes = [f"model.{key}={value}" for key, value in self.model.items()
                  if key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "head_dim")]
         keys = ", ".join(sizes) if sizes else f"model.preset={self.model['preset']}"
-        refuse_beyond_memory(model_config, 4 if self.train.fsdp else TRAINING_BYTES_PER_PARAMETER,
+        refuse_beyond_memory(model_config, HOST_BYTES_PER_PARAMETER,
                              what="training this model", change=f"make it smaller ({keys}), or train on a machine "
-                             "with more memory (train.fsdp=true shards it across GPUs)")
+                             "with more memory")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
