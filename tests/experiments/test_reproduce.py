@@ -99,14 +99,23 @@ def test_a_data_dir_that_is_not_prepared_is_a_clear_error(tmp_path, capsys):
     assert "not a prepared data directory" in capsys.readouterr().err
 
 
-def test_the_time_budget_sets_the_step_count(data_dir, monkeypatch):
+def test_the_time_budget_sets_the_step_count(data_dir):
     (swat,) = choose_ablations(64, ["swat"])
     config = ablation_config("tiny", [f"data.dir={data_dir}", *SMALL], swat, steps=1)
-    monkeypatch.setattr(experiment, "seconds_per_step", lambda config, vocab_size: 0.5)
-    assert experiment.steps_within(10, config, 300, configs=4) == int(10 * 60 * experiment.TRAIN_SHARE / 4 / 0.5)
-    assert experiment.steps_within(0.01, config, 300, configs=4) == 10
-    monkeypatch.undo()
+    assert experiment.steps_within(10, 0.5, configs=4) == int(10 * 60 * experiment.TRAIN_SHARE / 4 / 0.5)
+    assert experiment.steps_within(0.01, 0.5, configs=4) == 10
     assert experiment.seconds_per_step(config, 300, repeats=1) > 0
+
+
+def test_the_plan_measures_each_config_once(data_dir, monkeypatch):
+    """The step count from --minutes and the time estimate share one measurement per config."""
+    measured = []
+    monkeypatch.setattr(experiment, "seconds_per_step", lambda config, vocab_size: measured.append(config) or 0.5)
+    plan = experiment.plan_reproduction(minutes=1, names=["swat", "softmax-swa"], data_dir=data_dir,
+                                        overrides=SMALL)
+    assert len(measured) == 2 and plan.steps == int(60 * experiment.TRAIN_SHARE / 2 / 0.5)
+    assert plan.estimated_train_seconds == 2 * 0.5 * plan.steps
+    assert {a.name for a in plan.ablations} == {"swat", "softmax-swa"} and plan.seeds == [None]
 
 
 def test_the_decisive_budget_runs_end_to_end_at_a_miniature_size(tmp_path, data_dir, capsys):

@@ -205,10 +205,9 @@ def seconds_per_step(config: TrainConfig, vocab_size: int, repeats: int = 2) -> 
     return min(times[1:])
 
 
-def steps_within(minutes: float, config: TrainConfig, vocab_size: int, configs: int) -> int:
-    """Optimiser steps per config (at least 10) that train ``configs`` configs like ``config`` in
-    ``TRAIN_SHARE`` of ``minutes`` on this machine."""
-    step_seconds = seconds_per_step(config, vocab_size)
+def steps_within(minutes: float, step_seconds: float, configs: int) -> int:
+    """Optimiser steps per config (at least 10) that train ``configs`` configs of ``step_seconds``
+    a step in ``TRAIN_SHARE`` of ``minutes``."""
     steps = max(10, int(minutes * 60 * TRAIN_SHARE / configs / step_seconds))
     print(f"--minutes {minutes:g}: one step takes {step_seconds:.2f} s here, so {steps} steps per config")
     return steps
@@ -225,6 +224,87 @@ def ensure_data(data_dir: str | Path | None) -> Path:
     corpus = shakespeare_corpus()
     prepare_data(corpus.train, path, heldout_files=corpus.heldout)
     return path
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a reproduction trains and evaluates, decided (and checked) before anything is trained."""
+    preset: str
+    overrides: list[str]  # the user's
+    base_overrides: list[str]  # the user's after the data directory's
+    data_dir: Path
+    base: TrainConfig
+    window: int
+    ablations: list[Ablation]
+    seeds: list[int | None]  # [None]: the preset's seed
+    steps: int
+    eval_tokens: int
+    tokens_per_config: int
+    parameters: dict[str, int]
+    estimated_train_seconds: float
+    budget: str | None
+    minutes: float
+    command: str | None
+
+
+def plan_reproduction(*, minutes: float = 60.0, steps: int | None = None, preset: str = "tiny",
+                      overrides: Sequence[str] = (), data_dir: str | Path | None = None,
+                      names: Sequence[str] | None = None, eval_tokens: int | None = None, passkey_trials: int = 5,
+                      seeds: Sequence[int] | None = None, budget: str | None = None,
+                      command: str | None = None) -> Plan:
+    """The :class:`Plan` of :func:`reproduce`'s arguments: the budget's values where an argument is
+    None, the step count from ``minutes`` when ``steps`` is None, the evaluation tokens from the
+    budget; each config's step measured once, for the step count and the estimate (printed)."""
+    if budget is not None:
+        if budget not in BUDGETS:
+            raise UserError(f"unknown budget {budget!r}: choose from {sorted(BUDGETS)}")
+        preset_values = BUDGETS[budget]
+        names = preset_values["names"] if names is None else names
+        steps = preset_values["steps"] if steps is None else steps
+        seeds = preset_values["seeds"] if seeds is None else seeds
+        eval_tokens = preset_values["eval_tokens"] if eval_tokens is None else eval_tokens
+    _check_settings(minutes=minutes, steps=steps, eval_tokens=eval_tokens, passkey_trials=passkey_trials, seeds=seeds)
+    data_dir = ensure_data(data_dir)
+    vocab_size = read_manifest(data_dir)["vocab_size"]
+    base_overrides = [f"data.dir={data_dir}", *overrides]
+    base = load_config(preset, base_overrides)
+    window = base.model_config().sliding_window
+    if window is None:
+        raise UserError("the base config must have a sliding_window (the SWAT window of the ablations)")
+    chosen = choose_ablations(window, names)
+    seed_list = [None] if seeds is None else list(seeds)
+    probes = {a.name: ablation_config(preset, base_overrides, a, 1) for a in chosen}
+    sizes = model_sizes(probes, vocab_size)
+    print("parameters: " + ", ".join(f"{name} {count:,}" for name, count in sizes.items()))
+    per_step = measure_steps(probes, vocab_size)
+    if steps is None:
+        steps = steps_within(minutes, per_step[chosen[0].name], len(chosen) * len(seed_list))
+    tokens = steps * base.train.batch_size * base.data.seq_len
+    if eval_tokens is None:
+        eval_tokens = max(LENGTH_MULTIPLES[-1] * base.data.seq_len, int(16384 * minutes / 60))
+    shown_seeds = base.train.seed if seeds is None else ", ".join(map(str, seed_list))
+    print(f"{len(chosen)} configs x {len(seed_list)} seeds x {steps} steps x "
+          f"{base.train.batch_size * base.data.seq_len:,} tokens = {tokens:,} training tokens each, "
+          f"seeds {shown_seeds}, data {data_dir}")
+    return Plan(preset=preset, overrides=list(overrides), base_overrides=base_overrides, data_dir=data_dir,
+                base=base, window=window, ablations=chosen, seeds=seed_list, steps=steps, eval_tokens=eval_tokens,
+                tokens_per_config=tokens, parameters=sizes,
+                estimated_train_seconds=estimate_training_seconds(per_step, steps, len(seed_list)),
+                budget=budget, minutes=minutes, command=command)
+
+
+def train_ablations(plan: Plan, out: Path) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
+    """Every config of ``plan`` once per seed (finished runs reused): the runs (name, seed, label,
+    model path) and each run's training seconds (None where it was reused)."""
+    runs, train_seconds = [], {}
+    for ablation in plan.ablations:
+        for seed in plan.seeds:
+            run = ablation_run(out, ablation.name, seed)
+            label = ablation.name if seed is None else f"{ablation.name}/seed-{seed}"
+            config = ablation_config(plan.preset, plan.base_overrides, ablation, plan.steps, seed)
+            train_seconds[label] = train_or_reuse(run, config)
+            runs.append(dict(name=ablation.name, seed=config.train.seed, label=label, path=str(run.final)))
+    return runs, train_seconds
 
 
 def reproduce(
@@ -250,72 +330,42 @@ def reproduce(
     the preset's one seed). A ``budget`` from :data:`BUDGETS` sets ``names``, ``steps``, ``seeds``
     and ``eval_tokens`` where they are None; ``command`` (the command line that ran it) and the
     machine are recorded in the results. With ``estimate_only`` nothing is trained: the parameter
-    counts and the estimated training time are printed and returned. Every setting is checked before anything is trained;
-    the training time estimated from the measured seconds per step is printed before it starts."""
-    if budget is not None:
-        if budget not in BUDGETS:
-            raise UserError(f"unknown budget {budget!r}: choose from {sorted(BUDGETS)}")
-        preset_values = BUDGETS[budget]
-        names = preset_values["names"] if names is None else names
-        steps = preset_values["steps"] if steps is None else steps
-        seeds = preset_values["seeds"] if seeds is None else seeds
-        eval_tokens = preset_values["eval_tokens"] if eval_tokens is None else eval_tokens
-    _check_settings(minutes=minutes, steps=steps, eval_tokens=eval_tokens, passkey_trials=passkey_trials, seeds=seeds)
+    counts and the estimated training time are printed and returned. Every setting is checked
+    before anything is trained (:func:`plan_reproduction`), and the training time estimated from
+    the measured seconds per step is printed before it starts."""
     started = time.perf_counter()
-    out = Path(out)
-    data_dir = ensure_data(data_dir)
-    vocab_size = read_manifest(data_dir)["vocab_size"]
-    base_overrides = [f"data.dir={data_dir}", *overrides]
-    base = load_config(preset, base_overrides)
-    window = base.model_config().sliding_window
-    if window is None:
-        raise UserError("the base config must have a sliding_window (the SWAT window of the ablations)")
-    chosen = choose_ablations(window, names)
-    seed_list = [None] if seeds is None else list(seeds)
-    probes = {a.name: ablation_config(preset, base_overrides, a, 1) for a in chosen}
-    sizes = model_sizes(probes, vocab_size)
-    print("parameters: " + ", ".join(f"{name} {count:,}" for name, count in sizes.items()))
-    if steps is None:
-        steps = steps_within(minutes, probes[chosen[0].name], vocab_size, len(chosen) * len(seed_list))
-    tokens = steps * base.train.batch_size * base.data.seq_len
-    if eval_tokens is None:
-        eval_tokens = max(LENGTH_MULTIPLES[-1] * base.data.seq_len, int(16384 * minutes / 60))
-    shown_seeds = base.train.seed if seeds is None else ", ".join(map(str, seed_list))
-    print(f"{len(chosen)} configs x {len(seed_list)} seeds x {steps} steps x "
-          f"{base.train.batch_size * base.data.seq_len:,} tokens = {tokens:,} training tokens each, "
-          f"seeds {shown_seeds}, data {data_dir}")
-    estimate = estimate_training_seconds(probes, vocab_size, steps, len(seed_list))
+    plan = plan_reproduction(minutes=minutes, steps=steps, preset=preset, overrides=overrides, data_dir=data_dir,
+                             names=names, eval_tokens=eval_tokens, passkey_trials=passkey_trials, seeds=seeds,
+                             budget=budget, command=command)
     if estimate_only:
-        return dict(parameters=sizes, steps=steps, seeds=seed_list, tokens_per_config=tokens,
-                    estimated_train_seconds=estimate, machine=describe_machine())
-
-    runs, train_seconds = [], {}
-    for ablation in chosen:
-        for seed in seed_list:
-            run = ablation_run(out, ablation.name, seed)
-            label = ablation.name if seed is None else f"{ablation.name}/seed-{seed}"
-            config = ablation_config(preset, base_overrides, ablation, steps, seed)
-            train_seconds[label] = train_or_reuse(run, config)
-            runs.append(dict(name=ablation.name, seed=config.train.seed, label=label, path=str(run.final)))
+        return dict(parameters=plan.parameters, steps=plan.steps, seeds=plan.seeds,
+                    tokens_per_config=plan.tokens_per_config, estimated_train_seconds=plan.estimated_train_seconds,
+                    machine=describe_machine())
+    out = Path(out)
+    runs, train_seconds = train_ablations(plan, out)
     eval_start = time.perf_counter()
-    evaluation = evaluate_runs({r["label"]: Path(r["path"]) for r in runs}, data_dir, base, out,
-                               eval_tokens=eval_tokens, passkey_trials=passkey_trials)
-    result = dict(
-        settings=dict(preset=preset, overrides=list(overrides), data=str(data_dir), steps=steps,
-                      batch_size=base.train.batch_size, seq_len=base.data.seq_len, tokens_per_config=tokens,
-                      seed=base.train.seed, seeds=[r["seed"] for r in runs if r["name"] == chosen[0].name],
-                      budget=budget, window=window, minutes=minutes, eval_tokens=eval_tokens,
-                      command=command, machine=describe_machine()),
-        ablations=[dict(name=a.name, description=a.description, model=a.model, train_short=a.train_short)
-                   for a in chosen],
-        parameters=sizes,
-        runs=runs,
-        estimated_train_seconds=estimate,
-        wall_seconds=dict(train=train_seconds, evaluate=time.perf_counter() - eval_start,
-                          total=time.perf_counter() - started),
-        **evaluation,
-    )
-    return summarize(out, result)
+    evaluation = evaluate_runs({r["label"]: Path(r["path"]) for r in runs}, plan.data_dir, plan.base, out,
+                               eval_tokens=plan.eval_tokens, passkey_trials=passkey_trials)
+    wall_seconds = dict(train=train_seconds, evaluate=time.perf_counter() - eval_start,
+                        total=time.perf_counter() - started)
+    return summarize(out, _result(plan, runs, wall_seconds, evaluation))
+
+
+def _result(plan: Plan, runs: list[dict[str, Any]], wall_seconds: dict[str, Any],
+            evaluation: dict[str, Any]) -> dict[str, Any]:
+    """What ``reproduce.json`` holds before the summary: the settings, the runs, the times and the
+    evaluations."""
+    base, first = plan.base, plan.ablations[0].name
+    settings = dict(preset=plan.preset, overrides=plan.overrides, data=str(plan.data_dir), steps=plan.steps,
+                    batch_size=base.train.batch_size, seq_len=base.data.seq_len,
+                    tokens_per_config=plan.tokens_per_config, seed=base.train.seed,
+                    seeds=[r["seed"] for r in runs if r["name"] == first], budget=plan.budget, window=plan.window,
+                    minutes=plan.minutes, eval_tokens=plan.eval_tokens, command=plan.command,
+                    machine=describe_machine())
+    ablations = [dict(name=a.name, description=a.description, model=a.model, train_short=a.train_short)
+                 for a in plan.ablations]
+    return dict(settings=settings, ablations=ablations, parameters=plan.parameters, runs=runs,
+                estimated_train_seconds=plan.estimated_train_seconds, wall_seconds=wall_seconds, **evaluation)
 
 
 def summarize(out: str | Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -349,13 +399,17 @@ def rebuild_summary(out: str | Path, command: str | None = None) -> dict[str, An
     return summarize(out, result)
 
 
-def estimate_training_seconds(configs: dict[str, TrainConfig], vocab_size: int, steps: int, seeds: int) -> float:
-    """Training wall time of ``seeds`` runs of ``steps`` steps of every config, from one step of
-    each measured here (printed, per config and in all)."""
+def measure_steps(configs: dict[str, TrainConfig], vocab_size: int) -> dict[str, float]:
+    """Seconds per optimiser step of every config, each measured once here (printed)."""
     per_step = {name: seconds_per_step(config, vocab_size) for name, config in configs.items()}
+    print("measured seconds per step: " + ", ".join(f"{name} {t:.3f}" for name, t in per_step.items()))
+    return per_step
+
+
+def estimate_training_seconds(per_step: dict[str, float], steps: int, seeds: int) -> float:
+    """Training wall time of ``seeds`` runs of ``steps`` steps of every config (printed)."""
     total = sum(per_step.values()) * steps * seeds
-    print("measured seconds per step: " + ", ".join(f"{name} {t:.3f}" for name, t in per_step.items())
-          + f"; estimated training time {total / 3600:.2f} h ({steps} steps x {seeds} seeds), plus evaluation")
+    print(f"estimated training time {total / 3600:.2f} h ({steps} steps x {seeds} seeds), plus evaluation")
     return total
 
 
