@@ -88,20 +88,20 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _int_problem(key: str, value: Any, low: int, high: int | None = None) -> list[str]:
+    """``[message]`` when ``value`` is not an int in ``low .. high``, else ``[]``."""
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value and (high is None or value <= high):
+        return []
+    shown = repr(value) if not isinstance(value, int) or abs(value) < 10**18 else "a huge int"
+    bounds = f">= {low}" if high is None else f"in {low} .. {high}"
+    return [f"{key} must be an int {bounds}, got {shown}"]
+
+
 def _schema_problems(manifest: dict[str, Any]) -> list[str]:
     """What is wrong with the types and ranges of a manifest's fields, one line per problem."""
-    problems = []
-
-    def check_int(key: str, value: Any, low: int, high: int | None = None) -> None:
-        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value
-                and (high is None or value <= high)):
-            shown = repr(value) if not isinstance(value, int) or abs(value) < 10**18 else "a huge int"
-            bounds = f">= {low}" if high is None else f"in {low} .. {high}"
-            problems.append(f"{key} must be an int {bounds}, got {shown}")
-
-    check_int("vocab_size", manifest["vocab_size"], 1, 1 << 32)
+    problems = _int_problem("vocab_size", manifest["vocab_size"], 1, 1 << 32)
     vocab = manifest["vocab_size"] if not problems else None
-    check_int("eos_token_id", manifest["eos_token_id"], 0, None if vocab is None else vocab - 1)
+    problems += _int_problem("eos_token_id", manifest["eos_token_id"], 0, None if vocab is None else vocab - 1)
     if not isinstance(manifest.get("tokenizer"), str | None):
         problems.append(f"tokenizer must be the name of its directory (a string) or null, got {manifest['tokenizer']!r}")
     splits = manifest["splits"]
@@ -109,22 +109,28 @@ def _schema_problems(manifest: dict[str, Any]) -> list[str]:
         return [*problems, f"splits must be an object of split names (e.g. \"train\") to their shards, "
                            f"got a {type(splits).__name__}"]
     for split, info in splits.items():
-        if not isinstance(info, dict):
-            problems.append(f"splits.{split} must be an object (shards, tokens, documents), got a {type(info).__name__}")
-            continue
-        missing = [key for key in ("shards", "tokens", "documents") if key not in info]
-        if missing:
-            problems.append(f"splits.{split} lacks {', '.join(missing)}")
-        shards = info.get("shards", [])
-        if not (isinstance(shards, list) and all(isinstance(name, str) for name in shards)):
-            problems.append(f"splits.{split}.shards must be a list of file names, got {shards!r:.80}")
-        for key in ("tokens", "documents"):
-            if key in info:
-                check_int(f"splits.{split}.{key}", info[key], 0)
-        names = info.get("names")
-        if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)
-                                      and len(names) == info.get("documents")):
-            problems.append(f"splits.{split}.names must be a list of one name (a string) per document")
+        problems += _split_problems(split, info)
+    return problems
+
+
+def _split_problems(split: str, info: Any) -> list[str]:
+    """What is wrong with one split's entry of a manifest."""
+    if not isinstance(info, dict):
+        return [f"splits.{split} must be an object (shards, tokens, documents), got a {type(info).__name__}"]
+    problems = []
+    missing = [key for key in ("shards", "tokens", "documents") if key not in info]
+    if missing:
+        problems.append(f"splits.{split} lacks {', '.join(missing)}")
+    shards = info.get("shards", [])
+    if not (isinstance(shards, list) and all(isinstance(name, str) for name in shards)):
+        problems.append(f"splits.{split}.shards must be a list of file names, got {shards!r:.80}")
+    for key in ("tokens", "documents"):
+        if key in info:
+            problems += _int_problem(f"splits.{split}.{key}", info[key], 0)
+    names = info.get("names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)
+                                  and len(names) == info.get("documents")):
+        problems.append(f"splits.{split}.names must be a list of one name (a string) per document")
     return problems
 
 
