@@ -270,3 +270,16 @@ def test_warmup_beyond_the_steps_is_warned(files, tmp_path, capsys):
                                     eval={"every": 0}, checkpoint={"every": 0}))
     Trainer(config, tmp_path / "run2").fit()
     assert "warmup_steps" not in capsys.readouterr().out
+
+
+def test_a_run_of_more_than_a_day_says_so_after_its_first_step(files, tmp_path, capsys):
+    """An absurd step count (a digit too many) is accepted, but the time it implies is printed."""
+    config = load_config(run_config(files["training_data"], train={"steps": 10**9},
+                                    eval={"every": 0}, checkpoint={"every": 0}))
+    Trainer(config, tmp_path / "run").fit(until=1)
+    assert re.search(r"note: a step takes [\d.]+ s here, so the remaining 999,999,999 steps take about [\d,.]+ days",
+                     capsys.readouterr().out)
+    config = load_config(run_config(files["training_data"], train={"steps": 2}, eval={"every": 0},
+                                    checkpoint={"every": 0}))
+    Trainer(config, tmp_path / "run2").fit()
+    assert "days" not in capsys.readouterr().out

@@ -183,6 +183,8 @@ class Trainer:
             record = self.train_step()
             window_steps += 1
             elapsed = time.perf_counter() - window_start
+            if window_steps == 1 and self.env.is_main:
+                _announce_long_run(elapsed, run.steps - self.step)
             record["tokens_per_s"] = window_steps * tokens_per_step / elapsed
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}")
@@ -516,6 +518,19 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+LONG_RUN_SECONDS = 24 * 3600
+
+
+def _announce_long_run(step_seconds: float, remaining_steps: int) -> None:
+    """Says, once a step has been timed, how long the remaining steps take when that is more than a
+    day (a step count with a digit too many is accepted, but not silently)."""
+    seconds = step_seconds * remaining_steps
+    if seconds > LONG_RUN_SECONDS:
+        print(f"note: a step takes {step_seconds:.2f} s here, so the remaining {remaining_steps:,} steps take about "
+              f"{seconds / 86400:,.1f} days; Ctrl-C stops at any time and --resume continues from the last "
+              "checkpoint")
 
 
 def _due(step: int, every: int, total: int) -> bool:
