@@ -237,12 +237,13 @@ def attention_forward_kernel(
 
 
 @triton.jit
-def _forward_block(acc, run_max, run_sum, q, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term, row_slope, seg_i,
-                   sk_n, sv_n, sseg_b, sseg_n, head_dim, window, qk_coef, bias2, MASKED: tl.constexpr,
-                   PARTIAL: tl.constexpr, SOFTMAX: tl.constexpr, HAS_SEGMENTS: tl.constexpr, UPCAST: tl.constexpr,
-                   INPUT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr, EVEN_D: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """The forward's work on the keys ``[start, start + BLOCK_N)``; ``MASKED``: a boundary block."""
+def _key_block_scores(q, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term, row_slope, seg_i, sk_n, sv_n,
+                      sseg_b, sseg_n, head_dim, window, qk_coef, MASKED: tl.constexpr, PARTIAL: tl.constexpr,
+                      HAS_SEGMENTS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                      EVEN_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The keys ``[start, start + BLOCK_N)`` against the rows' ``q``: their K and V tiles, the
+    base-2 scores (``q k^T`` scaled, plus the position term ``row_term + row_slope * col``) and
+    which of them count (band, sequence ends, segments; ``MASKED``: a boundary block)."""
     j_rel = tl.arange(0, BLOCK_N)
     d = tl.arange(0, BLOCK_D)
     col_ok = start + j_rel < hi
@@ -255,6 +256,20 @@ def _forward_block(acc, run_max, run_sum, q, K_kv, V_kv, Segments, b, start, hi,
         + (row_term[:, None] + row_slope[:, None] * cols.to(tl.float32)[None, :])
     keep = _keep(rel_i, cols, col_ok, seg_i, Segments, b, start + j_rel, sseg_b, sseg_n, window, MASKED, HAS_SEGMENTS,
                  PARTIAL)
+    return k_tile, v_tile, x, keep
+
+
+@triton.jit
+def _forward_block(acc, run_max, run_sum, q, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term, row_slope, seg_i,
+                   sk_n, sv_n, sseg_b, sseg_n, head_dim, window, qk_coef, bias2, MASKED: tl.constexpr,
+                   PARTIAL: tl.constexpr, SOFTMAX: tl.constexpr, HAS_SEGMENTS: tl.constexpr, UPCAST: tl.constexpr,
+                   INPUT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr, EVEN_D: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The forward's work on the keys ``[start, start + BLOCK_N)``; ``MASKED``: a boundary block."""
+    k_tile, v_tile, x, keep = _key_block_scores(q, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term, row_slope,
+                                                seg_i, sk_n, sv_n, sseg_b, sseg_n, head_dim, window, qk_coef, MASKED,
+                                                PARTIAL, HAS_SEGMENTS, UPCAST, INPUT_PRECISION, EVEN_D, BLOCK_N,
+                                                BLOCK_D)
     if SOFTMAX:
         if MASKED or HAS_SEGMENTS:
             x = tl.where(keep, x, float("-inf"))
@@ -498,18 +513,10 @@ def _dq_block(dq, q, do, lse, row_dot, K_kv, V_kv, Segments, b, start, hi, lo, r
               INPUT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr, EVEN_D: tl.constexpr,
               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """The keys ``[start, start + BLOCK_N)``'s share of ``dQ``; ``MASKED``: a boundary block."""
-    j_rel = tl.arange(0, BLOCK_N)
-    d = tl.arange(0, BLOCK_D)
-    col_ok = start + j_rel < hi
-    mask = col_ok[:, None] & (d[None, :] < head_dim)
-    start64 = tl.cast(start, tl.int64)
-    k_tile = _load_keys(K_kv + start64 * sk_n, j_rel, d, sk_n, mask, MASKED or not EVEN_D, UPCAST)
-    v_tile = _load_keys(V_kv + start64 * sv_n, j_rel, d, sv_n, mask, MASKED or not EVEN_D, UPCAST)
-    cols = start - lo + j_rel
-    x = tl.dot(q, tl.trans(k_tile), input_precision=INPUT_PRECISION) * qk_coef \
-        + (row_term[:, None] + row_slope[:, None] * cols.to(tl.float32)[None, :])
-    keep = _keep(rel_i, cols, col_ok, seg_i, Segments, b, start + j_rel, sseg_b, sseg_n, window, MASKED, HAS_SEGMENTS,
-                 False)
+    k_tile, v_tile, x, keep = _key_block_scores(q, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term, row_slope,
+                                                seg_i, sk_n, sv_n, sseg_b, sseg_n, head_dim, window, qk_coef, MASKED,
+                                                False, HAS_SEGMENTS, UPCAST, INPUT_PRECISION, EVEN_D, BLOCK_N,
+                                                BLOCK_D)
     dp = tl.dot(do, tl.trans(v_tile), input_precision=INPUT_PRECISION)
     p, ds = _score_grads(x, dp, lse[:, None], row_dot[:, None], keep, MASKED, SOFTMAX, HAS_SEGMENTS, FAST_MATH)
     return dq + tl.dot(ds.to(k_tile.dtype), k_tile, input_precision=INPUT_PRECISION)
