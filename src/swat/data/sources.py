@@ -24,6 +24,7 @@ from typing import Any
 import datasets
 
 from swat.errors import UserError
+from swat.utils.text import read_text
 
 DEFAULT_HELDOUT_FRACTION = 0.05
 
@@ -112,13 +113,6 @@ def expand_text_files(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Pat
         duplicated = sorted({n for n in names if names.count(n) > 1})
         raise UserError(f"several inputs have the same name {duplicated}; rename them or put them in one directory")
     return files
-
-
-def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text ({e}); convert it, e.g. `iconv -t UTF-8`") from e
 
 
 def _split_tail(text: str, fraction: float) -> tuple[str, str]:

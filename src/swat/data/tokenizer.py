@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -19,6 +18,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from swat.errors import UserError
 from swat.models.hub import refuse_custom_code
+from swat.utils.text import read_text
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -28,7 +28,7 @@ def _text_batches(texts_or_files: Iterable[str | os.PathLike], batch_chars: int 
     ``os.PathLike`` items are UTF-8 files read whole."""
     batch, size = [], 0
     for item in texts_or_files:
-        text = Path(item).read_text(encoding="utf-8") if isinstance(item, os.PathLike) else item
+        text = read_text(item) if isinstance(item, os.PathLike) else item
         if not isinstance(text, str):
             raise TypeError(f"expected texts (str) or files (pathlib.Path), got {type(item).__name__}")
         batch.append(text)
