@@ -60,7 +60,7 @@ def test_seeds_that_disagree_in_sign_leave_the_claim_inconclusive():
     (claim,) = check_claims(rows, 16)
     assert claim["claim"] == "balanced ALiBi slopes beat one-sided ones" and claim["holds"] is None
     assert [round(d, 2) for d in claim["comparisons"][0]["differences"]] == [-1.92, -5.38, 2.35]
-    text = claims_markdown([claim], seeds=3)
+    text = claims_markdown([claim])
     assert "| 70.765 - 72.688 = -1.923 | 68.124 - 73.506 = -5.382 | 70.118 - 67.766 = 2.352 | 2 of 3 below 0 |" in text
     assert "| ppl@1x: balanced - one-sided; ppl@16x: balanced - one-sided | -1.651 [" in text
 
@@ -80,11 +80,25 @@ def test_runs_pair_by_seed_not_by_order_and_unpaired_seeds_are_left_out():
     assert comparison["seeds"] == [0, 1, 2] and comparison["differences"] == pytest.approx([-1.1, -0.9, -1.0])
 
 
+def test_claims_over_different_seed_counts_say_so():
+    """The decisive budget trains five seeds of some configs and three of others: each comparison
+    runs over the seeds its two configs share, and the text says which counts there are."""
+    rows = _runs("swat", [10.0, 11.0, 12.0, 13.0, 14.0], ppl16=[10.0, 11.0, 12.0, 13.0, 14.0], seeds=range(5))
+    rows += _runs("mamba2", [11.0, 12.0, 13.0, 14.0, 15.0], ppl16=[11.0, 12.0, 13.0, 14.0, 15.0], seeds=range(5))
+    rows += _runs("transformer++", [10.0, 11.0, 12.0], ppl16=[30.0, 31.0, 40.0])
+    claims = check_claims(rows, 16)
+    assert {len(x["seeds"]) for c in claims for x in c["comparisons"]} == {3, 5}
+    text = claims_markdown(claims)
+    assert "Over the seeds both configs ran (3 or 5 here), a claim holds" in text
+    assert "| seed 0 | seed 1 | seed 2 | seed 3 | seed 4 | signs |" in text and "| - | - | 3 of 3 below 0 |" in text
+    assert "Over 5 seeds, a claim" in claims_markdown([c for c in claims if "Mamba2" in c["claim"]])
+
+
 def test_one_seed_gives_no_interval_and_no_verdict():
     claim = _mamba2_claim(_runs("swat", [10.0], seeds=(0,)) + _runs("mamba2", [14.0], seeds=(0,)))
     assert claim["comparisons"][0]["interval"] is None and claim["holds"] is None
     assert claim["spread_rule"]["holds"] is True  # the old rule let any difference decide
-    text = claims_markdown([claim], seeds=1)
+    text = claims_markdown([claim])
     assert "One seed: no interval can be estimated" in text and "-4.000 (no interval: 1 seed)" in text
 
 

@@ -115,7 +115,20 @@ def test_the_plan_measures_each_config_once(data_dir, monkeypatch):
                                         overrides=SMALL)
     assert len(measured) == 2 and plan.steps == int(60 * experiment.TRAIN_SHARE / 2 / 0.5)
     assert plan.estimated_train_seconds == 2 * 0.5 * plan.steps
-    assert {a.name for a in plan.ablations} == {"swat", "softmax-swa"} and plan.seeds == [None]
+    assert {a.name for a in plan.ablations} == {"swat", "softmax-swa"}
+    assert plan.seeds == {"swat": [None], "softmax-swa": [None]}
+
+
+def test_the_decisive_budget_gives_five_seeds_to_the_close_claims_configs(data_dir, monkeypatch):
+    monkeypatch.setattr(experiment, "seconds_per_step", lambda config, vocab_size: 0.5)
+    plan = experiment.plan_reproduction(budget="decisive", data_dir=data_dir, overrides=SMALL)
+    five, three = [0, 1, 2, 3, 4], [0, 1, 2]
+    assert plan.seeds == {"transformer++": three, "softmax-swa": three, "sigmoid-swa-alibi": five, "swat": five,
+                          "mamba2": five}
+    assert plan.steps == 1500 and plan.estimated_train_seconds == 21 * 0.5 * 1500
+    chosen = experiment.plan_reproduction(budget="decisive", names=["swat"], seeds=[7], data_dir=data_dir,
+                                          overrides=SMALL)
+    assert chosen.seeds == {"swat": [7]}  # --seeds overrides the budget's, for every config
 
 
 def test_the_decisive_budget_runs_end_to_end_at_a_miniature_size(tmp_path, data_dir, capsys):
@@ -126,12 +139,13 @@ def test_the_decisive_budget_runs_end_to_end_at_a_miniature_size(tmp_path, data_
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "parameters: transformer++ " in printed and ", mamba2 " in printed
-    assert "estimated training time" in printed and "(2 steps x 3 seeds)" in printed
+    assert "estimated training time" in printed and "(21 runs x 2 steps)" in printed
     result = json.loads((out / "reproduce.json").read_text())
     names = ["transformer++", "softmax-swa", "sigmoid-swa-alibi", "swat", "mamba2"]
-    assert [row["name"] for row in result["summary"]] == names and {r["seeds"] for r in result["summary"]} == {3}
-    assert [(r["name"], r["seed"]) for r in result["per_seed"]] == [(n, s) for n in names for s in (0, 1, 2)]
-    assert result["settings"]["seeds"] == [0, 1, 2] and result["settings"]["budget"] == "decisive"
+    seeds = {"transformer++": 3, "softmax-swa": 3, "sigmoid-swa-alibi": 5, "swat": 5, "mamba2": 5}
+    assert {row["name"]: row["seeds"] for row in result["summary"]} == seeds
+    assert [(r["name"], r["seed"]) for r in result["per_seed"]] == [(n, s) for n in names for s in range(seeds[n])]
+    assert result["settings"]["seeds"] == [0, 1, 2, 3, 4] and result["settings"]["budget"] == "decisive"
     sizes = result["parameters"]
     assert abs(sizes["mamba2"] - sizes["swat"]) / sizes["swat"] <= 0.05
     swat = result["summary"][3]
@@ -141,8 +155,8 @@ def test_the_decisive_budget_runs_end_to_end_at_a_miniature_size(tmp_path, data_
     claims = {c["claim"].split(" (")[0]: c for c in result["claims"]}
     assert "SWAT beats a linear-recurrent model" in claims
     summary = (out / "summary.md").read_text()
-    assert "Over 3 seeds, a claim holds or fails only where the difference" in summary
-    assert " ± " in summary and "| mamba2 | Mamba2 (linear recurrent) of the same parameter count | 3 |" in summary
+    assert "Over the seeds both configs ran (3 or 5 here), a claim holds or fails only where" in summary
+    assert " ± " in summary and "| mamba2 | Mamba2 (linear recurrent) of the same parameter count | 5 |" in summary
     assert f"Command: `swat reproduce --budget decisive --steps 2 --out {out}" in summary
     assert result["settings"]["machine"] == describe_machine() and describe_machine() in summary
 
@@ -154,7 +168,7 @@ def test_estimate_prints_sizes_and_time_and_trains_nothing(tmp_path, data_dir, c
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "parameters: swat " in printed and ", mamba2 " in printed
-    assert "estimated training time" in printed and "(100 steps x 3 seeds)" in printed
+    assert "estimated training time" in printed and "(10 runs x 100 steps)" in printed
     assert not (tmp_path / "out").exists()
 
 

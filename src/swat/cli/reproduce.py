@@ -10,12 +10,13 @@ budget. Re-running reuses finished runs in OUT/runs.
 
 --budget decisive runs the comparison the paper is about, at a budget that can tell the models
 apart: SWAT, Transformer++, softmax SWA, sigmoid SWA with one-sided ALiBi and a Mamba2 of the same
-parameter count, 3000 steps (6.1M tokens) each, seeds 0, 1, 2, 32k held-out tokens per evaluation
-length; the summary gives mean +- std over the seeds and each claim's paired differences (below).
-Before it starts it prints the training time it expects from the seconds
-per step it measures (2.4 h on two idle AMX CPU cores, 3.6 h on two AVX-512 cores without AMX,
-where Mamba2's pure-PyTorch path takes 0.64 s a step against 0.18-0.21 s for the attention models),
-plus minutes of evaluation; --estimate prints that and stops. --configs, --steps, --seeds and
+parameter count, 1500 steps (3.1M tokens) each, seeds 0-4 for SWAT, sigmoid SWA with one-sided
+ALiBi and Mamba2 (the claims whose differences are small) and 0-2 for the others, 32k held-out
+tokens per evaluation length; the summary gives mean +- std over the seeds and each claim's paired
+differences (below). Before it starts it prints the training time it expects from the seconds per
+step it measures (about 2.5 h on two AVX-512 cores without AMX, where Mamba2's pure-PyTorch path
+takes 0.64 s a step against 0.18-0.21 s for the attention models), plus minutes of evaluation;
+--estimate prints that and stops. --configs, --steps, --seeds and
 --eval-tokens override the budget's values; several invocations with disjoint --configs can train
 side by side into one --out (each run is locked), and a last one evaluates them all.
 
@@ -60,10 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--passkey-trials", type=positive_int, default=5, help="random keys per passkey cell (default: 5)")
     parser.add_argument("--seeds", type=seed_list, default=None,
                         help="comma-separated training seeds, each config trained once per seed, e.g. 0,1,2 "
-                             "(default: the preset's seed)")
+                             "(default: the budget's, else the preset's seed)")
     parser.add_argument("--budget", choices=BUDGET_NAMES, default=None,
                         help="a preset of configs, steps, seeds and evaluation tokens: decisive = the 5 configs of "
-                             "the paper's headline comparison incl. mamba2, 3000 steps, seeds 0,1,2 (2.4-3.6 h on 2 CPU cores)")
+                             "the paper's headline comparison incl. mamba2, 1500 steps, seeds 0-4 for swat, "
+                             "sigmoid-swa-alibi and mamba2 and 0-2 for the others (about 2.5 h on 2 CPU cores)")
     parser.add_argument("--estimate", action="store_true",
                         help="print the parameter counts and the training time expected on this machine, "
                              "measured from one step of each config, and stop (nothing is trained)")

@@ -173,12 +173,15 @@ def _highest_sink(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> str |
     return max(means, key=means.get) if means else None
 
 
-def claims_markdown(claims: Sequence[dict[str, Any]], seeds: int) -> str:
-    """The claims section of ``summary.md`` over ``seeds`` seeds: one row per claim (each
-    comparison's mean difference and 95% interval, the verdict, the old rule's numbers and
+def claims_markdown(claims: Sequence[dict[str, Any]]) -> str:
+    """The claims section of ``summary.md``: one row per claim (each comparison's mean difference
+    and 95% interval over the seeds both its configs ran, the verdict, the old rule's numbers and
     verdict), then the per-seed differences of every comparison."""
-    if seeds > 1:
-        text = (f"Over {seeds} seeds, a claim holds or fails only where the difference it rests on, paired by "
+    counts = sorted({len(x["seeds"]) for c in claims for x in _listed(c)})
+    if counts and counts[-1] > 1:
+        over = f"{counts[0]} seeds" if len(counts) == 1 else (
+            f"the seeds both configs ran ({' or '.join(map(str, counts))} here)")
+        text = (f"Over {over}, a claim holds or fails only where the difference it rests on, paired by "
                 "seed (the same seed trains both configs on the same batches in the same order), has a 95% "
                 "interval (t over the seeds) that excludes 0; otherwise it is inconclusive. A difference is "
                 "first - second, and the claim says it is below 0. The old rule (decided where the two means "
@@ -189,7 +192,7 @@ def claims_markdown(claims: Sequence[dict[str, Any]], seeds: int) -> str:
                 "decisive) for verdicts.\n\n")
     rows = []
     for c in claims:
-        listed = ([c["premise"]] if c["premise"] else []) + c["comparisons"]
+        listed = _listed(c)
         prefix = ["premise: "] * bool(c["premise"]) + [""] * len(c["comparisons"])
         rows.append([c["claim"] + (f" ({c['note']})" if c["note"] else ""),
                      "; ".join(p + _what(x) for p, x in zip(prefix, listed, strict=True)),
@@ -200,10 +203,15 @@ def claims_markdown(claims: Sequence[dict[str, Any]], seeds: int) -> str:
     return text + "\n### Per seed\n\n" + per_seed_markdown(claims)
 
 
+def _listed(claim: dict[str, Any]) -> list[dict[str, Any]]:
+    """A claim's premise (if any), then its comparisons."""
+    return ([claim["premise"]] if claim["premise"] else []) + claim["comparisons"]
+
+
 def per_seed_markdown(claims: Sequence[dict[str, Any]]) -> str:
     """One row per comparison: ``first - second = difference`` for each seed, and how many of
     the differences are below 0."""
-    comparisons = [(c["claim"], x) for c in claims for x in ([c["premise"]] if c["premise"] else []) + c["comparisons"]]
+    comparisons = [(c["claim"], x) for c in claims for x in _listed(c)]
     seeds = sorted({s for _, x in comparisons for s in x["seeds"]})
     rows = []
     for text, x in comparisons:
