@@ -106,6 +106,15 @@ class RunDir:
         return sorted(str(path.relative_to(self.root)) for directory in dirs if directory.is_dir()
                       for path in directory.iterdir() if path.is_dir() or not _MODEL_FILE.match(path.name))
 
+    def own_config(self) -> Path:
+        """The run's config (``config.yaml``), which ``swat train --out RUN --resume`` continues
+        with when no ``--config`` is given; a directory that holds no run swat started is refused."""
+        if not (self.holds_run() and self.config.is_file()):
+            raise UserError(f"--resume without --config continues the run in --out with its own config, but "
+                            f"{self.root} holds no run swat started (no {self.marker.name} marker and "
+                            f"{self.config.name}): pass the --out of a run, or --config (and --set) for a new one")
+        return self.config
+
     def lock(self) -> ExclusiveLock:
         """Take the run's lock (creating the directory): one process trains in a run directory at
         a time; ``FileExistsError`` if another process holds it."""

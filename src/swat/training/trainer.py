@@ -493,8 +493,9 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any], checkpoint: Pat
                and not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)]
     if changed:
         details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise UserError(f"cannot resume {checkpoint}: the config differs in {details}. Use the run's own config "
-                         f"({RunDir(checkpoint.parent.parent).config}) or start a new run with --out")
+        raise UserError(f"cannot resume {checkpoint}: the config differs in {details}, which changes what the run "
+                         f"computes. Resume without --config and --set to continue with the run's own config "
+                         f"({RunDir(checkpoint.parent.parent).config}), or start a new run with another --out")
 
 
 def _load_model(checkpoint: Path) -> PreTrainedModel:
