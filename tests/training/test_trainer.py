@@ -179,6 +179,20 @@ def test_evaluation_split_is_checked_or_switched_off(data_dir, tmp_path):
     assert eval_losses(run_dir) == [] and len(train_losses(run_dir)) == 2
 
 
+@pytest.mark.parametrize("refused, message", [
+    ({"data": {"eval_split": "valid"}}, "no split 'valid'"),  # found once the run directory is taken
+    ({"model": {"vocab_size": 10}}, "smaller than the data's vocabulary"),
+    ({"train": {"batch_size": 4, "micro_batch_size": 3}}, "must be a multiple of train.micro_batch_size"),
+])
+def test_a_refused_launch_leaves_nothing_that_blocks_the_corrected_one(data_dir, tmp_path, refused, message):
+    out = tmp_path / "runs" / "new"
+    with pytest.raises(ValueError, match=message):
+        Trainer(load_config(run_config(data_dir, **refused)), out)
+    assert not out.exists()
+    run_dir = Trainer(load_config(run_config(data_dir, train={"steps": 1})), out).fit()  # no --overwrite needed
+    assert len(train_losses(run_dir)) == 1
+
+
 def test_bf16_autocast_trains_close_to_fp32(data_dir, tmp_path):
     runs = {}
     for bf16 in (False, True):

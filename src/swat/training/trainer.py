@@ -34,7 +34,7 @@ from swat.ops.device import fast_low_precision_matmul
 from swat.training import checkpoint as ckpt
 from swat.training import distributed
 from swat.training.config import SWAT_TYPE, TrainConfig
-from swat.training.metrics import MetricsLogger, read_metrics
+from swat.training.metrics import MetricsLogger, check_loggers, read_metrics
 from swat.training.model_card import model_card
 from swat.training.optim import build_optimizer, build_scheduler
 from swat.training.run_dir import RunDir
@@ -100,6 +100,7 @@ class Trainer:
         try:
             _, self.micro_steps = split_batch(config.train.batch_size, config.train.micro_batch_size,
                                               self.env.world_size)  # micro-batches per step of each process
+            check_loggers(config.log.tensorboard, config.log.wandb)
             self.data_dir = resolve_data_dir(config.data.dir)
             self.train_tokens = TokenShards(self.data_dir, config.data.train_split)
             self.eos_token_id = self.train_tokens.eos_token_id
