@@ -227,7 +227,7 @@ class SWATConfig(PreTrainedConfig):
     by default (lm-eval, :func:`swat.evaluation.harness.harness_max_length`). With full attention
     it is also the longest sequence: ``generate`` warns past it, as transformers does. A windowed
     model takes any length (docs/spec.md section 4), so its ``generate`` neither warns nor caps its
-    default length there, whatever the value (configs saved with the presets' old values too).
+    default length there, whatever the value.
 
     The paper's baselines are switches of the same config, e.g. Transformer++ is
     ``attention_activation="softmax", alibi="none", sliding_window=None``.
