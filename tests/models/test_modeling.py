@@ -14,7 +14,7 @@ from transformers import (
     MistralForCausalLM,
 )
 
-from swat import SWATForCausalLM, SWATModel
+from swat import SWATForCausalLM, SWATModel, preset_config
 from swat.models import RollingCache
 from swat.models.compat import enable_activation_checkpointing, output_cache
 from tests.conftest import make_tokenizer
@@ -247,9 +247,12 @@ def test_a_window_model_generates_past_max_position_embeddings_without_a_length_
     _model(max_position_embeddings=29).save_pretrained(tmp_path)
     model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert model.config.max_position_embeddings == 29 and model.config.sliding_window == 8
+    tiny = SWATForCausalLM(preset_config("tiny")).eval()
+    assert tiny.config.max_position_embeddings == 512
     with _transformers_warnings() as caught:
         assert _generate(model, 10, max_new_tokens=30).shape[1] == 40
         assert _generate(model, 35, max_new_tokens=None).shape[1] == 35 + 20  # the default: 20 new tokens
+        assert _generate(tiny, 500, max_new_tokens=20).shape[1] == 520
     assert not [message for message in caught if "predefined maximum length" in message], caught
 
 
