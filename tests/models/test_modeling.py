@@ -1,3 +1,6 @@
+import contextlib
+import logging
+import warnings
 import weakref
 
 import pytest
@@ -11,7 +14,7 @@ from transformers import (
     MistralForCausalLM,
 )
 
-from swat import SWATForCausalLM, SWATModel
+from swat import SWATForCausalLM, SWATModel, preset_config
 from swat.models import RollingCache
 from swat.models.compat import enable_activation_checkpointing, output_cache
 from tests.conftest import make_tokenizer
@@ -213,3 +216,50 @@ def test_what_generate_passes_is_accepted():
                          output_logits=True, return_dict_in_generate=True),
                     dict(stop_strings=["mat"], tokenizer=tokenizer), dict(prefill_chunk_size=2)]:
         model.generate(ids, max_new_tokens=3, pad_token_id=0, **options)
+
+
+@contextlib.contextmanager
+def _transformers_warnings():
+    """What transformers logs (its loggers do not propagate to pytest's) and warns, as strings."""
+    records, handler = [], logging.Handler(level=logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    library = logging.getLogger("transformers")
+    library.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield records
+        records.extend(str(warning.message) for warning in caught)
+    finally:
+        library.removeHandler(handler)
+
+
+def _generate(model, prompt_length: int, **options) -> torch.Tensor:
+    prompt = torch.randint(1, model.config.vocab_size, (1, prompt_length), generator=torch.Generator().manual_seed(0))
+    return model.generate(prompt, pad_token_id=0, do_sample=False, **options)
+
+
+def test_a_window_model_generates_past_max_position_embeddings_without_a_length_warning(tmp_path):
+    """transformers warns past ``max_position_embeddings`` ("you may observe exceptions") and caps
+    its default length there; a window model takes any length (docs/spec.md section 4), also when
+    its config.json was saved with a ``max_position_embeddings`` (the presets had 512). Each test
+    uses its own limit: transformers warns once per message and process."""
+    _model(max_position_embeddings=29).save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert model.config.max_position_embeddings == 29 and model.config.sliding_window == 8
+    tiny = SWATForCausalLM(preset_config("tiny")).eval()
+    assert tiny.config.max_position_embeddings == 512
+    with _transformers_warnings() as caught:
+        assert _generate(model, 10, max_new_tokens=30).shape[1] == 40
+        assert _generate(model, 35, max_new_tokens=None).shape[1] == 35 + 20  # the default: 20 new tokens
+        assert _generate(tiny, 500, max_new_tokens=20).shape[1] == 520
+    assert not [message for message in caught if "predefined maximum length" in message], caught
+
+
+def test_a_full_attention_model_keeps_its_length_limit():
+    model = _model(sliding_window=None, max_position_embeddings=31)
+    with _transformers_warnings() as caught:
+        assert _generate(model, 10, max_new_tokens=30).shape[1] == 40
+    assert any("exceeded the model's predefined maximum length (31)" in message for message in caught), caught
+    with pytest.raises(ValueError, match="Input length of input_ids is 35, but `max_length` is set to 31"):
+        _generate(model, 35, max_new_tokens=None)

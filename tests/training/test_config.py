@@ -59,7 +59,7 @@ def test_yaml_file_and_dict_sources(tmp_path):
     ("train.gradient_checkpointing=maybe", "must be bool"),
     ("train.bf16=sometimes", "train.bf16 must be true, false or auto"),
     ("optim=3", "section 'optim' must be a mapping"),
-    ("train.batch_size=12", r"multiple of processes x train.micro_batch_size \(1 x 8\)"),
+    ("train.batch_size=12", r"train.batch_size \(12\) must be a multiple of train.micro_batch_size \(8\)"),
     ("optim.min_lr=1", "0 <= optim.min_lr <= optim.lr"),
     ("model.sliding_window=0", "sliding_window must be an int >= 1"),
     ("model.preset=huge", "model.preset must be one of"),

@@ -22,14 +22,14 @@ def _records(run_dir):
             for r in read_metrics(run_dir)]
 
 
-def _torchrun(config_path, out, *overrides):
+def _torchrun(config_path, out, *overrides, succeeds=True):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "swat.cli.train", "--config", str(config_path), "--out", str(out)]
     if overrides:
         command += ["--set", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.returncode == 0) == succeeds, result.stderr[-3000:]
     return result
 
 
@@ -61,3 +61,17 @@ def test_two_processes_equal_one(single_process, mode):
     for name in weights:
         torch.testing.assert_close(weights2[name], weights[name], rtol=1e-5, atol=1e-6)
     assert (two / "checkpoints" / "latest").read_text().strip() == "step_00000004"
+
+
+def test_a_refused_launch_leaves_nothing_and_the_corrected_one_runs_there(single_process):
+    """A 2-process launch refused once the processes have taken ``--out`` (here: no such held-out
+    split) leaves nothing there, so the corrected launch needs no --overwrite; it has a
+    micro-batch larger than each process's share (the ``tiny`` recipe's 8 and 8 on 2 processes),
+    which then is the share: the same run as one process."""
+    root, one = single_process
+    out = root / "retry"
+    refused = _torchrun(root / "config.yaml", out, "data.eval_split=nope", succeeds=False)
+    assert "has no split 'nope' for evaluation" in refused.stderr
+    assert not out.exists()
+    _torchrun(root / "config.yaml", out, "train.micro_batch_size=4")
+    assert [loss for *_, loss in _records(out)] == pytest.approx([loss for *_, loss in _records(one)], rel=1e-5)

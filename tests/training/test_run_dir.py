@@ -21,21 +21,47 @@ def test_layout_and_model_lookup(tmp_path):
     assert RunDir.of_model(step).root == run.root.resolve()
 
 
+def _start(root, config_yaml: str, **options) -> None:
+    """A launch that passes every check: open, start, release."""
+    opened = RunDir.open(root, **options)
+    opened.start(config_yaml)
+    opened.release()
+
+
 def test_open_marks_locks_and_refuses_what_is_not_its_own(tmp_path):
     root = tmp_path / "run"
-    opened = RunDir.open(root, "name: a\n")
+    opened = RunDir.open(root)
+    opened.start("name: a\n")
     run = opened.run
     assert run.holds_run() and json.loads(run.marker.read_text())["swat_run"] and run.config.read_text() == "name: a\n"
     with pytest.raises(FileExistsError, match="in use by another training process"):
-        RunDir.open(root, "name: a\n", resume=True)
+        RunDir.open(root, resume=True)
     opened.release()
     with pytest.raises(FileExistsError, match="already holds a run's files: pass --resume"):
-        RunDir.open(root, "name: b\n")
+        RunDir.open(root)
     identity = run.marker.read_text()
-    RunDir.open(root, "name: b\n", resume=True).release()  # the same run, its identity kept
+    _start(root, "name: b\n", resume=True)  # the same run, its identity kept
     assert run.marker.read_text() == identity and run.config.read_text() == "name: b\n"
-    RunDir.open(root, "name: c\n", overwrite=True).release()  # a new run: a new identity
+    _start(root, "name: c\n", overwrite=True)  # a new run: a new identity
     assert run.marker.read_text() != identity
+
+
+def test_a_launch_refused_before_it_starts_leaves_nothing_behind(tmp_path):
+    """A launch refused after ``open`` (its config, the data, the number of processes) releases
+    the directory before ``start``: the directory it made is gone, a run there is untouched."""
+    root = tmp_path / "runs" / "new"
+    RunDir.open(root).release()
+    assert not root.exists() and (tmp_path / "runs").is_dir()
+    _start(root, "name: a\n")  # the corrected launch: a new run
+    RunDir.open(root, overwrite=True).release()  # refused before start: the old run is not replaced
+    RunDir.open(root, resume=True).release()
+    run = RunDir(root)
+    assert run.holds_run() and run.config.read_text() == "name: a\n"
+    assert sorted(path.name for path in root.iterdir()) == [".lock", ".swat-run", "config.yaml"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    RunDir.open(empty).release()  # a directory it did not make stays, empty
+    assert empty.is_dir() and not list(empty.iterdir())
 
 
 def test_without_the_marker_nothing_is_a_run(tmp_path):
@@ -45,9 +71,9 @@ def test_without_the_marker_nothing_is_a_run(tmp_path):
     run.config.write_text("mine: true\n")
     assert not run.holds_run() and run.foreign_entries() == ["config.yaml", "final"]
     with pytest.raises(UserError, match="is not a run swat started"):
-        RunDir.open(run.root, "name: a\n", resume=True)
+        RunDir.open(run.root, resume=True)
     assert run.config.read_text() == "mine: true\n" and not run.marker.exists()
-    RunDir.open(tmp_path / "empty", "name: a\n", resume=True).release()  # nothing there: a run from step 0
+    _start(tmp_path / "empty", "name: a\n", resume=True)  # nothing there: a run from step 0
 
 
 def test_foreign_model_files_are_the_files_swat_does_not_write(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from swat.training.sampler import WindowSampler, document_segments, eval_starts
+from swat.training.sampler import WindowSampler, document_segments, eval_starts, split_batch
 
 
 class Stream:
@@ -32,19 +32,28 @@ def test_windows_are_stream_slices_and_deterministic():
     assert starts.max() > len(stream) - 200  # the whole stream is reachable
 
 
-@pytest.mark.parametrize("world, micro_batch_size", [(1, 2), (2, 1), (2, 2), (4, 1)])
+@pytest.mark.parametrize("world, micro_batch_size", [(1, 2), (2, 1), (2, 2), (4, 1), (2, 4), (4, 8)])
 def test_ranks_split_the_same_global_batch(world, micro_batch_size):
+    """Also when a process's share is smaller than ``micro_batch_size`` (the ``tiny`` recipe, 8 and
+    8, on 2 processes): the share is one micro-batch."""
     sampler = WindowSampler(Stream(3000), seq_len=8, batch_size=4, seed=0)
     whole = sampler.micro_batch(7, 0, 4)
-    parts = [sampler.micro_batch(7, m, micro_batch_size, rank, world)
-             for rank in range(world) for m in range(4 // (world * micro_batch_size))]
+    size, count = split_batch(4, micro_batch_size, world)
+    assert size == min(micro_batch_size, 4 // world) and size * count * world == 4
+    parts = [sampler.micro_batch(7, m, micro_batch_size, rank, world) for rank in range(world) for m in range(count)]
     assert torch.equal(torch.cat(parts), whole)
 
 
 def test_bad_splits_and_short_streams_are_errors():
     sampler = WindowSampler(Stream(100), seq_len=8, batch_size=4, seed=0)
-    with pytest.raises(ValueError, match="multiple of processes"):
+    with pytest.raises(ValueError, match=r"train.batch_size \(4\) must be a multiple of train.micro_batch_size "
+                                         r"\(3\): change one of them, e.g. train.micro_batch_size=2"):
         sampler.micro_batch(0, 0, 3)
+    with pytest.raises(ValueError, match=r"multiple of the number of processes \(3\)"):
+        sampler.micro_batch(0, 0, 1, world=3)
+    with pytest.raises(ValueError, match=r"each process's share of train.batch_size \(12 / 2 processes = 6\) must "
+                                         r"be a multiple of train.micro_batch_size \(4\).*micro_batch_size=3"):
+        split_batch(12, 4, 2)
     with pytest.raises(IndexError):
         sampler.micro_batch(0, 2, 2)
     with pytest.raises(ValueError, match="fewer than seq_len"):

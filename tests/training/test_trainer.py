@@ -74,6 +74,31 @@ def test_a_run_dir_is_not_overwritten_and_resume_checks_the_config(data_dir, tmp
     assert [s for s, _ in train_losses(tmp_path / "run")] == [1, 2, 3, 4]
 
 
+def test_resume_without_a_config_continues_with_the_runs_own(data_dir, tmp_path, capsys):
+    """``swat train --out RUN --resume`` continues with RUN/config.yaml (the --set overrides the run
+    was started with included): the same losses as the run uninterrupted; --set goes on top of it,
+    and a change of what the run computes is refused."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(run_config(data_dir, train={"steps": 4}, eval={"every": 2})))
+    overrides = ["model.hidden_size=16", "optim.lr=0.02"]
+    whole, out = tmp_path / "whole", tmp_path / "run"
+    assert main(["train", "--config", str(config), "--set", *overrides, "--out", str(whole)]) == 0
+    Trainer(load_config(config, overrides), out).fit(until=2)  # stopped after step 2
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    assert train_losses(out) == train_losses(whole) and eval_losses(out) == eval_losses(whole)
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--set", "optim.lr=0.5"]) == 2
+    error = capsys.readouterr().err
+    assert "optim.lr: 0.02 -> 0.5" in error and "Resume without --config and --set" in error
+    assert main(["train", "--out", str(out), "--resume", "--set", "train.steps=5"]) == 0  # further, same config
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["model"]["hidden_size"] == 16 and saved["optim"]["lr"] == 0.02 and saved["train"]["steps"] == 5
+    assert [s for s, _ in train_losses(out)] == [1, 2, 3, 4, 5]
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "holds no run swat started" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
 def _snapshot(trainer):
     params = [p.detach().clone() for p in trainer.model.parameters()]
     state = [{k: v.clone() for k, v in s.items()} for s in trainer.optimizer.state.values()]
@@ -152,6 +177,20 @@ def test_evaluation_split_is_checked_or_switched_off(data_dir, tmp_path):
     run_dir = Trainer(load_config(run_config(data_dir, data={"eval_split": None}, train={"steps": 2})),
                       tmp_path / "c").fit()
     assert eval_losses(run_dir) == [] and len(train_losses(run_dir)) == 2
+
+
+@pytest.mark.parametrize("refused, message", [
+    ({"data": {"eval_split": "valid"}}, "no split 'valid'"),  # found once the run directory is taken
+    ({"model": {"vocab_size": 10}}, "smaller than the data's vocabulary"),
+    ({"train": {"batch_size": 4, "micro_batch_size": 3}}, "must be a multiple of train.micro_batch_size"),
+])
+def test_a_refused_launch_leaves_nothing_that_blocks_the_corrected_one(data_dir, tmp_path, refused, message):
+    out = tmp_path / "runs" / "new"
+    with pytest.raises(ValueError, match=message):
+        Trainer(load_config(run_config(data_dir, **refused)), out)
+    assert not out.exists()
+    run_dir = Trainer(load_config(run_config(data_dir, train={"steps": 1})), out).fit()  # no --overwrite needed
+    assert len(train_losses(run_dir)) == 1
 
 
 def test_bf16_autocast_trains_close_to_fp32(data_dir, tmp_path):

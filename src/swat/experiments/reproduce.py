@@ -62,6 +62,7 @@ from swat.training import TrainConfig, load_config, train
 from swat.training.distributed import pick_device
 from swat.training.optim import build_optimizer
 from swat.training.run_dir import RunDir
+from swat.training.sampler import split_batch
 from swat.training.trainer import use_bf16, window_loss
 from swat.utils.checks import check_count, check_seeds
 
@@ -191,9 +192,8 @@ def seconds_per_step(config: TrainConfig, vocab_size: int, repeats: int = 2) -> 
     device = pick_device(config.train.device, local_rank=0)
     model = AutoModelForCausalLM.from_config(config.model_config(vocab_size=vocab_size)).to(device)
     optimizer = build_optimizer(model, config.optim)
-    micro = config.train.micro_batch_size
+    micro, accumulation = split_batch(config.train.batch_size, config.train.micro_batch_size, world_size=1)
     windows = torch.randint(0, vocab_size, (micro, config.data.seq_len + 1), device=device)
-    accumulation = max(1, config.train.batch_size // micro)
     bf16 = use_bf16(config.train.bf16, device)
     times = []
     for _ in range(repeats + 1):

@@ -223,6 +223,12 @@ class SWATConfig(PreTrainedConfig):
         qk_norm: RMSNorm on each head's queries and keys before RoPE.
         attention_backend: kernel of :func:`swat.ops.swat_attention` (``"auto"`` picks).
 
+    ``max_position_embeddings`` (Llama's field) is the context that evaluation tools give the model
+    by default (lm-eval, :func:`swat.evaluation.harness.harness_max_length`). With full attention
+    it is also the longest sequence: ``generate`` warns past it, as transformers does. A windowed
+    model takes any length (docs/spec.md section 4), so its ``generate`` neither warns nor caps its
+    default length there, whatever the value.
+
     The paper's baselines are switches of the same config, e.g. Transformer++ is
     ``attention_activation="softmax", alibi="none", sliding_window=None``.
 

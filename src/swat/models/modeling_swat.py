@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation.stopping_criteria import MaxLengthCriteria, StoppingCriteriaList
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils.generic import can_return_tuple
@@ -321,6 +322,33 @@ class SWATForCausalLM(SWATPreTrainedModel, GenerationMixin):
         default = generation_config.cache_implementation in (None, "dynamic")
         if given is None and default and type(model_kwargs.get(CACHE_FIELD)) is DynamicCache:
             model_kwargs[CACHE_FIELD] = RollingCache(self.config)
+
+    def _prepare_generated_length(self, generation_config, has_default_max_length: bool, has_default_min_length: bool,
+                                  model_input_name: str, input_ids_length: int, inputs_tensor: torch.Tensor):
+        """``generate``'s length hook, without the position limit for a windowed model (see
+        :meth:`_get_stopping_criteria`): transformers caps its default length (the prompt and 20
+        new tokens) at ``config.max_position_embeddings``, and then refuses a longer prompt."""
+        default_new_tokens = generation_config.max_length
+        generation_config = super()._prepare_generated_length(
+            generation_config, has_default_max_length, has_default_min_length, model_input_name, input_ids_length,
+            inputs_tensor)
+        if self.config.sliding_window is not None and has_default_max_length and generation_config.max_new_tokens is None:
+            generation_config.max_length = default_new_tokens + input_ids_length
+        return generation_config
+
+    def _get_stopping_criteria(self, *args, **kwargs) -> StoppingCriteriaList:
+        """``generate``'s stopping criteria, without the position limit for a windowed model:
+        transformers warns once a sequence is longer than ``config.max_position_embeddings`` ("you
+        may observe exceptions"), but a window model takes any length (docs/spec.md section 4:
+        the rolling cache keeps ``w - 1`` keys, RoPE angles are float64, ALiBi sees distances
+        below ``w``). ``max_position_embeddings`` stays the context that evaluation tools give the
+        model by default; with full attention it is the limit, as in transformers."""
+        criteria = super()._get_stopping_criteria(*args, **kwargs)
+        if self.config.sliding_window is not None:
+            for criterion in criteria:
+                if isinstance(criterion, MaxLengthCriteria):
+                    criterion.max_position_embeddings = None
+        return criteria
 
     def _prefill(self, input_ids, generation_config, model_kwargs: dict, is_first_iteration: bool = True, **kwargs):
         """``generate``'s prompt pass: a new prompt goes through :func:`swat.models.cache.forward_in_chunks`

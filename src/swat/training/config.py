@@ -50,7 +50,7 @@ from swat.errors import UserError
 from swat.models.configuration_swat import SWATConfig
 from swat.models.memory import refuse_beyond_memory
 from swat.models.presets import PRESETS, preset_config
-from swat.training.sampler import micro_steps_per_process
+from swat.training.sampler import split_batch
 from swat.utils.checks import check_device
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -111,7 +111,7 @@ class RunConfig:
 
     steps: int = 1000
     batch_size: int = 16  # global batch: sequences per optimiser step, summed over processes
-    micro_batch_size: int = 8  # sequences per forward/backward on one process
+    micro_batch_size: int = 8  # most sequences per forward/backward on one process (fewer if its share is)
     seed: int = 0
     device: str = "auto"  # auto: cuda:LOCAL_RANK if available, else cpu
     bf16: Any = "auto"  # true, false or auto: on where bf16 matmuls are fast (GPUs, AMX/AVX512-BF16 CPUs)
@@ -128,7 +128,7 @@ class RunConfig:
         problems += _below(0, {"train.seed": self.seed})
         if not problems:
             try:
-                micro_steps_per_process(self.batch_size, self.micro_batch_size, world_size=1)
+                split_batch(self.batch_size, self.micro_batch_size, world_size=1)
             except UserError as error:
                 problems.append(str(error))
         if self.bf16 not in (True, False, "auto"):

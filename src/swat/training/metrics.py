@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ class MetricsLogger:
         self._tb = self._wandb = None
         if not enabled:
             return
+        check_loggers(tensorboard, wandb)
         if resume_step is not None:
             truncate_metrics(self.path, resume_step)
         if tensorboard:
@@ -77,19 +79,21 @@ def truncate_metrics(path: Path, step: int) -> None:
         atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
+def check_loggers(tensorboard: bool, wandb: bool) -> None:
+    """Refuse a logger whose package is not installed: the trainer asks before the run starts, so
+    that the refusal leaves nothing in the run directory."""
+    for name, wanted in (("tensorboard", tensorboard), ("wandb", wandb)):
+        if wanted and importlib.util.find_spec(name) is None:
+            raise UserError(f"log.{name}=true needs the {name} package: pip install {name}, or set log.{name}=false")
+
+
 def _tensorboard_writer(log_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as error:
-        raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard, "
-                           "or set log.tensorboard=false") from error
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(log_dir=str(log_dir))
 
 
 def _wandb_run(project: str, run_dir: Path, config: dict[str, Any] | None):
-    try:
-        import wandb
-    except ImportError as error:
-        raise UserError("log.wandb=true needs the wandb package: pip install wandb, or set log.wandb=false") \
-            from error
+    import wandb
+
     return wandb.init(project=project, name=run_dir.name, dir=str(run_dir), config=config)

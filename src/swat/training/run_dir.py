@@ -16,6 +16,7 @@ writes a run goes through :class:`RunDir` rather than spelling the names.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -105,6 +106,15 @@ class RunDir:
         return sorted(str(path.relative_to(self.root)) for directory in dirs if directory.is_dir()
                       for path in directory.iterdir() if path.is_dir() or not _MODEL_FILE.match(path.name))
 
+    def own_config(self) -> Path:
+        """The run's config (``config.yaml``), which ``swat train --out RUN --resume`` continues
+        with when no ``--config`` is given; a directory that holds no run swat started is refused."""
+        if not (self.holds_run() and self.config.is_file()):
+            raise UserError(f"--resume without --config continues the run in --out with its own config, but "
+                            f"{self.root} holds no run swat started (no {self.marker.name} marker and "
+                            f"{self.config.name}): pass the --out of a run, or --config (and --set) for a new one")
+        return self.config
+
     def lock(self) -> ExclusiveLock:
         """Take the run's lock (creating the directory): one process trains in a run directory at
         a time; ``FileExistsError`` if another process holds it."""
@@ -125,45 +135,38 @@ class RunDir:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     @classmethod
-    def open(cls, root: str | os.PathLike, config_yaml: str, *, resume: bool = False, overwrite: bool = False,
+    def open(cls, root: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
              check_resumable: Callable[[dict[str, Any], Path], None] | None = None, is_main: bool = True,
              any_process: Callable[[bool], bool] = bool, barrier: Callable[[], None] = lambda: None) -> OpenRun:
-        """Take the run directory ``root`` for a run of ``config_yaml``: lock it (the main process),
-        repair what an interrupted run left, refuse what the run may not touch, then write the
-        marker and the config. ``resume`` continues the run there (only a run swat started there,
-        and only while ``final/`` and the checkpoints hold nothing but swat's files);
-        ``overwrite`` replaces it (another program's files at the top level are left alone);
-        neither: the directory must be new or empty. ``check_resumable(saved_config, checkpoint)``
-        refuses a config the checkpoint cannot continue. Under several processes ``any_process``
-        (whether a flag is true on any of them) and ``barrier`` keep them in step."""
+        """Take the run directory ``root`` for a run: lock it (the main process), repair what an
+        interrupted run left, refuse what the run may not touch, and choose the checkpoint to
+        resume from; :meth:`OpenRun.start` then writes the marker and the config. Nothing a run
+        writes is there before ``start``, so a launch refused in between (its config, the data, the
+        number of processes) leaves nothing that blocks the corrected one (``OpenRun.release``).
+        ``resume`` continues the run there (only a run swat started there, and only while
+        ``final/`` and the checkpoints hold nothing but swat's files); ``overwrite`` replaces it
+        (another program's files at the top level are left alone); neither: the directory must be
+        new or empty. ``check_resumable(saved_config, checkpoint)`` refuses a config the checkpoint
+        cannot continue. Under several processes ``any_process`` (whether a flag is true on any of
+        them) and ``barrier`` keep them in step."""
         if resume and overwrite:
             raise UserError("--resume continues the run in --out and --overwrite replaces it: pass only one")
         run = cls(root)
         run._refuse_foreign(resume, overwrite)  # before the lock, which adds a file there
-        lock, failure = None, None
+        opened, failure = OpenRun(run, None, overwrite=overwrite, is_main=is_main, barrier=barrier), None
         if is_main:
+            opened.made_root, opened.made_lock_file = not run.root.exists(), not run.lock_file.exists()
             try:
-                lock = run.lock()
+                opened.lock = run.lock()
                 ckpt.recover_interrupted_writes(run.root, [run.final.name, run.config.name, run.metrics.name])
                 ckpt.recover_checkpoints(run.checkpoints)
             except OSError as error:
                 failure = error
         if any_process(failure is not None):
-            if lock is not None:
-                lock.release()
+            opened.release()
             raise failure or FileExistsError(f"{run.root}: the main process could not take the run directory")
-        opened = OpenRun(run, lock)
         try:
             run._choose_checkpoint(opened, resume, overwrite, check_resumable, is_main)
-            barrier()  # every process has checked the directory before it changes
-            if is_main:
-                if overwrite:
-                    run.clear()
-                if not run.holds_run():
-                    atomic_write_json(run.marker, {"swat_run": uuid.uuid4().hex,
-                                                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-                atomic_write_bytes(run.config, config_yaml.encode())
-            barrier()
         except BaseException:
             opened.release()
             raise
@@ -225,15 +228,45 @@ def _is_run_temp(name: str) -> bool:
 
 @dataclass
 class OpenRun:
-    """A run directory taken by ``RunDir.open``: its lock (the main process's), and the checkpoint
-    to resume from with its training config (None: a run from step 0)."""
+    """A run directory taken by ``RunDir.open``: its lock (the main process's), the checkpoint to
+    resume from with its training config (None: a run from step 0), and what ``start`` needs."""
 
     run: RunDir
     lock: ExclusiveLock | None
     checkpoint: Path | None = None
     saved_config: dict[str, Any] | None = None
+    overwrite: bool = False
+    is_main: bool = True
+    barrier: Callable[[], None] = lambda: None
+    made_root: bool = False  # RunDir.open created the directory
+    made_lock_file: bool = False
+    started: bool = False
+
+    def start(self, config_yaml: str) -> None:
+        """Begin the run, once every check has passed: replace the old run (``overwrite``), write
+        the marker (a new run) and the run's config."""
+        self.barrier()  # every process has checked what it needs before the directory changes
+        if self.is_main:
+            if self.overwrite:
+                self.run.clear()
+            if not self.run.holds_run():
+                atomic_write_json(self.run.marker, {"swat_run": uuid.uuid4().hex,
+                                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            atomic_write_bytes(self.run.config, config_yaml.encode())
+        self.started = True
+        self.barrier()
 
     def release(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        """Release the lock. Before ``start`` (a refused launch) also remove the lock file and the
+        directory that ``RunDir.open`` made, so that nothing of the launch is left in ``--out``
+        (the file is removed while the lock is held, so no other process holds a lock on it)."""
+        if self.lock is None:
+            return
+        if not self.started:
+            if self.made_lock_file:
+                self.run.lock_file.unlink(missing_ok=True)
+            if self.made_root:
+                with contextlib.suppress(OSError):  # not empty: the repairs or another process wrote there
+                    self.run.root.rmdir()
+        self.lock.release()
+        self.lock = None

@@ -35,20 +35,34 @@ class WindowSampler:
         return rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size, dtype=np.int64)
 
     def micro_batch(self, step: int, micro: int, micro_batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-        """Micro-batch ``micro`` of process ``rank``: ``[micro_batch_size, seq_len + 1]`` int64."""
-        count = micro_steps_per_process(self.batch_size, micro_batch_size, world)
+        """Micro-batch ``micro`` of process ``rank`` (``micro_batch_size`` as ``train.micro_batch_size``,
+        see :func:`split_batch`): ``[sequences, seq_len + 1]`` int64."""
+        size, count = split_batch(self.batch_size, micro_batch_size, world)
         if not 0 <= micro < count:
             raise IndexError(f"micro-batch {micro} out of range: {count} per step")
-        first = (rank * count + micro) * micro_batch_size
-        return stack_windows(self.tokens, self.starts(step)[first:first + micro_batch_size], self.seq_len + 1)
+        first = (rank * count + micro) * size
+        return stack_windows(self.tokens, self.starts(step)[first:first + size], self.seq_len + 1)
 
 
-def micro_steps_per_process(batch_size: int, micro_batch_size: int, world_size: int) -> int:
-    """Micro-batches per process per step: the global batch split over processes and micro-batches."""
-    if batch_size % (world_size * micro_batch_size):
-        raise UserError(f"train.batch_size ({batch_size}) must be a multiple of processes x "
-                        f"train.micro_batch_size ({world_size} x {micro_batch_size}): change one of them")
-    return batch_size // (world_size * micro_batch_size)
+def split_batch(batch_size: int, micro_batch_size: int, world_size: int) -> tuple[int, int]:
+    """How each of ``world_size`` processes runs its equal share of the global batch: ``(sequences
+    per forward/backward, micro-batches per step)``. The global batch (``train.batch_size``) is
+    what the run computes, the same for any number of processes (as torchtitan's and DeepSpeed's
+    global batch); ``train.micro_batch_size`` bounds the sequences of one forward (the memory), so
+    a share smaller than it is one micro-batch, and the accumulation steps follow from the rest."""
+    if batch_size % world_size:
+        raise UserError(f"train.batch_size ({batch_size}) must be a multiple of the number of processes "
+                        f"({world_size}), which each take an equal share of it: change train.batch_size or "
+                        "the number of processes")
+    share = batch_size // world_size
+    size = min(micro_batch_size, share)
+    if share % size:
+        fitting = max(d for d in range(1, size + 1) if share % d == 0)
+        sizes = f"train.batch_size ({batch_size})" if world_size == 1 else \
+            f"each process's share of train.batch_size ({batch_size} / {world_size} processes = {share})"
+        raise UserError(f"{sizes} must be a multiple of train.micro_batch_size ({micro_batch_size}): change one of "
+                        f"them, e.g. train.micro_batch_size={fitting}")
+    return size, share // size
 
 
 def stack_windows(tokens, starts: np.ndarray, length: int) -> torch.Tensor:

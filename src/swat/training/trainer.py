@@ -34,7 +34,7 @@ from swat.ops.device import fast_low_precision_matmul
 from swat.training import checkpoint as ckpt
 from swat.training import distributed
 from swat.training.config import SWAT_TYPE, TrainConfig
-from swat.training.metrics import MetricsLogger, read_metrics
+from swat.training.metrics import MetricsLogger, check_loggers, read_metrics
 from swat.training.model_card import model_card
 from swat.training.optim import build_optimizer, build_scheduler
 from swat.training.run_dir import RunDir
@@ -42,7 +42,7 @@ from swat.training.sampler import (
     WindowSampler,
     document_segments,
     eval_starts,
-    micro_steps_per_process,
+    split_batch,
     stack_windows,
 )
 from swat.utils.io import DISK_FULL, naming_full_disk
@@ -96,16 +96,20 @@ class Trainer:
         self.run_dir = RunDir(out_dir)
         self.command = command if command is not None else " ".join(sys.argv)
         self.env = distributed.setup(config.train.device)
-        self.data_dir = resolve_data_dir(config.data.dir)
-        self.train_tokens = TokenShards(self.data_dir, config.data.train_split)
-        self.eos_token_id = self.train_tokens.eos_token_id
-        self.data_fingerprint = data_fingerprint(self.train_tokens.manifest)
-        self.tokenizer = self._load_tokenizer()
         self._opened = None
         try:
+            _, self.micro_steps = split_batch(config.train.batch_size, config.train.micro_batch_size,
+                                              self.env.world_size)  # micro-batches per step of each process
+            check_loggers(config.log.tensorboard, config.log.wandb)
+            self.data_dir = resolve_data_dir(config.data.dir)
+            self.train_tokens = TokenShards(self.data_dir, config.data.train_split)
+            self.eos_token_id = self.train_tokens.eos_token_id
+            self.data_fingerprint = data_fingerprint(self.train_tokens.manifest)
+            self.tokenizer = self._load_tokenizer()
             self._build(resume, overwrite, accept_data_change)
-        except BaseException:
+        except BaseException:  # a refused launch: the run directory is left as it was (RunDir.open)
             self.close()
+            distributed.teardown(self.env)
             raise
 
     def _build(self, resume: bool, overwrite: bool, accept_data_change: bool) -> None:
@@ -131,9 +135,8 @@ class Trainer:
             _set_rng_state(state["rng"])
         self.bf16 = use_bf16(config.train.bf16, self.env.device)
         self.sampler = WindowSampler(self.train_tokens, config.data.seq_len, config.train.batch_size, config.train.seed)
-        self.micro_steps = micro_steps_per_process(config.train.batch_size, config.train.micro_batch_size,
-                                                   self.env.world_size)
         self.eval_tokens = self._eval_tokens()
+        self._opened.start(config.to_yaml())  # every check has passed: the run begins in its directory
         self.bad_steps = 0
         self.skipped_steps = int(state["skipped_steps"]) if state is not None else 0
         self.metrics = MetricsLogger(
@@ -395,9 +398,10 @@ class Trainer:
         return tokens
 
     def _open_run_dir(self, resume: bool, overwrite: bool) -> Path | None:
-        """Take the run directory (``RunDir.open``); returns the checkpoint to resume from (None:
-        a fresh run) and keeps its saved config for ``_check_resumed_state``."""
-        opened = RunDir.open(self.run_dir.root, self.config.to_yaml(), resume=resume, overwrite=overwrite,
+        """Take the run directory (``RunDir.open``, which writes nothing there until ``start``);
+        returns the checkpoint to resume from (None: a fresh run) and keeps its saved config for
+        ``_check_resumed_state``."""
+        opened = RunDir.open(self.run_dir.root, resume=resume, overwrite=overwrite,
                              check_resumable=lambda saved, checkpoint: _check_resumable(self.config, saved, checkpoint),
                              is_main=self.env.is_main, any_process=self._any_process,
                              barrier=lambda: distributed.barrier(self.env))
@@ -490,8 +494,9 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any], checkpoint: Pat
                and not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)]
     if changed:
         details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise UserError(f"cannot resume {checkpoint}: the config differs in {details}. Use the run's own config "
-                         f"({RunDir(checkpoint.parent.parent).config}) or start a new run with --out")
+        raise UserError(f"cannot resume {checkpoint}: the config differs in {details}, which changes what the run "
+                         f"computes. Resume without --config and --set to continue with the run's own config "
+                         f"({RunDir(checkpoint.parent.parent).config}), or start a new run with another --out")
 
 
 def _load_model(checkpoint: Path) -> PreTrainedModel:
