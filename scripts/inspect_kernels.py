@@ -8,8 +8,8 @@ and print one table of what their machine code is made of (see :mod:`swat.ops.tr
 Columns: registers per thread, stack bytes (local memory: spills), local loads/stores (of them,
 inside the inner loops), shared memory bytes, HGMMA
 (warpgroup MMA) and HMMA (``mma.sync``) instructions, TMA instructions, and the SASS instructions
-per score element of each inner loop (boundary blocks, then interior blocks; the heavier bounds
-the kernel). Exits non-zero if a bf16/fp16 kernel at head_dim 64 or 128 uses ``mma.sync`` or spills.
+per score element of each inner loop (the boundary blocks below the interior, those above it,
+then the interior blocks; the heaviest bounds the kernel). Exits non-zero if a bf16/fp16 kernel at head_dim 64 or 128 uses ``mma.sync`` or spills.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from swat.ops.triton_attention import Tiles  # noqa: E402
 from swat.ops.triton_inspect import Report, all_variants, compile_launch, must_hold, quick_variants  # noqa: E402
 
 HEADER = ("variant", "kernel", "tile", "regs", "stack", "spill ld/st (in loops)", "smem", "HGMMA", "HMMA", "TMA",
-          "instr/elem (boundary / interior)")
+          "instr/elem (boundary below / above / interior)")
 
 
 def parse_tiles(text: str) -> tuple[str, Tiles]:

@@ -287,7 +287,8 @@ def plan_reproduction(*, minutes: float = 60.0, steps: int | None = None, preset
     tokens = steps * base.train.batch_size * base.data.seq_len
     if eval_tokens is None:
         eval_tokens = max(LENGTH_MULTIPLES[-1] * base.data.seq_len, int(16384 * minutes / 60))
-    print(f"{sum(map(len, seed_lists.values()))} runs of {steps} steps x "
+    runs = sum(map(len, seed_lists.values()))
+    print(f"{runs} run{'s' * (runs != 1)} of {steps} steps x "
           f"{base.train.batch_size * base.data.seq_len:,} tokens = {tokens:,} training tokens each, "
           f"seeds {_shown_seeds(seed_lists, base.train.seed)}, data {data_dir}")
     return Plan(preset=preset, overrides=list(overrides), base_overrides=base_overrides, data_dir=data_dir,
@@ -421,7 +422,8 @@ def measure_steps(configs: dict[str, TrainConfig], vocab_size: int) -> dict[str,
 def estimate_training_seconds(per_step: dict[str, float], steps: int, seeds: dict[str, list[int | None]]) -> float:
     """Training wall time of ``steps`` steps of every config once per seed of its own (printed)."""
     total = sum(per_step[name] * len(seeds[name]) for name in per_step) * steps
-    print(f"estimated training time {total / 3600:.2f} h ({sum(map(len, seeds.values()))} runs x {steps} steps), "
+    runs = sum(map(len, seeds.values()))
+    print(f"estimated training time {total / 3600:.2f} h ({runs} run{'s' * (runs != 1)} x {steps} steps), "
           "plus evaluation")
     return total
 

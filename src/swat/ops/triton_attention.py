@@ -100,7 +100,7 @@ TILES_16BIT = {
     ("dkdv", 16): Tiles(64, 64), ("dkdv", 32): Tiles(64, 64), ("dkdv", 64): Tiles(32, 64),
     ("dkdv", 128): Tiles(32, 128, 8), ("dkdv", 256): Tiles(16, 16),
     ("dq", 16): Tiles(64, 64), ("dq", 32): Tiles(64, 64), ("dq", 64): Tiles(64, 64),
-    ("dq", 128): Tiles(64, 32), ("dq", 256): Tiles(64, 16),
+    ("dq", 128): Tiles(128, 64, 8), ("dq", 256): Tiles(64, 16),
 }
 
 

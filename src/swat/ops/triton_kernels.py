@@ -31,7 +31,9 @@ Band, interior and boundary blocks
     band (``j >= i1 - w + 1`` and ``j <= i0``) is *interior*: no mask, no bounds on its loads.
     The others (the band's first and last blocks, partial tiles at the sequence ends) are
     *boundary* blocks, masked with one unsigned compare ``(i - j) < w`` (negative ``i - j`` wraps
-    to a large number). Segment ids are compared in every block, and only when given.
+    to a large number). Each kernel runs three loops: over the boundary blocks below the interior,
+    over those above it, and over the interior ones. Segment ids are compared in every block, and only
+    when given.
 
 Backward
     With ``P`` the weights and ``dO`` the output gradient (``dS`` is the score gradient)::
@@ -82,19 +84,6 @@ def _interior(lo, hi, first_ok, end_ok, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _boundary_blocks(lo, mid_lo, mid_hi, hi, BLOCK: tl.constexpr):
-    """How many boundary blocks ``[lo, mid_lo)`` and ``[mid_hi, hi)`` hold: ``(below, total)``."""
-    below = tl.cdiv(mid_lo - lo, BLOCK)
-    return below, below + tl.cdiv(hi - mid_hi, BLOCK)
-
-
-@triton.jit
-def _boundary_start(n, below, lo, mid_hi, BLOCK: tl.constexpr):
-    """The first key (row) of the ``n``-th boundary block: the blocks below the interior, then those above."""
-    return tl.where(n < below, lo + n * BLOCK, mid_hi + (n - below) * BLOCK)
-
-
-@triton.jit
 def _rows(row0, q_len, GROUP: tl.constexpr, offset, kv_head, BLOCK_M: tl.constexpr):
     """Rows ``row0 .. row0 + BLOCK_M`` as (row mask, query position relative to the first row's
     ``r0 = row0 // GROUP``, head, key position ``i``). Blocks of rows start at multiples of
@@ -109,6 +98,16 @@ def _rows(row0, q_len, GROUP: tl.constexpr, offset, kv_head, BLOCK_M: tl.constex
         r_rel = rows // GROUP - row0 // GROUP
         head = kv_head * GROUP + rows % GROUP
     return rows < q_len * GROUP, r_rel, head, offset + row0 // GROUP + r_rel
+
+
+@triton.jit
+def _tile_mask(ok, d, head_dim, EVEN_D: tl.constexpr):
+    """``[rows, BLOCK_D]``: the rows (keys) that ``ok`` keeps, and the lanes below ``head_dim``
+    unless every lane is one (``EVEN_D``: the mask stays ``[rows, 1]``, broadcast by the load)."""
+    if EVEN_D:
+        return ok[:, None]
+    else:
+        return ok[:, None] & (d[None, :] < head_dim)
 
 
 @triton.jit
@@ -185,7 +184,7 @@ def attention_forward_kernel(
     row_ok, r_rel, head, pos_i = _rows(row0, q_len, GROUP, offset, kv_head, BLOCK_M)
     r0 = tl.cast(row0 // GROUP, tl.int64)
     d = tl.arange(0, BLOCK_D)
-    io_mask = row_ok[:, None] & (d[None, :] < head_dim)
+    io_mask = _tile_mask(row_ok, d, head_dim, EVEN_D)
     q = _load_rows(Q + b * sq_b + r0 * sq_n, r_rel, head, d, sq_n, sq_h, io_mask, True, UPCAST)
     row_slope = _row_slopes(Slopes2, head, kv_head, HAS_SLOPES, GROUP, BLOCK_M)
     seg_i = pos_i
@@ -208,9 +207,12 @@ def attention_forward_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     run_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     run_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
-    below, boundary = _boundary_blocks(lo, mid_lo, mid_hi, hi, BLOCK_N)
-    for n in range(0, boundary):
-        start = _boundary_start(n, below, lo, mid_hi, BLOCK_N)
+    for start in range(lo, mid_lo, BLOCK_N):
+        acc, run_max, run_sum = _forward_block(
+            acc, run_max, run_sum, q, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term, row_slope, seg_i,
+            sk_n, sv_n, sseg_b, sseg_n, head_dim, window, qk_coef, bias2, True, PARTIAL,
+            SOFTMAX, HAS_SEGMENTS, UPCAST, INPUT_PRECISION, FAST_MATH, EVEN_D, BLOCK_N, BLOCK_D)
+    for start in range(mid_hi, hi, BLOCK_N):
         acc, run_max, run_sum = _forward_block(
             acc, run_max, run_sum, q, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term, row_slope, seg_i,
             sk_n, sv_n, sseg_b, sseg_n, head_dim, window, qk_coef, bias2, True, PARTIAL,
@@ -247,7 +249,7 @@ def _key_block_scores(q, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term
     j_rel = tl.arange(0, BLOCK_N)
     d = tl.arange(0, BLOCK_D)
     col_ok = start + j_rel < hi
-    mask = col_ok[:, None] & (d[None, :] < head_dim)
+    mask = _tile_mask(col_ok, d, head_dim, EVEN_D)
     start64 = tl.cast(start, tl.int64)
     k_tile = _load_keys(K_kv + start64 * sk_n, j_rel, d, sk_n, mask, MASKED or not EVEN_D, UPCAST)
     v_tile = _load_keys(V_kv + start64 * sv_n, j_rel, d, sv_n, mask, MASKED or not EVEN_D, UPCAST)
@@ -352,7 +354,7 @@ def attention_backward_dkdv_kernel(
     d = tl.arange(0, BLOCK_D)
     j_rel = tl.arange(0, BLOCK_N)
     col_ok = j0 + j_rel < kv_len
-    key_mask = col_ok[:, None] & (d[None, :] < head_dim)
+    key_mask = _tile_mask(col_ok, d, head_dim, EVEN_D)
     j064 = tl.cast(j0, tl.int64)
     k_tile = _load_keys(K + b * sk_b + kv_head * sk_h + j064 * sk_n, j_rel, d, sk_n, key_mask, True, UPCAST)
     v_tile = _load_keys(V + b * sv_b + kv_head * sv_h + j064 * sv_n, j_rel, d, sv_n, key_mask, True, UPCAST)
@@ -373,9 +375,14 @@ def attention_backward_dkdv_kernel(
                                 BLOCK_M)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    below, boundary = _boundary_blocks(lo, mid_lo, mid_hi, hi, BLOCK_M)
-    for n in range(0, boundary):
-        row0 = _boundary_start(n, below, lo, mid_hi, BLOCK_M)
+    for row0 in range(lo, mid_lo, BLOCK_M):
+        dk, dv = _dkdv_block(
+            dk, dv, k_tile, v_tile, slope_pattern, Q, dO, Lse, RowDot, Slopes2, Segments, b, row0, j0, seg_j,
+            sq_b, sq_n, sq_h, sdo_b, sdo_n, sdo_h, sl_b, sl_h, sl_n, sseg_b, sseg_n,
+            q_len, GROUP, offset, kv_head, head_dim, window, qk_coef, bias2, True,
+            SOFTMAX, HAS_SLOPES, HAS_SEGMENTS, UPCAST, INPUT_PRECISION, FAST_MATH, EVEN_D,
+            BLOCK_M, BLOCK_N, BLOCK_D)
+    for row0 in range(mid_hi, hi, BLOCK_M):
         dk, dv = _dkdv_block(
             dk, dv, k_tile, v_tile, slope_pattern, Q, dO, Lse, RowDot, Slopes2, Segments, b, row0, j0, seg_j,
             sq_b, sq_n, sq_h, sdo_b, sdo_n, sdo_h, sl_b, sl_h, sl_n, sseg_b, sseg_n,
@@ -391,7 +398,7 @@ def attention_backward_dkdv_kernel(
             BLOCK_M, BLOCK_N, BLOCK_D)
 
     # the mask again rather than a mask held in registers through the loops
-    out_mask = (j0 + j_rel < kv_len)[:, None] & (d[None, :] < head_dim)
+    out_mask = _tile_mask(j0 + j_rel < kv_len, d, head_dim, EVEN_D)
     out_offsets = b * sdk_b + kv_head * sdk_h + j064 * sdk_n + j_rel[:, None] * sdk_n + d[None, :]
     tl.store(dK + out_offsets, (dk * scale).to(dK.dtype.element_ty), mask=out_mask)
     tl.store(dV + out_offsets, dv.to(dV.dtype.element_ty), mask=out_mask)
@@ -410,7 +417,7 @@ def _dkdv_block(dk, dv, k_tile, v_tile, slope_pattern, Q, dO, Lse, RowDot, Slope
     row_ok, r_rel, head, pos_i = _rows(row0, q_len, GROUP, offset, kv_head, BLOCK_M)
     r0 = tl.cast(row0 // GROUP, tl.int64)
     d = tl.arange(0, BLOCK_D)
-    io_mask = row_ok[:, None] & (d[None, :] < head_dim)
+    io_mask = _tile_mask(row_ok, d, head_dim, EVEN_D)
     q = _load_rows(Q + b * sq_b + r0 * sq_n, r_rel, head, d, sq_n, sq_h, io_mask, MASKED or not EVEN_D, UPCAST)
     do = _load_rows(dO + b * sdo_b + r0 * sdo_n, r_rel, head, d, sdo_n, sdo_h, io_mask, MASKED or not EVEN_D,
                     UPCAST)
@@ -467,7 +474,7 @@ def attention_backward_dq_kernel(
     row_ok, r_rel, head, pos_i = _rows(row0, q_len, GROUP, offset, kv_head, BLOCK_M)
     r0 = tl.cast(row0 // GROUP, tl.int64)
     d = tl.arange(0, BLOCK_D)
-    io_mask = row_ok[:, None] & (d[None, :] < head_dim)
+    io_mask = _tile_mask(row_ok, d, head_dim, EVEN_D)
     q = _load_rows(Q + b * sq_b + r0 * sq_n, r_rel, head, d, sq_n, sq_h, io_mask, True, UPCAST)
     do = _load_rows(dO + b * sdo_b + r0 * sdo_n, r_rel, head, d, sdo_n, sdo_h, io_mask, True, UPCAST)
     row_slope = _row_slopes(Slopes2, head, kv_head, HAS_SLOPES, GROUP, BLOCK_M)
@@ -491,9 +498,11 @@ def attention_backward_dq_kernel(
     K_kv = K + b * sk_b + kv_head * sk_h
     V_kv = V + b * sv_b + kv_head * sv_h
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    below, boundary = _boundary_blocks(lo, mid_lo, mid_hi, hi, BLOCK_N)
-    for n in range(0, boundary):
-        start = _boundary_start(n, below, lo, mid_hi, BLOCK_N)
+    for start in range(lo, mid_lo, BLOCK_N):
+        dq = _dq_block(dq, q, do, lse, row_dot, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term, row_slope, seg_i,
+                       sk_n, sv_n, sseg_b, sseg_n, head_dim, window, qk_coef, bias2, True, SOFTMAX,
+                       HAS_SEGMENTS, UPCAST, INPUT_PRECISION, FAST_MATH, EVEN_D, BLOCK_N, BLOCK_D)
+    for start in range(mid_hi, hi, BLOCK_N):
         dq = _dq_block(dq, q, do, lse, row_dot, K_kv, V_kv, Segments, b, start, hi, lo, rel_i, row_term, row_slope, seg_i,
                        sk_n, sv_n, sseg_b, sseg_n, head_dim, window, qk_coef, bias2, True, SOFTMAX,
                        HAS_SEGMENTS, UPCAST, INPUT_PRECISION, FAST_MATH, EVEN_D, BLOCK_N, BLOCK_D)
