@@ -560,13 +560,19 @@ int64_t threads_used() { return last_thread_count.load(); }
 
 }  // namespace
 
+// The schemas, and the CPU kernels apart from them: ops defined with a kernel would be
+// CompositeImplicitAutograd, which takes no fake (meta) implementation and no registered autograd;
+// swat/ops/cpu_fused.py registers both (torch.compile traces the ops through the fakes).
 TORCH_LIBRARY(swat_cpu, m) {
   m.def("threads_used() -> int", &threads_used);
   m.def("forward(Tensor q, Tensor k, Tensor v, Tensor? slopes, Tensor? segment_ids, int band, float scale, "
-        "float bias, bool softmax, int block) -> (Tensor, Tensor)",
-        &swat_forward);
+        "float bias, bool softmax, int block) -> (Tensor, Tensor)");
   m.def("backward(Tensor q, Tensor k, Tensor v, Tensor grad_out, Tensor lse, Tensor row_dot, Tensor? slopes, "
         "Tensor? segment_ids, int band, float scale, float bias, bool softmax, int block) "
-        "-> (Tensor, Tensor, Tensor)",
-        &swat_backward);
+        "-> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(swat_cpu, CPU, m) {
+  m.impl("forward", &swat_forward);
+  m.impl("backward", &swat_backward);
 }
