@@ -87,8 +87,8 @@ def build_lock(directory: Path):
 @functools.cache
 def build() -> None:
     """Compiles the extension (or finds it in the cache) and loads it into this process, which
-    registers ``torch.ops.swat_cpu.forward``, ``backward`` and ``threads_used``, then adds their
-    fake implementations and the autograd of ``forward`` (so ``torch.compile`` traces them). Raises
+    registers ``torch.ops.swat_cpu.forward`` (differentiable), ``backward`` and ``threads_used``,
+    then adds the fake implementations of the first two (so ``torch.compile`` traces them). Raises
     if it cannot be built.
 
     One process compiles at a time, under :func:`build_lock`; a compiled library is loaded directly,
@@ -102,7 +102,7 @@ def build() -> None:
             _compile(directory, name)
         else:
             torch.ops.load_library(str(directory / f"{name}.so"))
-    _register_python_parts()
+    _register_fakes()
 
 
 def _compile(directory: Path, name: str) -> None:
@@ -111,7 +111,7 @@ def _compile(directory: Path, name: str) -> None:
 
     print(f"swat: compiling the fused CPU attention kernel into {directory} (once, about 20 s)", file=sys.stderr)
     (directory / "lock").unlink(missing_ok=True)  # torch's lock file, left by a killed compile: we hold ours
-    load(name=name, sources=[str(SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
+    load(name=name, sources=[str(SOURCE)], extra_cflags=list(_CFLAGS), extra_ldflags=list(_LDFLAGS),
          build_directory=str(directory), is_python_module=False, verbose=False)
     (directory / _COMPLETE).touch()
 
@@ -147,7 +147,8 @@ def available() -> bool:
 # ``torch.ops.swat_cpu.forward(q, k, v, slopes, segment_ids, band, scale, bias, softmax, block)``
 # returns ``(out, lse)``; ``lse`` is ``[batch, q_len, heads]`` fp32 for softmax, ``[0, q_len, heads]``
 # for sigmoid. ``backward`` takes the same arguments with ``grad_out``, ``lse`` and ``row_dot`` after
-# ``v``. The shapes below (fake tensors) let ``torch.compile`` trace both without running them.
+# ``v``; the C++ registers it as the autograd of ``forward``. The shapes below (fake tensors) let
+# ``torch.compile`` trace both without running them.
 def _forward_fake(q, k, v, slopes, segment_ids, band, scale, bias, softmax, block):
     lse = q.new_empty((q.shape[0] if softmax else 0, q.shape[1], q.shape[2]), dtype=torch.float32)
     return torch.empty_like(q), lse
@@ -157,29 +158,9 @@ def _backward_fake(q, k, v, grad_out, lse, row_dot, slopes, segment_ids, band, s
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    q, k, v, slopes, segment_ids, *options = inputs  # options: band, scale, bias, softmax, block
-    out, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, out if options[3] else None, lse, slopes, segment_ids)
-    ctx.options = options
-
-
-def _differentiate(ctx, grad_out, _grad_lse):
-    q, k, v, out, lse, slopes, segment_ids = ctx.saved_tensors
-    band, scale, bias, softmax, block = ctx.options
-    grad_out = grad_out.contiguous()
-    # softmax: dS = P * (dP - rowsum(dO * O)), the row sums as [batch, q_len, heads]; unused for sigmoid
-    row_dot = (grad_out.float() * out.float()).sum(-1) if softmax else lse
-    grads = torch.ops.swat_cpu.backward(q, k, v, grad_out, lse, row_dot, slopes, segment_ids, *ctx.options)
-    return (*grads, None, None, *([None] * len(ctx.options)))
-
-
-def _register_python_parts() -> None:
-    """Fake implementations and autograd of the C++ ops, registered once they are loaded."""
+def _register_fakes() -> None:
     torch.library.register_fake("swat_cpu::forward", _forward_fake)
     torch.library.register_fake("swat_cpu::backward", _backward_fake)
-    torch.library.register_autograd("swat_cpu::forward", _differentiate, setup_context=_setup_context)
 
 
 @upcast_without_fast_low_precision
