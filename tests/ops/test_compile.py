@@ -74,27 +74,40 @@ def _triton_arguments(q, k, v, spec, keys_per_split=None):
     return (q, k, v, *spec.op_arguments(), *tiles, keys_per_split)
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
-def test_triton_ops(activation):
-    """The fake implementations give the interpreted (or compiled, on CUDA) kernels' shapes,
-    strides and dtypes; the backward registered for the forward is the backward op."""
+def _triton_inputs(activation: str):
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    q, k, v, spec = _inputs(activation, q_len=20, kv_len=20)
+    q, k, v, spec = _inputs(activation, q_len=12, kv_len=12)
     spec = AttentionSpec(**{**spec.__dict__, "slopes": spec.slopes.to(device),
                             "segment_ids": spec.segment_ids.to(device)})
-    q, k, v = (x.detach().to(device).requires_grad_() for x in (q, k, v))
+    return *(x.detach().to(device).requires_grad_() for x in (q, k, v)), spec
+
+
+def test_triton_ops():
+    """The fake implementations give the interpreted (or compiled, on CUDA) kernels' shapes,
+    strides and dtypes; the backward registered for the forward is the backward op. Softmax: the
+    forward's second output is the log-sum-exp the backward reads."""
+    q, k, v, spec = _triton_inputs("softmax")
     forward = _triton_arguments(q, k, v, spec)
     torch.library.opcheck(triton_backend._forward_op, forward, test_utils=OPCHECK_TESTS)
-    split = _triton_arguments(*(x.detach() for x in (q, k, v)), spec, keys_per_split=4)
-    torch.library.opcheck(triton_backend._forward_op, split, test_utils=("test_schema", "test_faketensor"))
     with torch.no_grad():
         out, lse = triton_backend._forward_op(*forward)
-    backward = (q.detach(), k.detach(), v.detach(), out if spec.softmax else None, lse, torch.randn_like(out),
-                *spec.op_arguments(), *forward[-3:-1])
-    torch.library.opcheck(triton_backend._backward_op, backward, test_utils=OPCHECK_TESTS)
+    backward = (q.detach(), k.detach(), v.detach(), out, lse, torch.randn_like(out), *spec.op_arguments(),
+                *forward[-3:-1])
+    # the forward's test_aot_dispatch_dynamic has traced the backward op already (the interpreter is slow)
+    torch.library.opcheck(triton_backend._backward_op, backward, test_utils=("test_schema", "test_faketensor"))
 
 
-@pytest.mark.parametrize("backend", ["fused", "chunked", "triton"])
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_triton_fake_shapes_without_lse(activation):
+    """Sigmoid (no log-sum-exp) and the split-band decoding path (its shares combined, no lse)."""
+    q, k, v, spec = _triton_inputs(activation)
+    q, k, v = (x.detach() for x in (q, k, v))
+    for keys_per_split in (None, 4) if activation == "sigmoid" else (4,):
+        arguments = _triton_arguments(q, k, v, spec, keys_per_split=keys_per_split)
+        torch.library.opcheck(triton_backend._forward_op, arguments, test_utils=("test_faketensor",))
+
+
+@pytest.mark.parametrize("backend", ["fused", "chunked", "triton", "reference"])
 def test_swat_attention_compiles_to_one_graph(backend):
     """Dynamo traces ``swat_attention`` through to the op, without a break (``fullgraph``); AOT
     autograd runs the registered backward; output and gradients are the dense reference's.
