@@ -27,11 +27,11 @@ OPCHECK_TESTS = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
 FP32_TOLERANCE = dict(atol=2e-5, rtol=1e-4)
 
 
-def _inputs(activation: str, dtype=torch.float32, q_len=12, kv_len=20, head_dim=8):
+def _inputs(activation: str, dtype=torch.float32, q_len=12, kv_len=20, batch=2):
     """q, k, v, and a spec with slopes of both signs, a bias, a window and packed segments."""
-    q, k, v = make_qkv(batch=2, q_len=q_len, kv_len=kv_len, heads=4, kv_heads=2, head_dim=head_dim, dtype=dtype)
+    q, k, v = make_qkv(batch=batch, q_len=q_len, kv_len=kv_len, heads=4, kv_heads=2, head_dim=8, dtype=dtype)
     spec = AttentionSpec(window=5, slopes=alibi_slopes(4), sigmoid_bias=-0.5, activation=activation,
-                         scale=0.4, segment_ids=packed_segments(2, kv_len))
+                         scale=0.4, segment_ids=packed_segments(batch, kv_len))
     return q, k, v, spec
 
 
@@ -76,7 +76,7 @@ def _triton_arguments(q, k, v, spec, keys_per_split=None):
 
 def _triton_inputs(activation: str):
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    q, k, v, spec = _inputs(activation, q_len=12, kv_len=12)
+    q, k, v, spec = _inputs(activation, q_len=12, kv_len=12, batch=1)  # 2 x 2 programs per kernel
     spec = AttentionSpec(**{**spec.__dict__, "slopes": spec.slopes.to(device),
                             "segment_ids": spec.segment_ids.to(device)})
     return *(x.detach().to(device).requires_grad_() for x in (q, k, v)), spec
