@@ -37,6 +37,9 @@ class SWATAttention(nn.Module):
         self._slopes_on: dict[torch.device, torch.Tensor | None] = {}
 
     def slopes(self, device: torch.device) -> torch.Tensor | None:
+        if torch.compiler.is_compiling():  # a constant of the graph: no cache for torch.compile to guard on
+            slopes = self.config.slopes()
+            return None if slopes is None else slopes.to(device)
         if device not in self._slopes_on:
             slopes = self.config.slopes()
             self._slopes_on[device] = None if slopes is None else slopes.to(device)

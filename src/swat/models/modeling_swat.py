@@ -151,7 +151,9 @@ class SWATModel(SWATPreTrainedModel):
         the CPU, and on an accelerator outside autograd (a prefill, an evaluation). It is not
         read in a decoding step (one token per row after ``past > 0`` cached ones), whose ids
         come from the model's own logits, nor in a training forward on an accelerator, where it
-        would make every step wait for the device (there the embedding itself refuses them)."""
+        would make every step wait for the device (there the embedding itself refuses them), nor
+        under ``torch.compile`` (a read of values would split the graph; the compiled embedding
+        checks its indices)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise UserError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is not None:
@@ -168,7 +170,8 @@ class SWATModel(SWATPreTrainedModel):
                                 + ("; add the batch dimension: input_ids[None]" if input_ids.dim() == 1 else ""))
             tokens = input_ids.shape[1]
             decoding = past > 0 and tokens == 1
-            free_to_read = input_ids.device.type == "cpu" or not torch.is_grad_enabled()
+            free_to_read = ((input_ids.device.type == "cpu" or not torch.is_grad_enabled())
+                            and not torch.compiler.is_compiling())
             if input_ids.numel() and not decoding and free_to_read:
                 low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one read of the device
                 if low < 0 or high >= self.config.vocab_size:

@@ -59,7 +59,6 @@ Only ``torch`` ops are used, so the same code runs on any device; on CUDA the fu
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from swat.ops.device import upcast_without_fast_low_precision
 from swat.ops.spec import AttentionSpec, other_segment, outside_band, position_term
@@ -190,58 +189,90 @@ class _Problem:
         return torch.softmax(s, dim=1)
 
 
-class _ChunkedAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, spec, config):
-        # q: [b * Hkv, n * G, d] rows ordered (position, head); k, v: [b * Hkv, m, d]
-        prob = _Problem(q, k, spec, *config)
-        out = torch.empty_like(q)
-        g = prob.group
-        for r0, r1, k0, k1 in prob.tiles:
-            p = prob.weights(q[:, r0 * g:r1 * g], k[:, k0:k1], r0, r1, k0, k1)
-            rows = prob.buffer("rows", (q.shape[0], p.shape[2], q.shape[2]), v.dtype)
-            out[:, r0 * g:r1 * g] = torch.bmm(p.to(v.dtype).transpose(1, 2), v[:, k0:k1], out=rows)
-        ctx.save_for_backward(q, k, v, out if prob.activation == "softmax" else None)
-        ctx.spec, ctx.config = spec, config
-        return out
+# The op works on the row layout of ``chunked_attention``: q ``[b * Hkv, n * G, d]`` with rows
+# ordered (position, head), k and v ``[b * Hkv, m, d]``; the spec comes as
+# ``AttentionSpec.op_arguments()``, the tiling as ``block``, ``G`` and ``Hkv``. A custom op is opaque
+# to ``torch.compile``: the tile loop runs as written, the graph holds one call.
+@torch.library.custom_op("swat::chunked_forward", mutates_args=())
+def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor | None,
+             segment_ids: torch.Tensor | None, window: int | None, sigmoid_bias: float, softmax: bool,
+             scale: float, block: int, group: int, num_kv_heads: int) -> torch.Tensor:
+    spec = AttentionSpec.from_op_arguments(slopes, segment_ids, window, sigmoid_bias, softmax, scale)
+    prob = _Problem(q, k, spec, block, group, num_kv_heads)
+    out = torch.empty_like(q)
+    g = prob.group
+    for r0, r1, k0, k1 in prob.tiles:
+        p = prob.weights(q[:, r0 * g:r1 * g], k[:, k0:k1], r0, r1, k0, k1)
+        rows = prob.buffer("rows", (q.shape[0], p.shape[2], q.shape[2]), v.dtype)
+        out[:, r0 * g:r1 * g] = torch.bmm(p.to(v.dtype).transpose(1, 2), v[:, k0:k1], out=rows)
+    return out
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        q, k, v, out = ctx.saved_tensors
-        prob = _Problem(q, k, ctx.spec, *ctx.config)
-        acc, g = prob.acc, prob.group
-        grad_out = grad_out.contiguous()
-        if prob.activation == "softmax":
-            row_dot = (grad_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)
-        # dQ and dK are accumulated without the factor ``scale``, applied once at the end
-        dq = torch.empty(q.shape, dtype=acc, device=q.device)
-        dk = torch.zeros(k.shape, dtype=acc, device=k.device)
-        dv = torch.zeros(v.shape, dtype=acc, device=v.device)
-        lanes, d = q.shape[0], q.shape[2]
-        for r0, r1, k0, k1 in prob.tiles:
-            q_tile, go_tile = q[:, r0 * g:r1 * g], grad_out[:, r0 * g:r1 * g]
-            k_tile, v_tile = k[:, k0:k1], v[:, k0:k1]
-            p = prob.weights(q_tile, k_tile, r0, r1, k0, k1)
-            dp = prob.buffer("scores", p.shape, slot=1)
-            if prob.fused:
-                torch.bmm(v_tile, go_tile.transpose(1, 2), out=dp)
-            else:
-                dp.copy_(torch.bmm(v_tile, go_tile.transpose(1, 2)))
-            key_rows = prob.buffer("keys", (lanes, k1 - k0, d), v.dtype)
-            dv[:, k0:k1] += torch.bmm(p.to(v.dtype), go_tile, out=key_rows)
-            if prob.activation == "sigmoid":  # dS = dP * P * (1 - P), written over dP
-                ds = torch.ops.aten.sigmoid_backward.grad_input(dp, p, grad_input=dp)
-            else:
-                ds = dp.sub_(row_dot[:, r0 * g:r1 * g].transpose(1, 2)).mul_(p)
-            ds = ds.to(q.dtype)
-            query_rows = prob.buffer("rows", q_tile.shape, q.dtype)
-            dq[:, r0 * g:r1 * g] = torch.bmm(ds.transpose(1, 2), k_tile, out=query_rows)
-            key_rows = prob.buffer("keys", (lanes, k1 - k0, d), q.dtype)
-            dk[:, k0:k1] += torch.bmm(ds, q_tile, out=key_rows)
-        dq = dq.mul_(prob.scale).to(q.dtype)
-        dk = dk.mul_(prob.scale).to(k.dtype)
-        return dq, dk, dv.to(v.dtype), None, None
+
+@_forward.register_fake
+def _forward_fake(q, k, v, slopes, segment_ids, window, sigmoid_bias, softmax, scale, block, group, num_kv_heads):
+    return torch.empty_like(q)
+
+
+@torch.library.custom_op("swat::chunked_backward", mutates_args=())
+def _backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None, grad_out: torch.Tensor,
+              slopes: torch.Tensor | None, segment_ids: torch.Tensor | None, window: int | None,
+              sigmoid_bias: float, softmax: bool, scale: float, block: int, group: int,
+              num_kv_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv)``; ``out`` is the forward's output (read for softmax only)."""
+    spec = AttentionSpec.from_op_arguments(slopes, segment_ids, window, sigmoid_bias, softmax, scale)
+    prob = _Problem(q, k, spec, block, group, num_kv_heads)
+    acc, g = prob.acc, prob.group
+    grad_out = grad_out.contiguous()
+    if prob.activation == "softmax":
+        row_dot = (grad_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)
+    # dQ and dK are accumulated without the factor ``scale``, applied once at the end
+    dq = torch.empty(q.shape, dtype=acc, device=q.device)
+    dk = torch.zeros(k.shape, dtype=acc, device=k.device)
+    dv = torch.zeros(v.shape, dtype=acc, device=v.device)
+    lanes, d = q.shape[0], q.shape[2]
+    for r0, r1, k0, k1 in prob.tiles:
+        q_tile, go_tile = q[:, r0 * g:r1 * g], grad_out[:, r0 * g:r1 * g]
+        k_tile, v_tile = k[:, k0:k1], v[:, k0:k1]
+        p = prob.weights(q_tile, k_tile, r0, r1, k0, k1)
+        dp = prob.buffer("scores", p.shape, slot=1)
+        if prob.fused:
+            torch.bmm(v_tile, go_tile.transpose(1, 2), out=dp)
+        else:
+            dp.copy_(torch.bmm(v_tile, go_tile.transpose(1, 2)))
+        key_rows = prob.buffer("keys", (lanes, k1 - k0, d), v.dtype)
+        dv[:, k0:k1] += torch.bmm(p.to(v.dtype), go_tile, out=key_rows)
+        if prob.activation == "sigmoid":  # dS = dP * P * (1 - P), written over dP
+            ds = torch.ops.aten.sigmoid_backward.grad_input(dp, p, grad_input=dp)
+        else:
+            ds = dp.sub_(row_dot[:, r0 * g:r1 * g].transpose(1, 2)).mul_(p)
+        ds = ds.to(q.dtype)
+        query_rows = prob.buffer("rows", q_tile.shape, q.dtype)
+        dq[:, r0 * g:r1 * g] = torch.bmm(ds.transpose(1, 2), k_tile, out=query_rows)
+        key_rows = prob.buffer("keys", (lanes, k1 - k0, d), q.dtype)
+        dk[:, k0:k1] += torch.bmm(ds, q_tile, out=key_rows)
+    dq = dq.mul_(prob.scale).to(q.dtype)
+    dk = dk.mul_(prob.scale).to(k.dtype)
+    return dq, dk, dv.to(v.dtype)
+
+
+@_backward.register_fake
+def _backward_fake(q, k, v, out, grad_out, *spec_and_tiling):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, slopes, segment_ids, *options = inputs  # options: window, sigmoid_bias, softmax, scale, tiling
+    ctx.save_for_backward(q, k, v, output if options[2] else None, slopes, segment_ids)
+    ctx.options = options
+
+
+def _differentiate(ctx, grad_out):
+    q, k, v, out, slopes, segment_ids = ctx.saved_tensors
+    grads = _backward(q, k, v, out, grad_out, slopes, segment_ids, *ctx.options)
+    return (*grads, None, None, *([None] * len(ctx.options)))
+
+
+_forward.register_autograd(_differentiate, setup_context=_setup_context)
 
 
 @upcast_without_fast_low_precision
@@ -260,5 +291,5 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: A
     q_rows = q.reshape(b, n, hkv, g, d).transpose(1, 2).reshape(b * hkv, n * g, d)
     k_rows = k.transpose(1, 2).reshape(b * hkv, m, d)
     v_rows = v.transpose(1, 2).reshape(b * hkv, m, d)
-    out = _ChunkedAttention.apply(q_rows, k_rows, v_rows, spec, (int(block), g, hkv))
+    out = _forward(q_rows, k_rows, v_rows, *spec.op_arguments(), int(block), g, hkv)
     return out.view(b, hkv, n, g, d).transpose(1, 2).reshape(b, n, h, d)

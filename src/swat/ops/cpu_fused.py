@@ -35,7 +35,6 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from swat.ops.chunked import chunked_attention
 from swat.ops.device import upcast_without_fast_low_precision
@@ -88,8 +87,9 @@ def build_lock(directory: Path):
 @functools.cache
 def build() -> None:
     """Compiles the extension (or finds it in the cache) and loads it into this process, which
-    registers ``torch.ops.swat_cpu.forward``, ``backward`` and ``threads_used``. Raises if it cannot
-    be built.
+    registers ``torch.ops.swat_cpu.forward`` (differentiable), ``backward`` and ``threads_used``,
+    then adds the fake implementations of the first two (so ``torch.compile`` traces them). Raises
+    if it cannot be built.
 
     One process compiles at a time, under :func:`build_lock`; a compiled library is loaded directly,
     without torch's own build lock (a file that stays behind, and hangs every later load, when the
@@ -100,8 +100,9 @@ def build() -> None:
     with build_lock(directory):
         if not (directory / _COMPLETE).is_file():
             _compile(directory, name)
-            return
-    torch.ops.load_library(str(directory / f"{name}.so"))
+        else:
+            torch.ops.load_library(str(directory / f"{name}.so"))
+    _register_fakes()
 
 
 def _compile(directory: Path, name: str) -> None:
@@ -110,7 +111,7 @@ def _compile(directory: Path, name: str) -> None:
 
     print(f"swat: compiling the fused CPU attention kernel into {directory} (once, about 20 s)", file=sys.stderr)
     (directory / "lock").unlink(missing_ok=True)  # torch's lock file, left by a killed compile: we hold ours
-    load(name=name, sources=[str(SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
+    load(name=name, sources=[str(SOURCE)], extra_cflags=list(_CFLAGS), extra_ldflags=list(_LDFLAGS),
          build_directory=str(directory), is_python_module=False, verbose=False)
     (directory / _COMPLETE).touch()
 
@@ -129,6 +130,7 @@ def _announce_fallback(reason: str) -> None:
         print(f"swat: fused CPU attention unavailable ({reason}); using the chunked kernel", file=sys.stderr)
 
 
+@torch.compiler.assume_constant_result  # torch.compile reads it once, while tracing, as a constant
 def available() -> bool:
     """True when the fused kernel can run here (built and not disabled); else says why, once."""
     if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
@@ -142,27 +144,23 @@ def available() -> bool:
     return True
 
 
-class _FusedAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, spec: AttentionSpec, slopes, block: int):
-        band = spec.band(k.shape[1])
-        out, lse = torch.ops.swat_cpu.forward(q, k, v, slopes, spec.segment_ids, band, spec.scale,
-                                              spec.sigmoid_bias, spec.softmax, block)
-        ctx.save_for_backward(q, k, v, out if spec.softmax else None, lse)
-        ctx.spec, ctx.slopes, ctx.band, ctx.block = spec, slopes, band, block
-        return out
+# ``torch.ops.swat_cpu.forward(q, k, v, slopes, segment_ids, band, scale, bias, softmax, block)``
+# returns ``(out, lse)``; ``lse`` is ``[batch, q_len, heads]`` fp32 for softmax, ``[0, q_len, heads]``
+# for sigmoid. ``backward`` takes the same arguments with ``grad_out``, ``lse`` and ``row_dot`` after
+# ``v``; the C++ registers it as the autograd of ``forward``. The shapes below (fake tensors) let
+# ``torch.compile`` trace both without running them.
+def _forward_fake(q, k, v, slopes, segment_ids, band, scale, bias, softmax, block):
+    lse = q.new_empty((q.shape[0] if softmax else 0, q.shape[1], q.shape[2]), dtype=torch.float32)
+    return torch.empty_like(q), lse
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        q, k, v, out, lse = ctx.saved_tensors
-        spec = ctx.spec
-        grad_out = grad_out.contiguous()
-        # softmax: dS = P * (dP - rowsum(dO * O)), the row sums as [batch, q_len, heads]; unused for sigmoid
-        row_dot = (grad_out.float() * out.float()).sum(-1) if spec.softmax else lse
-        dq, dk, dv = torch.ops.swat_cpu.backward(q, k, v, grad_out, lse, row_dot, ctx.slopes, spec.segment_ids,
-                                                 ctx.band, spec.scale, spec.sigmoid_bias, spec.softmax, ctx.block)
-        return dq, dk, dv, None, None, None
+
+def _backward_fake(q, k, v, grad_out, lse, row_dot, slopes, segment_ids, band, scale, bias, softmax, block):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _register_fakes() -> None:
+    torch.library.register_fake("swat_cpu::forward", _forward_fake)
+    torch.library.register_fake("swat_cpu::backward", _backward_fake)
 
 
 @upcast_without_fast_low_precision
@@ -176,9 +174,8 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Att
     """
     if q.device.type != "cpu" or q.dtype not in _FUSED_DTYPES or not available():
         return chunked_attention(q, k, v, spec)
-    if spec.segment_ids is not None:
-        spec = AttentionSpec(window=spec.window, slopes=spec.slopes, sigmoid_bias=spec.sigmoid_bias,
-                             activation=spec.activation, scale=spec.scale,
-                             segment_ids=spec.segment_ids.to(torch.int64).contiguous())
+    segment_ids = None if spec.segment_ids is None else spec.segment_ids.to(torch.int64).contiguous()
     slopes = None if spec.slopes is None else spec.slopes.to(torch.float32).contiguous()
-    return _FusedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), spec, slopes, int(block))
+    out, _ = torch.ops.swat_cpu.forward(q.contiguous(), k.contiguous(), v.contiguous(), slopes, segment_ids,
+                                        spec.band(k.shape[1]), spec.scale, spec.sigmoid_bias, spec.softmax, int(block))
+    return out

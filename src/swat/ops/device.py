@@ -55,6 +55,7 @@ def describe_machine() -> str:
     return text + f", torch {torch.__version__}, Python {platform.python_version()}"
 
 
+@torch.compiler.assume_constant_result  # torch.compile reads it while tracing, as a constant
 def fast_low_precision_matmul(device: torch.device) -> bool:
     """True where bf16/fp16 matmuls are at least as fast as fp32: any GPU, or a CPU with
     AVX512-BF16 or AMX. Elsewhere (e.g. AVX2-only CPUs) PyTorch's bf16 matmul falls back to a

@@ -45,6 +45,18 @@ class AttentionSpec:
     def softmax(self) -> bool:
         return self.activation == "softmax"
 
+    def op_arguments(self) -> tuple[torch.Tensor | None, torch.Tensor | None, int | None, float, bool, float]:
+        """The spec as arguments of a custom op (tensors, numbers and flags, which ``torch.library``
+        and ``torch.compile`` take): ``(slopes, segment_ids, window, sigmoid_bias, softmax, scale)``;
+        :meth:`from_op_arguments` inverts it."""
+        return self.slopes, self.segment_ids, self.window, self.sigmoid_bias, self.softmax, self.scale
+
+    @classmethod
+    def from_op_arguments(cls, slopes: torch.Tensor | None, segment_ids: torch.Tensor | None, window: int | None,
+                          sigmoid_bias: float, softmax: bool, scale: float) -> AttentionSpec:
+        return cls(window=window, slopes=slopes, sigmoid_bias=sigmoid_bias,
+                   activation="softmax" if softmax else "sigmoid", scale=scale, segment_ids=segment_ids)
+
     @classmethod
     def checked(
         cls,

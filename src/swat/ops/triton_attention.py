@@ -2,7 +2,9 @@
 :mod:`swat.ops.triton_kernels`, their layout and math in its docstring).
 
 - training and prefill: one fused forward kernel (``O(q_len * window)``) and a fused backward
-  (one kernel for ``dK, dV``, one for ``dQ``), wrapped in an ``autograd.Function``;
+  (one kernel for ``dK, dV``, one for ``dQ``), as the custom ops ``swat::triton_forward`` and
+  ``swat::triton_backward`` (fake implementations for ``torch.compile``, the backward registered
+  as the forward's autograd);
 - decoding (a few query rows, no gradient, a long band): the same forward kernel with the band
   split over several programs per row block (each sums its share of the keys; the shares are
   combined here: summed for sigmoid, rescaled by their maxima for softmax), so a decoding step
@@ -18,10 +20,9 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from swat.ops.spec import AttentionSpec
 
@@ -37,9 +38,14 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
-@functools.cache
+@torch.compiler.assume_constant_result  # torch.compile reads it while tracing, as a constant
 def triton_available() -> bool:
     """True when Triton can be imported (imports it on the first call)."""
+    return _import_triton()
+
+
+@functools.cache
+def _import_triton() -> bool:
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -246,20 +252,58 @@ def _backward(q, k, v, out, lse, grad_out, spec: AttentionSpec, dkdv_tiles: Tile
     return dq, dk, dv
 
 
-class _TritonAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, spec, tiles):
-        out, lse = _forward(q, k, v, spec, tiles["forward"], keys_per_split=None)
-        ctx.save_for_backward(q, k, v, out if spec.softmax else None, lse)
-        ctx.spec, ctx.tiles = spec, tiles
-        return out
+# The kernels as custom ops, so ``torch.compile`` traces a call (through the fake implementations
+# below) instead of the launches. The spec comes as ``AttentionSpec.op_arguments()``, each kernel's
+# tiles as ``[block_m, block_n, num_warps, num_stages]``.
+@torch.library.custom_op("swat::triton_forward", mutates_args=())
+def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor | None,
+                segment_ids: torch.Tensor | None, window: int | None, sigmoid_bias: float, softmax: bool,
+                scale: float, forward_tiles: list[int], dkdv_tiles: list[int], dq_tiles: list[int],
+                keys_per_split: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)``: ``lse`` as :func:`_forward` gives it, empty where that gives ``None``.
+    ``dkdv_tiles`` and ``dq_tiles`` are the backward's (kept for it)."""
+    spec = AttentionSpec.from_op_arguments(slopes, segment_ids, window, sigmoid_bias, softmax, scale)
+    out, lse = _forward(q, k, v, spec, Tiles(*forward_tiles), keys_per_split=keys_per_split)
+    return out, (q.new_empty(0, dtype=torch.float32) if lse is None else lse)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        q, k, v, out, lse = ctx.saved_tensors
-        grads = _backward(q, k, v, out, lse, grad_out.contiguous(), ctx.spec, ctx.tiles["dkdv"], ctx.tiles["dq"])
-        return (*grads, None, None)
+
+@_forward_op.register_fake
+def _forward_fake(q, k, v, slopes, segment_ids, window, sigmoid_bias, softmax, scale, forward_tiles, dkdv_tiles,
+                  dq_tiles, keys_per_split):
+    batch, q_len, heads, _ = q.shape
+    lse_shape = (batch, heads, q_len) if softmax and keys_per_split is None else (0,)
+    return q.new_empty(q.shape), q.new_empty(lse_shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("swat::triton_backward", mutates_args=())
+def _backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None, lse: torch.Tensor,
+                 grad_out: torch.Tensor, slopes: torch.Tensor | None, segment_ids: torch.Tensor | None,
+                 window: int | None, sigmoid_bias: float, softmax: bool, scale: float, dkdv_tiles: list[int],
+                 dq_tiles: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    spec = AttentionSpec.from_op_arguments(slopes, segment_ids, window, sigmoid_bias, softmax, scale)
+    return _backward(q, k, v, out, lse, grad_out.contiguous(), spec, Tiles(*dkdv_tiles), Tiles(*dq_tiles))
+
+
+@_backward_op.register_fake
+def _backward_fake(q, k, v, out, lse, grad_out, *spec_and_tiles):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, slopes, segment_ids, window, sigmoid_bias, softmax, scale, _, dkdv_tiles, dq_tiles, _ = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, k, v, out if softmax else None, lse, slopes, segment_ids)
+    ctx.options = window, sigmoid_bias, softmax, scale, dkdv_tiles, dq_tiles
+
+
+def _differentiate(ctx, grad_out, _grad_lse):
+    q, k, v, out, lse, slopes, segment_ids = ctx.saved_tensors
+    grads = _backward_op(q, k, v, out, lse, grad_out, slopes, segment_ids, *ctx.options)
+    return (*grads, *([None] * 10))
+
+
+_forward_op.register_autograd(_differentiate, setup_context=_setup_context)
 
 
 def triton_attention(
@@ -290,6 +334,7 @@ def triton_attention(
     rows = q.shape[1] * (q.shape[2] // k.shape[2])
     if keys_per_split is None and rows <= tiles["forward"].block_m and spec.band(k.shape[1]) > DECODE_KEYS_PER_SPLIT:
         keys_per_split = DECODE_KEYS_PER_SPLIT
-    if keys_per_split is not None and not needs_grad:
-        return _forward(q, k, v, spec, tiles["forward"], keys_per_split=keys_per_split)[0]
-    return _TritonAttention.apply(q, k, v, spec, tiles)
+    if needs_grad:
+        keys_per_split = None
+    tile_lists = [list(astuple(tiles[kernel])) for kernel in ("forward", "dkdv", "dq")]
+    return _forward_op(q, k, v, *spec.op_arguments(), *tile_lists, keys_per_split)[0]

@@ -19,6 +19,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -558,15 +559,76 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> swat_backward(
 
 int64_t threads_used() { return last_thread_count.load(); }
 
+// The autograd of `forward`: `backward` through the dispatcher (so torch.compile traces both ops
+// through their fake implementations, registered in swat/ops/cpu_fused.py). The log-sum-exp is
+// not differentiable; slopes and segment ids are constants.
+class Attention : public torch::autograd::Function<Attention> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q,
+                                                const at::Tensor& k, const at::Tensor& v,
+                                                const std::optional<at::Tensor>& slopes,
+                                                const std::optional<at::Tensor>& segment_ids, int64_t band,
+                                                double scale, double bias, bool softmax, int64_t block) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("swat_cpu::forward", "")
+                               .typed<decltype(swat_forward)>();
+    auto [out, lse] = op.call(q, k, v, slopes, segment_ids, band, scale, bias, softmax, block);
+    ctx->mark_non_differentiable({lse});
+    ctx->save_for_backward({q, k, v, softmax ? out : at::Tensor(), lse, slopes.value_or(at::Tensor()),
+                            segment_ids.value_or(at::Tensor())});
+    ctx->saved_data["band"] = band;
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["bias"] = bias;
+    ctx->saved_data["softmax"] = softmax;
+    ctx->saved_data["block"] = block;
+    return {out, lse};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("swat_cpu::backward", "")
+                                .typed<decltype(swat_backward)>();
+    const auto saved = ctx->get_saved_variables();
+    const auto optional = [](const at::Tensor& x) { return x.defined() ? std::optional<at::Tensor>(x) : std::nullopt; };
+    const bool softmax = ctx->saved_data["softmax"].toBool();
+    const at::Tensor grad_out = grads[0].contiguous();
+    // softmax: dS = P * (dP - rowsum(dO * O)), the row sums as [batch, q_len, heads]; unused for sigmoid
+    const at::Tensor row_dot = softmax ? (grad_out.to(at::kFloat) * saved[3].to(at::kFloat)).sum(-1) : saved[4];
+    auto [dq, dk, dv] = op.call(saved[0], saved[1], saved[2], grad_out, saved[4], row_dot, optional(saved[5]),
+                                optional(saved[6]), ctx->saved_data["band"].toInt(),
+                                ctx->saved_data["scale"].toDouble(), ctx->saved_data["bias"].toDouble(), softmax,
+                                ctx->saved_data["block"].toInt());
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> swat_forward_autograd(const at::Tensor& q, const at::Tensor& k,
+                                                         const at::Tensor& v, const std::optional<at::Tensor>& slopes,
+                                                         const std::optional<at::Tensor>& segment_ids, int64_t band,
+                                                         double scale, double bias, bool softmax, int64_t block) {
+  auto outs = Attention::apply(q, k, v, slopes, segment_ids, band, scale, bias, softmax, block);
+  return {outs[0], outs[1]};
+}
+
 }  // namespace
 
+// The schemas, the CPU kernels and the autograd of `forward`, each registered apart: an op defined
+// with its kernel would be CompositeImplicitAutograd, which takes no fake (meta) implementation.
 TORCH_LIBRARY(swat_cpu, m) {
   m.def("threads_used() -> int", &threads_used);
   m.def("forward(Tensor q, Tensor k, Tensor v, Tensor? slopes, Tensor? segment_ids, int band, float scale, "
-        "float bias, bool softmax, int block) -> (Tensor, Tensor)",
-        &swat_forward);
+        "float bias, bool softmax, int block) -> (Tensor, Tensor)");
   m.def("backward(Tensor q, Tensor k, Tensor v, Tensor grad_out, Tensor lse, Tensor row_dot, Tensor? slopes, "
         "Tensor? segment_ids, int band, float scale, float bias, bool softmax, int block) "
-        "-> (Tensor, Tensor, Tensor)",
-        &swat_backward);
+        "-> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(swat_cpu, CPU, m) {
+  m.impl("forward", &swat_forward);
+  m.impl("backward", &swat_backward);
+}
+
+TORCH_LIBRARY_IMPL(swat_cpu, Autograd, m) {
+  m.impl("forward", &swat_forward_autograd);
 }
