@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -92,6 +92,11 @@ class Tiles:
     block_n: int
     num_warps: int = 4
     num_stages: int = 2
+
+    def as_list(self) -> list[int]:
+        """The op's argument (field by field: ``dataclasses.astuple`` deep-copies, which Dynamo
+        cannot trace in torch 2.11)."""
+        return [self.block_m, self.block_n, self.num_warps, self.num_stages]
 
 
 # Per (kernel, padded head_dim) for 16-bit inputs, chosen from the sm_90 machine code of each
@@ -336,5 +341,5 @@ def triton_attention(
         keys_per_split = DECODE_KEYS_PER_SPLIT
     if needs_grad:
         keys_per_split = None
-    tile_lists = [list(astuple(tiles[kernel])) for kernel in ("forward", "dkdv", "dq")]
+    tile_lists = [tiles[kernel].as_list() for kernel in ("forward", "dkdv", "dq")]
     return _forward_op(q, k, v, *spec.op_arguments(), *tile_lists, keys_per_split)[0]
