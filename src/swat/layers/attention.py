@@ -38,12 +38,14 @@ class SWATAttention(nn.Module):
 
     def slopes(self, device: torch.device) -> torch.Tensor | None:
         if torch.compiler.is_compiling():  # a constant of the graph: no cache for torch.compile to guard on
-            slopes = self.config.slopes()
-            return None if slopes is None else slopes.to(device)
+            return self._build_slopes(device)
         if device not in self._slopes_on:
-            slopes = self.config.slopes()
-            self._slopes_on[device] = None if slopes is None else slopes.to(device)
+            self._slopes_on[device] = self._build_slopes(device)
         return self._slopes_on[device]
+
+    def _build_slopes(self, device: torch.device) -> torch.Tensor | None:
+        slopes = self.config.slopes()
+        return None if slopes is None else slopes.to(device)
 
     def forward(
         self,
