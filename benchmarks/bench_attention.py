@@ -22,7 +22,8 @@ skipped with the reason; a quadratic peer whose time, extrapolated from the prev
 exceed ``--max-seconds`` per run is skipped the same way.
 
 It also prints swat's 8k -> 32k time growth, the machine (``describe_machine``), its fp32 and bf16
-matmul GFLOP/s (square 2048 GEMMs, the "roofs") and the fraction of the roof of their dtype that
+matmul GFLOP/s (square 2048 GEMMs through ``torch.mm`` and oneDNN, the faster of the two being the
+"roof") and the fraction of the roof of their dtype that
 the chunked and fused kernels reach on the useful band FLOPs: the matmuls of attention (forward
 ``QK^T``, ``PV``; backward also ``dV``, ``dP``, ``dQ``, ``dK``) over exactly the ``(i, j)`` pairs
 in the band, ``2 * 2 * head_dim`` (forward) or ``6 * 2 * head_dim`` (forward+backward) FLOPs per
@@ -240,12 +241,23 @@ class Timer:
         return elapsed
 
 
-def matmul_gflops(timer: Timer, dtype: torch.dtype = torch.float32, repeats: int = 7, size: int = 2048) -> float:
+def matmul_gflops(timer: Timer, dtype: torch.dtype = torch.float32, repeats: int = 7,
+                  size: int = 2048) -> dict[str, float]:
+    """GFLOP/s of a square GEMM through ``torch.mm`` and, where PyTorch has oneDNN, through oneDNN's
+    linear (``mkldnn_linear``): on some CPUs one is twice the other (MKL takes its AVX2 path on AMD's,
+    in fp32), so the roof of a dtype is the faster of the two."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    times = [timer(lambda backward: a @ b, False) for _ in range(repeats)]
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+    gemms = {"torch.mm": lambda backward: a @ b}
+    if torch.backends.mkldnn.is_available():
+        a_dnn, b_dnn = a.to_mkldnn(), b.t().contiguous().to_mkldnn()
+        gemms["oneDNN"] = lambda backward: torch._C._nn.mkldnn_linear(a_dnn, b_dnn, None)
+    speeds = {}
+    for name, gemm in gemms.items():
+        for _ in range(2):
+            gemm(False)
+        times = [timer(gemm, False) for _ in range(repeats)]
+        speeds[name] = 2 * size ** 3 / statistics.median(times) / 1e9
+    return speeds
 
 
 def print_roof_fraction(results, dname: str, n: int, peer: str, backward: bool, roof: float, args) -> None:
@@ -270,7 +282,7 @@ def fmt_ms(t: float | None) -> str:
 def measure(args, timed: Timer, warmup: Timer):
     """Every cell of one run at the current thread count: ``(results, notes, roofs)``."""
     roofs = {name: matmul_gflops(timed, DTYPES[name], repeats=max(3, args.repeats), size=args.roof_size)
-             for name in args.dtypes}
+             for name in args.dtypes}  # dtype -> {GEMM: GFLOP/s}
     results: dict[tuple, float | None] = {}
     notes: list[str] = []
     last_time: dict[tuple, tuple[int, float]] = {}  # (peer, dtype, backward) -> (n, seconds)
@@ -377,7 +389,9 @@ def report(results, notes, roofs, args, timed: Timer) -> None:
     print()
     print(f"## {threads} threads{default}")
     print()
-    print(f"# matmul roofs ({args.roof_size}^3): " + ", ".join(f"{name} {g:.0f} GFLOP/s" for name, g in roofs.items()))
+    print(f"# matmul roofs ({args.roof_size}^3, the faster GEMM): " + ", ".join(
+        f"{name} {max(speeds.values()):.0f} GFLOP/s (" + ", ".join(f"{gemm} {g:.0f}" for gemm, g in speeds.items()) + ")"
+        for name, speeds in roofs.items()))
     print()
     print_table(results, args)
     print()
@@ -394,7 +408,7 @@ def report(results, notes, roofs, args, timed: Timer) -> None:
         for n in args.lengths:
             for peer in KERNELS:
                 for backward in (False, True):
-                    print_roof_fraction(results, dname, n, peer, backward, roofs[dname], args)
+                    print_roof_fraction(results, dname, n, peer, backward, max(roofs[dname].values()), args)
     print_auto_check(results, args)
     if timed.quiet:
         print(f"{timed.samples - timed.noisy} of {timed.samples} timed runs were quiet (other processes used "

@@ -5,7 +5,8 @@ window of 512, Llama with full causal attention) each take optimiser steps on on
 random tokens per length: forward, the trainer's loss (:func:`swat.training.trainer.window_loss`,
 float32 cross-entropy, as ``swat train`` computes it), backward and
 ``swat train``'s AdamW (:func:`swat.training.optim.build_optimizer`, torch's fused step). ``bf16`` is mixed precision as ``swat train`` runs it (fp32 weights and optimiser, bf16
-autocast); ``fp32`` is plain fp32. Each model's attention is what it runs by default: SWAT's
+autocast); ``fp32`` is plain fp32. Like ``swat train`` it sets ``THP_MEM_ALLOC_ENABLE=1`` (huge
+pages for large tensors, :mod:`swat.utils.huge_pages`) unless the environment sets it. Each model's attention is what it runs by default: SWAT's
 ``auto`` backend, transformers' SDPA for Llama (PyTorch's fused causal kernel) and for Mistral
 (a dense band mask, so its cost grows with the square of the length).
 
@@ -29,21 +30,27 @@ printed.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-from peers import MODELS, SIZE, WINDOW, build, check_names, peak_rss_mib, print_report
+from swat.utils.huge_pages import ENV as HUGE_PAGES_ENV
+from swat.utils.huge_pages import use_huge_pages
 
-from swat.cli.options import token_counts
-from swat.models.compat import enable_activation_checkpointing
-from swat.ops.device import describe_machine
-from swat.training.config import OptimConfig
-from swat.training.optim import build_optimizer
-from swat.training.trainer import window_loss
+use_huge_pages()  # as swat's commands train: set before torch allocates anything
+
+import torch  # noqa: E402
+from peers import MODELS, SIZE, WINDOW, build, check_names, peak_rss_mib, print_report  # noqa: E402
+
+from swat.cli.options import token_counts  # noqa: E402
+from swat.models.compat import enable_activation_checkpointing  # noqa: E402
+from swat.ops.device import describe_machine  # noqa: E402
+from swat.training.config import OptimConfig  # noqa: E402
+from swat.training.optim import build_optimizer  # noqa: E402
+from swat.training.trainer import window_loss  # noqa: E402
 
 DTYPES = ("fp32", "bf16")
 DEFAULT_THREADS = torch.get_num_threads()  # the machine's default (or OMP_NUM_THREADS)
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     default = " (the machine's default)" if args.threads == DEFAULT_THREADS else ""
     print(f"# model training benchmark on {describe_machine()}, {args.threads} threads{default}: {SIZE}, window {WINDOW}, "
           f"batch 1, forward + loss + backward + AdamW{', gradient checkpointing' if args.gradient_checkpointing else ''}, "
-          f"median of {args.steps} steps", flush=True)
+          f"median of {args.steps} steps, {HUGE_PAGES_ENV}={os.environ.get(HUGE_PAGES_ENV)}", flush=True)
     rows = []
     for length in args.lengths:
         rows += measure_length(args.models, length, args.dtypes, args)

@@ -21,6 +21,9 @@ from pathlib import Path
 
 from swat import __version__
 from swat.errors import UserError
+from swat.utils.huge_pages import use_huge_pages
+
+use_huge_pages()  # before any command imports torch: PyTorch reads the switch at its first allocation
 
 USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
                NotADirectoryError)

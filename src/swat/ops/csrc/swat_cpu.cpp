@@ -116,6 +116,14 @@ SWAT_VECTOR_CLONES void sigmoid_inplace(float* x, int64_t len) {
   for (int64_t c = 0; c < len; ++c) x[c] = 1.0f / (1.0f + exp_approx(-x[c]));
 }
 
+// add_position_term and sigmoid_inplace in one pass (sigmoid without segments).
+SWAT_VECTOR_CLONES void sigmoid_of_scores(float* x, int64_t len, float scale, float base, float slope) {
+  for (int64_t c = 0; c < len; ++c) {
+    const float score = scale * x[c] + base + slope * static_cast<float>(c);
+    x[c] = 1.0f / (1.0f + exp_approx(-score));
+  }
+}
+
 constexpr int64_t kLanes = 16;  // independent partial results, so that reductions vectorise
 
 SWAT_VECTOR_CLONES float max_of(const float* x, int64_t len) {
@@ -177,6 +185,15 @@ SWAT_VECTOR_CLONES void interleave_to_bf16(const float* first, const float* seco
   }
 }
 
+// dst[2c] = first[c], dst[2c + 1] = second[c] (0 without second): two rows of bf16 values as one row
+// of a GEMM B operand in VNNI layout.
+SWAT_VECTOR_CLONES void interleave_rows(const uint16_t* first, const uint16_t* second, uint16_t* dst, int64_t len) {
+  for (int64_t c = 0; c < len; ++c) {
+    dst[2 * c] = first[c];
+    dst[2 * c + 1] = second ? second[c] : 0;
+  }
+}
+
 // --- problem geometry ------------------------------------------------------------------------------
 
 struct Shape {
@@ -185,6 +202,10 @@ struct Shape {
   // even key and span an even number of keys, and the key axis is padded to kv_pad (even).
   bool vnni;
   int64_t kv_pad;
+  // Rows of the [dim, keys] layouts (K^T, V^T and the dK^T, dV^T accumulators) are kv_ld keys
+  // apart: 16 keys (64 bytes) more than kv_pad, so that a GEMM walking down a column of rows does
+  // not find them all in the same L1 cache sets, as it would with kv_pad a multiple of 1024.
+  int64_t kv_ld() const { return kv_pad + 16; }
 
   int64_t group() const { return heads / kv_heads; }
   int64_t offset() const { return kv_len - q_len; }  // position of query 0 among the keys
@@ -260,6 +281,19 @@ const T* gemm_b_input(const float* x, int64_t rows, int64_t cols, std::vector<T>
   }
 }
 
+// Rows x of GEMM inputs ([rows, cols], already of type T) as a GEMM B operand with inner dimension
+// rows: x itself, or bf16 in VNNI layout (rows padded to even with zeros) in `low`.
+template <typename T>
+const T* rows_as_b_input(const T* x, int64_t rows, int64_t cols, std::vector<T>& low, bool vnni) {
+  if (!vnni) return x;
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(x);
+  uint16_t* dst = reinterpret_cast<uint16_t*>(low.data());
+  for (int64_t r = 0; r < rows; r += 2) {
+    interleave_rows(src + r * cols, r + 1 < rows ? src + (r + 1) * cols : nullptr, dst + r * cols, cols);
+  }
+  return low.data();
+}
+
 // x as a GEMM input of type T: x itself for fp32, else rounded into `low`.
 template <typename T>
 const T* gemm_input(const float* x, std::vector<T>& low, int64_t len) {
@@ -289,6 +323,10 @@ void store_rows(float* x, int64_t rows, int64_t cols, float factor, T* dst, int6
 // log-sum-exp in the backward (saved_lse).
 void row_weights(float* x, int64_t len, const Options& o, float base, float slope, const int64_t* key_segments,
                  int64_t segment, float* lse, const float* saved_lse) {
+  if (!o.softmax && !key_segments) {
+    sigmoid_of_scores(x, len, o.scale, base, slope);
+    return;
+  }
   add_position_term(x, len, o.scale, base, slope);
   if (key_segments) mask_other_segments(x, key_segments, segment, len);
   if (!o.softmax) {
@@ -305,13 +343,13 @@ void row_weights(float* x, int64_t len, const Options& o, float base, float slop
 }
 
 // The tile's weights act(s) as a [rows, cols] fp32 matrix in p, zero outside the band and across
-// segments (docs/spec.md section 1). k_t: the tile's first key column of K^T ([dim, kv_pad]).
+// segments (docs/spec.md section 1). k_t: the tile's first key column of K^T ([dim, kv_ld]).
 // lse / saved_lse: per row, with stride lse_stride.
 template <typename T>
 void tile_weights(const Shape& s, const Options& o, const T* q_tile, const T* k_t, int64_t b, int64_t h,
                   const Tile& t, float* p, float* lse, const float* saved_lse, int64_t lse_stride) {
   const int64_t cols = t.cols();
-  gemm(t.rows(), cols, s.dim, q_tile, s.q_stride(), k_t, s.kv_pad, false, p, cols, s.vnni);
+  gemm(t.rows(), cols, s.dim, q_tile, s.q_stride(), k_t, s.kv_ld(), false, p, cols, s.vnni);
   const float slope = o.slopes ? o.slopes[h] : 0.0f;
   const int64_t* segments = o.segments ? o.segments + b * s.kv_len : nullptr;
   for (int64_t r = 0; r < t.rows(); ++r) {
@@ -356,7 +394,7 @@ void run_tasks(int64_t count, const Shape& s, bool backward, const Body& body) {
 
 // Where a tile's data starts: q-shaped tensors, K/V as GEMM B operands (k, v themselves, or
 // VNNI-packed [batch, kv_heads, kv_pad / 2, dim, 2]),
-// transposed K/V lanes ([batch, kv_heads, dim, kv_pad]; VNNI-packed: [.., dim / 2, kv_pad, 2]),
+// transposed K/V lanes ([batch, kv_heads, dim, kv_ld]; VNNI-packed: [.., dim / 2, kv_ld, 2]),
 // the fp32 dK^T/dV^T accumulators and per-row statistics ([batch, q_len, heads]).
 struct TileOffsets {
   int64_t q, kv, kv_t, acc_t, stats;
@@ -365,8 +403,8 @@ struct TileOffsets {
       : q(((b * s.q_len + t.r0) * s.heads + h) * s.dim),
         kv(s.vnni ? ((b * s.kv_heads + h / s.group()) * s.kv_pad + t.k0) * s.dim
                   : ((b * s.kv_len + t.k0) * s.kv_heads + h / s.group()) * s.dim),
-        kv_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_pad + t.k0 * s.pair()),
-        acc_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_pad + t.k0),
+        kv_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_ld() + t.k0 * s.pair()),
+        acc_t((b * s.kv_heads + h / s.group()) * s.dim * s.kv_ld() + t.k0),
         stats((b * s.q_len + t.r0) * s.heads + h) {}
 };
 
@@ -398,7 +436,7 @@ struct Inputs {
 
 struct Gradients {
   void* dq;
-  float* dk_t;  // fp32 accumulators of dK^T, dV^T [splits, batch, kv_heads, dim, kv_pad], without `scale`
+  float* dk_t;  // fp32 accumulators of dK^T, dV^T [splits, batch, kv_heads, dim, kv_ld], without `scale`
   float* dv_t;
   int64_t splits;  // query blocks of one kv lane are cut into `splits` ranges, one task each
 };
@@ -411,16 +449,16 @@ void backward_tile(const Shape& s, const Options& o, const Inputs& in, const Gra
   const T *q = static_cast<const T*>(in.q), *grad_out = static_cast<const T*>(in.grad_out);
   const int64_t rows = t.rows(), cols = t.cols(), inner_rows = s.even(rows);
   const TileOffsets at(s, b, h, t);
-  const int64_t acc_at = split * s.batch * s.kv_heads * s.dim * s.kv_pad + at.acc_t;
+  const int64_t acc_at = split * s.batch * s.kv_heads * s.dim * s.kv_ld() + at.acc_t;
   float *p = scratch.p.data(), *dp = scratch.dp.data(), *dq_rows = scratch.rows.data();
   T *q_t = scratch.q_t.data(), *grad_out_t = scratch.grad_out_t.data();
   tile_weights(s, o, q + at.q, static_cast<const T*>(in.k_t) + at.kv_t, b, h, t, p, nullptr,
                o.softmax ? in.lse + at.stats : nullptr, s.heads);
-  gemm(rows, cols, s.dim, grad_out + at.q, s.q_stride(), static_cast<const T*>(in.v_t) + at.kv_t, s.kv_pad, false,
+  gemm(rows, cols, s.dim, grad_out + at.q, s.q_stride(), static_cast<const T*>(in.v_t) + at.kv_t, s.kv_ld(), false,
        dp, cols, s.vnni);
   transpose(grad_out + at.q, rows, s.dim, s.q_stride(), grad_out_t, inner_rows);
   const T* weights = gemm_b_input(p, rows, cols, scratch.low_b, s.vnni);
-  gemm(s.dim, cols, inner_rows, grad_out_t, inner_rows, weights, cols, true, g.dv_t + acc_at, s.kv_pad, s.vnni);
+  gemm(s.dim, cols, inner_rows, grad_out_t, inner_rows, weights, cols, true, g.dv_t + acc_at, s.kv_ld(), s.vnni);
   for (int64_t r = 0; r < rows; ++r) {
     if (o.softmax) {
       softmax_grad(dp + r * cols, p + r * cols, cols, in.row_dot[at.stats + r * s.heads]);
@@ -433,8 +471,8 @@ void backward_tile(const Shape& s, const Options& o, const Inputs& in, const Gra
        s.dim, s.vnni);
   store_rows(dq_rows, rows, s.dim, o.scale, static_cast<T*>(g.dq) + at.q, s.q_stride());
   transpose(q + at.q, rows, s.dim, s.q_stride(), q_t, inner_rows);
-  const T* ds_b = gemm_b_input(dp, rows, cols, scratch.low_b, s.vnni);
-  gemm(s.dim, cols, inner_rows, q_t, inner_rows, ds_b, cols, true, g.dk_t + acc_at, s.kv_pad, s.vnni);
+  const T* ds_b = rows_as_b_input(ds, rows, cols, scratch.low_b, s.vnni);
+  gemm(s.dim, cols, inner_rows, q_t, inner_rows, ds_b, cols, true, g.dk_t + acc_at, s.kv_ld(), s.vnni);
 }
 
 // Parallel over (batch, kv head) lanes x query ranges: each task owns its lane's dK, dV
@@ -473,24 +511,102 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   TORCH_CHECK(band >= 1 && block >= 1, "swat_cpu: band and block must be >= 1");
 }
 
-// k or v [batch, kv_len, kv_heads, dim] with the key axis zero-padded to kv_pad.
-at::Tensor padded_keys(const at::Tensor& x, const Shape& s) {
-  return s.kv_pad == s.kv_len ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, s.kv_pad - s.kv_len});
+// --- layouts of the GEMM operands and of the gradients ----------------------------------------------
+// Each is one parallel pass over [batch, kv heads, blocks of kKeyBlock keys]. The transposes go
+// through a per-thread [kKeyBlock, dim] fp32 tile, so that both the [keys, dim] side and the
+// [dim, keys] side (rows kv_ld apart) are read and written in runs.
+
+constexpr int64_t kKeyBlock = 64;
+
+template <typename Body>
+void for_each_key_block(const Shape& s, const Body& body) {
+  const int64_t blocks = (s.kv_pad + kKeyBlock - 1) / kKeyBlock, lanes = s.batch * s.kv_heads;
+  at::parallel_for(0, lanes * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> tile(kKeyBlock * s.dim);  // fp32 or, reinterpreted, bf16 values
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t lane = task / blocks, j0 = task % blocks * kKeyBlock;
+      body(lane / s.kv_heads, lane % s.kv_heads, j0, std::min(j0 + kKeyBlock, s.kv_pad), tile.data());
+    }
+  });
+}
+
+// The GEMM B operand with dim as inner dimension (of Q K^T and dO V^T), from k or v [batch,
+// kv_len, kv_heads, dim]: [batch, kv_heads, dim, kv_ld], VNNI-packed [batch, kv_heads, dim / 2,
+// kv_ld, 2]; keys past kv_len are zero.
+template <typename T>
+at::Tensor key_columns(const at::Tensor& x, const Shape& s) {
+  at::Tensor out = at::empty({s.batch, s.kv_heads, s.dim * s.kv_ld()}, x.options());
+  const T* src = x.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  const int64_t pair = s.pair();
+  for_each_key_block(s, [&](int64_t b, int64_t h, int64_t j0, int64_t j1, float* buffer) {
+    T* tile = reinterpret_cast<T*>(buffer);  // [j1 - j0, dim]: the block's keys, zero past kv_len
+    const int64_t valid = std::max<int64_t>(0, std::min(j1, s.kv_len) - j0);
+    for (int64_t j = 0; j < valid; ++j) {
+      const T* key = src + ((b * s.kv_len + j0 + j) * s.kv_heads + h) * s.dim;
+      std::copy(key, key + s.dim, tile + j * s.dim);
+    }
+    std::fill(tile + valid * s.dim, tile + (j1 - j0) * s.dim, T(0.0f));
+    T* lane = dst + (b * s.kv_heads + h) * s.dim * s.kv_ld();
+    for (int64_t d = 0; d < s.dim; d += pair) {
+      T* packed = lane + d * s.kv_ld() + j0 * pair;  // row d / pair of the packed lane
+      for (int64_t j = 0; j < j1 - j0; ++j) {
+        for (int64_t e = 0; e < pair; ++e) packed[j * pair + e] = tile[j * s.dim + d + e];
+      }
+    }
+  });
+  return out;
 }
 
 // The GEMM B operand with keys as inner dimension (of P V and dS K): x itself, or VNNI-packed
-// [batch, kv_heads, kv_pad / 2, dim, 2].
+// [batch, kv_heads, kv_pad / 2, dim, 2] (pairs of consecutive keys interleaved; bf16 only).
+template <typename T>
 at::Tensor key_rows(const at::Tensor& x, const Shape& s) {
   if (!s.vnni) return x;
-  return padded_keys(x, s).view({s.batch, s.kv_pad / 2, 2, s.kv_heads, s.dim}).permute({0, 3, 1, 4, 2}).contiguous();
+  at::Tensor out = at::empty({s.batch, s.kv_heads, s.kv_pad * s.dim}, x.options());
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(x.data_ptr<T>());
+  uint16_t* dst = reinterpret_cast<uint16_t*>(out.data_ptr<T>());
+  for_each_key_block(s, [&](int64_t b, int64_t h, int64_t j0, int64_t j1, float*) {
+    uint16_t* lane = dst + (b * s.kv_heads + h) * s.kv_pad * s.dim;
+    for (int64_t j = j0; j < j1; j += 2) {  // j0 is even (kKeyBlock is), kv_pad too
+      const uint16_t* first = src + ((b * s.kv_len + j) * s.kv_heads + h) * s.dim;
+      interleave_rows(first, j + 1 < s.kv_len ? first + s.kv_stride() : nullptr, lane + j * s.dim, s.dim);
+    }
+  });
+  return out;
 }
 
-// The GEMM B operand with dim as inner dimension (of Q K^T and dO V^T): [batch, kv_heads, dim,
-// kv_pad], VNNI-packed [batch, kv_heads, dim / 2, kv_pad, 2].
-at::Tensor key_columns(const at::Tensor& x, const Shape& s) {
-  const at::Tensor padded = padded_keys(x, s);
-  if (!s.vnni) return padded.permute({0, 2, 3, 1}).contiguous();
-  return padded.view({s.batch, s.kv_pad, s.kv_heads, s.dim / 2, 2}).permute({0, 2, 3, 1, 4}).contiguous();
+// factor * the sum over splits of a transposed accumulator [splits, batch, kv_heads, dim, kv_ld]
+// (fp32), as [batch, kv_len, kv_heads, dim] in the dtype of `like`.
+template <typename T>
+at::Tensor gradient_of(const at::Tensor& acc_t, float factor, const at::Tensor& like, const Shape& s) {
+  at::Tensor grad = at::empty(like.sizes(), like.options());
+  const float* acc = acc_t.data_ptr<float>();
+  T* dst = grad.data_ptr<T>();
+  const int64_t splits = acc_t.size(0), split_stride = s.batch * s.kv_heads * s.dim * s.kv_ld();
+  for_each_key_block(s, [&](int64_t b, int64_t h, int64_t j0, int64_t j1, float* tile) {
+    j1 = std::min(j1, s.kv_len);
+    const float* lane = acc + (b * s.kv_heads + h) * s.dim * s.kv_ld();
+    for (int64_t split = 0; split < splits; ++split) {
+      for (int64_t d = 0; d < s.dim; ++d) {
+        const float* column = lane + split * split_stride + d * s.kv_ld();
+        for (int64_t j = j0; j < j1; ++j) {
+          float& sum = tile[(j - j0) * s.dim + d];
+          sum = split ? sum + column[j] : column[j];
+        }
+      }
+    }
+    if (j1 > j0) store_rows(tile, j1 - j0, s.dim, factor, dst + ((b * s.kv_len + j0) * s.kv_heads + h) * s.dim,
+                            s.kv_stride());
+  });
+  return grad;
+}
+
+template <typename T>
+void forward_typed(const Shape& s, const Options& o, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                   at::Tensor& out, float* lse) {
+  const at::Tensor k_t = key_columns<T>(k, s), v_lanes = key_rows<T>(v, s);
+  forward_kernel(s, o, q.data_ptr<T>(), k_t.data_ptr<T>(), v_lanes.data_ptr<T>(), out.data_ptr<T>(), lse);
 }
 
 // Returns the output and, for softmax, each row's log-sum-exp [batch, q_len, heads] (fp32).
@@ -501,15 +617,13 @@ std::tuple<at::Tensor, at::Tensor> swat_forward(const at::Tensor& q, const at::T
   check_inputs(q, k, v, band, block);
   const Shape s = shape_of(q, k, band, block);
   const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
-  at::Tensor out = at::empty_like(q), k_t = key_columns(k, s), v_lanes = key_rows(v, s);
+  at::Tensor out = at::empty_like(q);
   at::Tensor lse = at::empty({softmax ? s.batch : 0, s.q_len, s.heads}, q.options().dtype(at::kFloat));
   float* lse_ptr = softmax ? lse.data_ptr<float>() : nullptr;
   if (q.scalar_type() == at::kFloat) {
-    forward_kernel(s, o, q.data_ptr<float>(), k_t.data_ptr<float>(), v_lanes.data_ptr<float>(),
-                   out.data_ptr<float>(), lse_ptr);
+    forward_typed<float>(s, o, q, k, v, out, lse_ptr);
   } else {
-    forward_kernel(s, o, q.data_ptr<bf16>(), k_t.data_ptr<bf16>(), v_lanes.data_ptr<bf16>(),
-                   out.data_ptr<bf16>(), lse_ptr);
+    forward_typed<bf16>(s, o, q, k, v, out, lse_ptr);
   }
   return {out, lse};
 }
@@ -521,14 +635,21 @@ int64_t splits_for(const Shape& s) {
   return std::max<int64_t>(1, std::min(s.blocks(), (threads + lanes - 1) / lanes));
 }
 
-// factor * the sum of a transposed accumulator's splits, as [batch, kv_len, kv_heads, dim] in the
-// dtype of `like` (one pass over the accumulator when it has one split).
-at::Tensor gradient_of(const at::Tensor& acc_t, float factor, const at::Tensor& like) {
-  const at::Tensor sum = acc_t.size(0) == 1 ? acc_t.select(0, 0) : acc_t.sum(0);
-  const at::Tensor view = sum.narrow(-1, 0, like.size(1)).permute({0, 3, 1, 2});
-  at::Tensor grad = at::empty(like.sizes(), like.options().dtype(at::kFloat));
-  at::mul_out(grad, view, factor);
-  return grad.to(like.scalar_type());
+// Writes dQ into dq; returns dK and dV.
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> backward_typed(const Shape& s, const Options& o, const at::Tensor& q,
+                                                  const at::Tensor& k, const at::Tensor& v,
+                                                  const at::Tensor& grad_out, const at::Tensor& lse,
+                                                  const at::Tensor& row_dot, at::Tensor& dq) {
+  const int64_t splits = splits_for(s);
+  const at::Tensor k_t = key_columns<T>(k, s), v_t = key_columns<T>(v, s), k_lanes = key_rows<T>(k, s);
+  const auto acc_options = k.options().dtype(at::kFloat);
+  at::Tensor dk_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_ld()}, acc_options);
+  at::Tensor dv_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_ld()}, acc_options);
+  const Inputs in{q.data_ptr(), k_lanes.data_ptr(), v_t.data_ptr(), k_t.data_ptr(), grad_out.data_ptr(),
+                  o.softmax ? lse.data_ptr<float>() : nullptr, o.softmax ? row_dot.data_ptr<float>() : nullptr};
+  backward_kernel<T>(s, o, in, {dq.data_ptr(), dk_t.data_ptr<float>(), dv_t.data_ptr<float>(), splits});
+  return {gradient_of<T>(dk_t, o.scale, k, s), gradient_of<T>(dv_t, 1.0f, v, s)};
 }
 
 // lse, row_dot: [batch, q_len, heads] fp32 (softmax only; row_dot = rowsum(dO * O)).
@@ -541,20 +662,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> swat_backward(
   TORCH_CHECK(grad_out.is_contiguous() && grad_out.sizes() == q.sizes(), "swat_cpu: bad grad_out");
   const Shape s = shape_of(q, k, band, block);
   const Options o = options_of(slopes, segment_ids, scale, bias, softmax);
-  const int64_t splits = splits_for(s);
-  at::Tensor dq = at::empty_like(q), k_t = key_columns(k, s), v_t = key_columns(v, s), k_lanes = key_rows(k, s);
-  const auto acc_options = k.options().dtype(at::kFloat);
-  at::Tensor dk_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_pad}, acc_options);
-  at::Tensor dv_t = at::zeros({splits, s.batch, s.kv_heads, s.dim, s.kv_pad}, acc_options);
-  const Inputs in{q.data_ptr(), k_lanes.data_ptr(), v_t.data_ptr(), k_t.data_ptr(), grad_out.data_ptr(),
-                  softmax ? lse.data_ptr<float>() : nullptr, softmax ? row_dot.data_ptr<float>() : nullptr};
-  const Gradients g{dq.data_ptr(), dk_t.data_ptr<float>(), dv_t.data_ptr<float>(), splits};
+  at::Tensor dq = at::empty_like(q), dk, dv;
   if (q.scalar_type() == at::kFloat) {
-    backward_kernel<float>(s, o, in, g);
+    std::tie(dk, dv) = backward_typed<float>(s, o, q, k, v, grad_out, lse, row_dot, dq);
   } else {
-    backward_kernel<bf16>(s, o, in, g);
+    std::tie(dk, dv) = backward_typed<bf16>(s, o, q, k, v, grad_out, lse, row_dot, dq);
   }
-  return {dq, gradient_of(dk_t, static_cast<float>(scale), k), gradient_of(dv_t, 1.0f, v)};
+  return {dq, dk, dv};
 }
 
 int64_t threads_used() { return last_thread_count.load(); }
