@@ -14,8 +14,8 @@
 // small-matrix kernels for fp32; for bf16 (not VNNI-packed here) and where oneDNN's kernels cannot
 // run, PyTorch's own GEMM (oneDNN's bf16 GEMM, MKL or OpenBLAS). So every
 // product is written without transposes: K and V are transposed once per call ([batch, kv_heads,
-// dim, kv_len]), the backward accumulates dK^T and dV^T, and the few [rows, dim] transposes it
-// needs (Q^T, dO^T of a tile) cost 1/cols of the tile's GEMM work.
+// dim, kv_ld], see Shape::kv_ld), the backward accumulates dK^T and dV^T, and the few [rows, dim]
+// transposes it needs (Q^T, dO^T of a tile) cost 1/cols of the tile's GEMM work.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
