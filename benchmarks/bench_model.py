@@ -13,7 +13,8 @@ pages for large tensors, :mod:`swat.utils.huge_pages`) unless the environment se
 For each length the models' steps are interleaved (one step of each, in turn, ``--steps``
 times after a warm-up step), so a shared machine's changing load hits them alike; cells are
 tokens/s = tokens per step / median step time, ratios are SWAT's tokens/s over the peer's (> 1:
-SWAT trains faster). Next to each model's tokens/s is the peak memory of one training step: the
+SWAT trains faster). Each case's line also gives the median system CPU time of a step (the
+kernel's: almost all of it faulting in and zeroing fresh pages). Next to each model's tokens/s is the peak memory of one training step: the
 peak RSS of a fresh process (``VmHWM``, the Python interpreter, torch and the model included)
 that builds the model and takes one step; ``--no-memory`` leaves it out. SWAT's loss never holds
 the ``[tokens x vocab]`` logits (``swat.models.loss.linear_cross_entropy``); the peers' does (the
@@ -83,12 +84,14 @@ def estimate(name: str, length: int, dtype: str, checkpointing: bool = False) ->
     return gib, flops / (ASSUMED_GFLOPS[dtype] * 1e9)
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, windows: torch.Tensor, bf16: bool) -> float:
-    start = time.perf_counter()
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, windows: torch.Tensor,
+               bf16: bool) -> tuple[float, float]:
+    """One optimiser step: (wall seconds, system CPU seconds of the process: mostly page faults)."""
+    start, system = time.perf_counter(), os.times().system
     window_loss(model, windows, bf16=bf16).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, os.times().system - system
 
 
 def measure_length(names: list[str], length: int, dtypes: list[str], args: argparse.Namespace) -> list[dict]:
@@ -112,15 +115,16 @@ def measure_length(names: list[str], length: int, dtypes: list[str], args: argpa
             models[row["model"]] = (model, build_optimizer(model, OptimConfig()))
     timed = [row for row in rows if "skipped" not in row]
     windows = torch.randint(0, SIZE["vocab_size"], (1, length + 1))
-    samples: list[list[float]] = [[] for _ in timed]
+    samples: list[list[tuple[float, float]]] = [[] for _ in timed]
     for step in range(args.steps + 1):  # the first round warms up
         for row, times in zip(timed, samples, strict=True):
             model, optimizer = models[row["model"]]
-            elapsed = train_step(model, optimizer, windows, row["dtype"] == "bf16")
+            seconds = train_step(model, optimizer, windows, row["dtype"] == "bf16")
             if step:
-                times.append(elapsed)
+                times.append(seconds)
     for row, times in zip(timed, samples, strict=True):
-        row["seconds"] = statistics.median(times)
+        row["seconds"] = statistics.median(wall for wall, _ in times)
+        row["system_seconds"] = statistics.median(system for _, system in times)
         row["tokens_per_s"] = length / row["seconds"]
     del models, samples
     for row in rows:
@@ -128,7 +132,8 @@ def measure_length(names: list[str], length: int, dtypes: list[str], args: argpa
             row["peak_gib"] = peak_memory(row["model"], length, row["dtype"], args)
         memory = f", peak {row['peak_gib']:.2f} GiB" if row.get("peak_gib") else ""
         print(f"  {row['model']:8s} {row['dtype']} at {length:>6,}: "
-              + (f"{row['tokens_per_s']:,.0f} tokens/s{memory}" if "seconds" in row else f"skipped, {row['skipped']}"),
+              + (f"{row['tokens_per_s']:,.0f} tokens/s, {row['system_seconds']:.2f} s/step of system time{memory}"
+                 if "seconds" in row else f"skipped, {row['skipped']}"),
               flush=True)
     return rows
 
