@@ -97,10 +97,16 @@ SWAT_ALWAYS_INLINE float exp_approx(float x) {
   return y * two_n;
 }
 
-// x[c] = scale * x[c] + base + slope * c: the scores with the position term b - m_h * (i - j) of
-// consecutive keys j.
+// scale * x + base + slope * c: the score of the c-th of consecutive keys j, with the position term
+// b - m_h * (i - j).
+SWAT_ALWAYS_INLINE float position_score(float x, int64_t c, float scale, float base, float slope) {
+  return scale * x + base + slope * static_cast<float>(c);
+}
+
+SWAT_ALWAYS_INLINE float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+
 SWAT_VECTOR_CLONES void add_position_term(float* x, int64_t len, float scale, float base, float slope) {
-  for (int64_t c = 0; c < len; ++c) x[c] = scale * x[c] + base + slope * static_cast<float>(c);
+  for (int64_t c = 0; c < len; ++c) x[c] = position_score(x[c], c, scale, base, slope);
 }
 
 SWAT_VECTOR_CLONES void mask_other_segments(float* x, const int64_t* key_segments, int64_t segment, int64_t len) {
@@ -113,15 +119,12 @@ SWAT_VECTOR_CLONES void zero_other_segments(float* x, const int64_t* key_segment
 }
 
 SWAT_VECTOR_CLONES void sigmoid_inplace(float* x, int64_t len) {
-  for (int64_t c = 0; c < len; ++c) x[c] = 1.0f / (1.0f + exp_approx(-x[c]));
+  for (int64_t c = 0; c < len; ++c) x[c] = sigmoid(x[c]);
 }
 
 // add_position_term and sigmoid_inplace in one pass (sigmoid without segments).
 SWAT_VECTOR_CLONES void sigmoid_of_scores(float* x, int64_t len, float scale, float base, float slope) {
-  for (int64_t c = 0; c < len; ++c) {
-    const float score = scale * x[c] + base + slope * static_cast<float>(c);
-    x[c] = 1.0f / (1.0f + exp_approx(-score));
-  }
+  for (int64_t c = 0; c < len; ++c) x[c] = sigmoid(position_score(x[c], c, scale, base, slope));
 }
 
 constexpr int64_t kLanes = 16;  // independent partial results, so that reductions vectorise
@@ -191,6 +194,14 @@ SWAT_VECTOR_CLONES void interleave_rows(const uint16_t* first, const uint16_t* s
   for (int64_t c = 0; c < len; ++c) {
     dst[2 * c] = first[c];
     dst[2 * c + 1] = second ? second[c] : 0;
+  }
+}
+
+// `rows` rows of bf16 values (cols each, ld apart) as a GEMM B operand in VNNI layout in dst
+// ([even(rows) / 2, cols, 2]): pairs of rows interleaved, the last one with zeros when rows is odd.
+void interleave_row_pairs(const uint16_t* src, int64_t rows, int64_t ld, int64_t cols, uint16_t* dst) {
+  for (int64_t r = 0; r < rows; r += 2) {
+    interleave_rows(src + r * ld, r + 1 < rows ? src + (r + 1) * ld : nullptr, dst + r * cols, cols);
   }
 }
 
@@ -286,11 +297,8 @@ const T* gemm_b_input(const float* x, int64_t rows, int64_t cols, std::vector<T>
 template <typename T>
 const T* rows_as_b_input(const T* x, int64_t rows, int64_t cols, std::vector<T>& low, bool vnni) {
   if (!vnni) return x;
-  const uint16_t* src = reinterpret_cast<const uint16_t*>(x);
-  uint16_t* dst = reinterpret_cast<uint16_t*>(low.data());
-  for (int64_t r = 0; r < rows; r += 2) {
-    interleave_rows(src + r * cols, r + 1 < rows ? src + (r + 1) * cols : nullptr, dst + r * cols, cols);
-  }
+  interleave_row_pairs(reinterpret_cast<const uint16_t*>(x), rows, cols, cols,
+                       reinterpret_cast<uint16_t*>(low.data()));
   return low.data();
 }
 
@@ -567,11 +575,9 @@ at::Tensor key_rows(const at::Tensor& x, const Shape& s) {
   const uint16_t* src = reinterpret_cast<const uint16_t*>(x.data_ptr<T>());
   uint16_t* dst = reinterpret_cast<uint16_t*>(out.data_ptr<T>());
   for_each_key_block(s, [&](int64_t b, int64_t h, int64_t j0, int64_t j1, float*) {
-    uint16_t* lane = dst + (b * s.kv_heads + h) * s.kv_pad * s.dim;
-    for (int64_t j = j0; j < j1; j += 2) {  // j0 is even (kKeyBlock is), kv_pad too
-      const uint16_t* first = src + ((b * s.kv_len + j) * s.kv_heads + h) * s.dim;
-      interleave_rows(first, j + 1 < s.kv_len ? first + s.kv_stride() : nullptr, lane + j * s.dim, s.dim);
-    }
+    // j0 is even (kKeyBlock is); the block's pairs end at j1, or at kv_pad = kv_len + 1 (a zero key)
+    interleave_row_pairs(src + ((b * s.kv_len + j0) * s.kv_heads + h) * s.dim, std::min(j1, s.kv_len) - j0,
+                         s.kv_stride(), s.dim, dst + ((b * s.kv_heads + h) * s.kv_pad + j0) * s.dim);
   });
   return out;
 }
