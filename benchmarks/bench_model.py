@@ -6,7 +6,9 @@ random tokens per length: forward, the trainer's loss (:func:`swat.training.trai
 float32 cross-entropy, as ``swat train`` computes it), backward and
 ``swat train``'s AdamW (:func:`swat.training.optim.build_optimizer`, torch's fused step). ``bf16`` is mixed precision as ``swat train`` runs it (fp32 weights and optimiser, bf16
 autocast); ``fp32`` is plain fp32. Like ``swat train`` it sets ``THP_MEM_ALLOC_ENABLE=1`` (huge
-pages for large tensors, :mod:`swat.utils.huge_pages`) unless the environment sets it. Each model's attention is what it runs by default: SWAT's
+pages for large tensors, :mod:`swat.utils.huge_pages`) unless the environment sets it, and puts
+the block cache in front of PyTorch's CPU allocator (:mod:`swat.utils.block_cache`) unless
+``SWAT_NO_BLOCK_CACHE=1``; the header line says both. Each model's attention is what it runs by default: SWAT's
 ``auto`` backend, transformers' SDPA for Llama (PyTorch's fused causal kernel) and for Mistral
 (a dense band mask, so its cost grows with the square of the length).
 
@@ -52,6 +54,7 @@ from swat.ops.device import describe_machine  # noqa: E402
 from swat.training.config import OptimConfig  # noqa: E402
 from swat.training.optim import build_optimizer  # noqa: E402
 from swat.training.trainer import window_loss  # noqa: E402
+from swat.utils.block_cache import use_block_cache  # noqa: E402
 
 DTYPES = ("fp32", "bf16")
 DEFAULT_THREADS = torch.get_num_threads()  # the machine's default (or OMP_NUM_THREADS)
@@ -222,13 +225,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    cache = use_block_cache()  # as swat train runs
     if args.one_step:
         one_step(args.one_step, args)
         return 0
     default = " (the machine's default)" if args.threads == DEFAULT_THREADS else ""
     print(f"# model training benchmark on {describe_machine()}, {args.threads} threads{default}: {SIZE}, window {WINDOW}, "
           f"batch 1, forward + loss + backward + AdamW{', gradient checkpointing' if args.gradient_checkpointing else ''}, "
-          f"median of {args.steps} steps, {HUGE_PAGES_ENV}={os.environ.get(HUGE_PAGES_ENV)}", flush=True)
+          f"median of {args.steps} steps, {HUGE_PAGES_ENV}={os.environ.get(HUGE_PAGES_ENV)}, "
+          f"block cache {'on' if cache else 'off'}", flush=True)
     rows = []
     for length in args.lengths:
         rows += measure_length(args.models, length, args.dtypes, args)

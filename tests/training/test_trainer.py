@@ -8,15 +8,20 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from swat.cli import main
 from swat.training import NonFiniteLossError, Trainer, load_config
 from swat.training.sampler import document_segments, stack_windows
+from swat.utils import block_cache
 from tests.training.conftest import eval_losses, run_config, train_losses
 
 
-def test_cli_training_learns_and_saves_a_loadable_model(data_dir, tmp_path):
+def test_cli_training_learns_and_saves_a_loadable_model(data_dir, tmp_path, monkeypatch):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(run_config(data_dir, eval={"every": 15})))
     out = tmp_path / "run"
+    monkeypatch.delenv(block_cache.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(block_cache, "DEFAULT_MIN_BYTES", 1)  # every tensor of the run through the block cache
+    hits = block_cache.block_cache_stats().hits
     assert main(["train", "--config", str(config), "--set", "train.steps=30", "optim.warmup_steps=3",
                  "--out", str(out)]) == 0
+    assert block_cache.block_cache_stats().hits > hits + 1000 and not block_cache.block_cache_stats().installed
     losses = [loss for _, loss in train_losses(out)]
     assert len(losses) == 30
     assert losses[0] > math.log(286) - 0.5  # starts near uniform over the vocabulary

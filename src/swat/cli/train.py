@@ -20,7 +20,9 @@ with it. --resume continues only a run swat started in --out (its .swat-run mark
 while final/ or a checkpoint holds a file swat did not write there; without --config it continues
 with the run's own config (RUN/config.yaml, --set on top of it), and a config that changes what
 the run computes is refused. train.batch_size is the global batch, the same on any number of
-processes; train.micro_batch_size bounds the sequences of one forward on one process.
+processes; train.micro_batch_size bounds the sequences of one forward on one process. Large CPU
+tensors are reused from step to step through swat's block cache (swat.utils.block_cache;
+SWAT_NO_BLOCK_CACHE=1 leaves PyTorch's allocator alone).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from swat.training import NonFiniteLossError, load_config, train
     from swat.training.run_dir import RunDir
+    from swat.utils.block_cache import block_cache
 
     try:
         source, out = _config_and_out(args)
@@ -63,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:
             print(config.to_yaml(), end="")
             return 0
-        run_dir = train(config, out, resume=args.resume, overwrite=args.overwrite,
-                        accept_data_change=args.accept_data_change, command=_command(args))
+        with block_cache():  # large CPU tensors reused from step to step, not faulted in again
+            run_dir = train(config, out, resume=args.resume, overwrite=args.overwrite,
+                            accept_data_change=args.accept_data_change, command=_command(args))
     except NonFiniteLossError as error:
         print(f"swat train: {error}", file=sys.stderr)
         return 1

@@ -17,19 +17,15 @@ scores, weights and accumulators for bf16 (on CPUs without fast bf16 matmuls bf1
 fp32). float64 and float16 inputs, and tensors on other devices, are delegated to
 :func:`swat.ops.chunked.chunked_attention`.
 
-The extension is compiled on first use with ``torch.utils.cpp_extension`` into
-``~/.cache/swat/extensions/<torch version>-<source hash>`` and loaded from there afterwards
-(:func:`build` compiles it ahead of time). Where it cannot be built (no compiler, a build error),
+The extension is compiled on first use and cached (:mod:`swat.utils.extensions`; :func:`build`
+compiles it ahead of time). Where it cannot be built (no compiler, a build error),
 or with ``SWAT_NO_FUSED=1`` in the environment, the backend falls back to ``chunked`` and says so
 once, in one line.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -39,6 +35,7 @@ import torch
 from swat.ops.chunked import chunked_attention
 from swat.ops.device import upcast_without_fast_low_precision
 from swat.ops.spec import AttentionSpec
+from swat.utils.extensions import CompiledExtension
 
 SOURCE = Path(__file__).with_name("csrc") / "swat_cpu.cpp"
 DISABLE_ENV = "SWAT_NO_FUSED"
@@ -53,35 +50,9 @@ _FUSED_DTYPES = (torch.float32, torch.bfloat16)
 # applies. Without -fno-trapping-math GCC 12 keeps the clamp of exp's argument as a branch in the
 # AVX2 clone, which leaves the sigmoid and softmax loops scalar there (the kernel signals no
 # floating-point exceptions, so nothing depends on trapping).
-_CFLAGS = ["-O3", "-fno-trapping-math", "-fopenmp"]
-_LDFLAGS = ["-fopenmp"]
-# Written last by the process that compiled the extension: a library without it is incomplete.
-_COMPLETE = "complete"
-
-
-def build_directory() -> Path:
-    """Where the compiled extension is cached: one folder per torch version, source text and flags."""
-    flags = " ".join(_CFLAGS + _LDFLAGS).encode()
-    digest = hashlib.sha256(SOURCE.read_bytes() + flags).hexdigest()[:16]
-    return Path.home() / ".cache" / "swat" / "extensions" / f"{torch.__version__}-{digest}"
-
-
-@contextlib.contextmanager
-def build_lock(directory: Path):
-    """An exclusive ``flock`` on ``directory/build.lock`` for as long as the block runs. The OS drops
-    it when its holder exits, however it dies (kill -9 included), so no lock is ever left stale; a
-    process that has to wait says for what, once."""
-    fd = os.open(directory / "build.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"swat: waiting for another process compiling the fused CPU attention kernel in {directory} "
-                  f"(it holds {directory / 'build.lock'})", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor drops the lock
+_CFLAGS = ("-O3", "-fno-trapping-math", "-fopenmp")
+_LDFLAGS = ("-fopenmp",)
+EXTENSION = CompiledExtension(SOURCE, "the fused CPU attention kernel", _CFLAGS, _LDFLAGS)
 
 
 @functools.cache
@@ -89,31 +60,9 @@ def build() -> None:
     """Compiles the extension (or finds it in the cache) and loads it into this process, which
     registers ``torch.ops.swat_cpu.forward`` (differentiable), ``backward`` and ``threads_used``,
     then adds the fake implementations of the first two (so ``torch.compile`` traces them). Raises
-    if it cannot be built.
-
-    One process compiles at a time, under :func:`build_lock`; a compiled library is loaded directly,
-    without torch's own build lock (a file that stays behind, and hangs every later load, when the
-    process holding it is killed)."""
-    directory = build_directory()
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"swat_cpu_{directory.name.rsplit('-', 1)[1]}"
-    with build_lock(directory):
-        if not (directory / _COMPLETE).is_file():
-            _compile(directory, name)
-        else:
-            torch.ops.load_library(str(directory / f"{name}.so"))
+    if it cannot be built."""
+    EXTENSION.load()
     _register_fakes()
-
-
-def _compile(directory: Path, name: str) -> None:
-    """Compiles and loads the extension; the caller holds :func:`build_lock`."""
-    from torch.utils.cpp_extension import load
-
-    print(f"swat: compiling the fused CPU attention kernel into {directory} (once, about 20 s)", file=sys.stderr)
-    (directory / "lock").unlink(missing_ok=True)  # torch's lock file, left by a killed compile: we hold ours
-    load(name=name, sources=[str(SOURCE)], extra_cflags=list(_CFLAGS), extra_ldflags=list(_LDFLAGS),
-         build_directory=str(directory), is_python_module=False, verbose=False)
-    (directory / _COMPLETE).touch()
 
 
 def threads_used() -> int:
