@@ -12,8 +12,9 @@ the block cache in front of PyTorch's CPU allocator (:mod:`swat.utils.block_cach
 ``auto`` backend, transformers' SDPA for Llama (PyTorch's fused causal kernel) and for Mistral
 (a dense band mask, so its cost grows with the square of the length).
 
-For each length the models' steps are interleaved (one step of each, in turn, ``--steps``
-times after a warm-up step), so a shared machine's changing load hits them alike; cells are
+For each length each model takes a warm-up step and then ``--steps`` timed steps, back to back,
+the block cache emptied before its warm-up: a cache serves one step pattern, as in ``swat train``
+(steps of two models taken in turn would each free the other's blocks). Cells are
 tokens/s = tokens per step / median step time, ratios are SWAT's tokens/s over the peer's (> 1:
 SWAT trains faster). Each case's line also gives the median system CPU time of a step (the
 kernel's: almost all of it faulting in and zeroing fresh pages). Next to each model's tokens/s is the peak memory of one training step: the
@@ -54,7 +55,7 @@ from swat.ops.device import describe_machine  # noqa: E402
 from swat.training.config import OptimConfig  # noqa: E402
 from swat.training.optim import build_optimizer  # noqa: E402
 from swat.training.trainer import window_loss  # noqa: E402
-from swat.utils.block_cache import use_block_cache  # noqa: E402
+from swat.utils.block_cache import empty_block_cache, use_block_cache  # noqa: E402
 
 DTYPES = ("fp32", "bf16")
 DEFAULT_THREADS = torch.get_num_threads()  # the machine's default (or OMP_NUM_THREADS)
@@ -98,7 +99,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, windows
 
 
 def measure_length(names: list[str], length: int, dtypes: list[str], args: argparse.Namespace) -> list[dict]:
-    """Rows for one length: each (model, dtype) timed over interleaved steps, or skipped."""
+    """Rows for one length: each (model, dtype) timed over its own steps, or skipped."""
     rows = []
     for dtype in dtypes:
         for name in names:
@@ -118,18 +119,15 @@ def measure_length(names: list[str], length: int, dtypes: list[str], args: argpa
             models[row["model"]] = (model, build_optimizer(model, OptimConfig()))
     timed = [row for row in rows if "skipped" not in row]
     windows = torch.randint(0, SIZE["vocab_size"], (1, length + 1))
-    samples: list[list[tuple[float, float]]] = [[] for _ in timed]
-    for step in range(args.steps + 1):  # the first round warms up
-        for row, times in zip(timed, samples, strict=True):
-            model, optimizer = models[row["model"]]
-            seconds = train_step(model, optimizer, windows, row["dtype"] == "bf16")
-            if step:
-                times.append(seconds)
-    for row, times in zip(timed, samples, strict=True):
+    for row in timed:
+        model, optimizer = models[row["model"]]
+        empty_block_cache()
+        train_step(model, optimizer, windows, row["dtype"] == "bf16")  # warm-up
+        times = [train_step(model, optimizer, windows, row["dtype"] == "bf16") for _ in range(args.steps)]
         row["seconds"] = statistics.median(wall for wall, _ in times)
         row["system_seconds"] = statistics.median(system for _, system in times)
         row["tokens_per_s"] = length / row["seconds"]
-    del models, samples
+    del models
     for row in rows:
         if args.memory and "seconds" in row:
             row["peak_gib"] = peak_memory(row["model"], length, row["dtype"], args)

@@ -4,7 +4,7 @@ A training step allocates and frees the same large tensors every step (each laye
 the loss's chunk of logits). PyTorch's CPU allocator takes them from ``malloc``, and glibc returns
 every block over 32 MiB to the kernel on ``free``, so the next step faults the same amount of
 memory in again and the kernel zeroes every page of it: at 32k tokens a step of the benchmark
-model spent 10 of its 24 s in the kernel doing that, huge pages on (docs/benchmarks.md).
+model spent 10-13 of its 24-27 s in the kernel doing that, huge pages on (docs/benchmarks.md).
 
 The cache (``csrc/block_cache.cpp``) keeps each freed block of at least ``min_bytes`` (rounded up
 to whole 2 MiB pages) and gives it to the next request of the same rounded size. A request that
