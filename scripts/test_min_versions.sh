@@ -20,5 +20,6 @@ SMOKE=(
   tests/training/test_trainer.py
   tests/data/test_prepare.py
   tests/evaluation/test_harness.py
+  tests/utils
 )
 .venv-min/bin/python -m pytest -p no:cacheprovider "${SMOKE[@]}"
