@@ -119,3 +119,15 @@ def test_the_environment_keeps_it_off():
     code = "from swat.utils.block_cache import use_block_cache, block_cache_stats as s; print(use_block_cache(), s())"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.startswith("False BlockCacheStats(hits=0, misses=0"), done.stdout
+
+
+def test_without_a_compiler_training_goes_on_without_the_cache(monkeypatch, capsys):
+    class Unbuildable:
+        def load(self):
+            raise RuntimeError("Error building extension 'block_cache'\nc++: not found")
+
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    monkeypatch.setattr(block_cache_module, "EXTENSION", Unbuildable())
+    assert use_block_cache() is False
+    notice = capsys.readouterr().err
+    assert notice.count("\n") == 1 and "c++: not found" in notice and "block cache is unavailable" in notice
