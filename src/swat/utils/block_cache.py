@@ -32,7 +32,7 @@ import torch
 from swat.utils.extensions import CompiledExtension
 
 DISABLE_ENV = "SWAT_NO_BLOCK_CACHE"
-DEFAULT_MIN_BYTES = 4 << 20  # blocks from 4 MiB: of 1, 4 and 32 MiB the fastest at 2k, 8k and 32k (docs/benchmarks.md)
+DEFAULT_MIN_BYTES = 4 << 20  # of 1, 4 and 32 MiB: the fastest at 8k and 32k, the lowest peak (docs/benchmarks.md)
 EXTENSION = CompiledExtension(Path(__file__).with_name("csrc") / "block_cache.cpp", "the CPU block cache", ("-O2",))
 
 
