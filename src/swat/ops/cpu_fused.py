@@ -35,7 +35,7 @@ import torch
 from swat.ops.chunked import chunked_attention
 from swat.ops.device import upcast_without_fast_low_precision
 from swat.ops.spec import AttentionSpec
-from swat.utils.extensions import CompiledExtension
+from swat.utils.extensions import CompiledExtension, build_failure
 
 SOURCE = Path(__file__).with_name("csrc") / "swat_cpu.cpp"
 DISABLE_ENV = "SWAT_NO_FUSED"
@@ -88,7 +88,7 @@ def available() -> bool:
     try:
         build()
     except Exception as error:  # noqa: BLE001 (any build failure means: fall back)
-        _announce_fallback(f"build failed: {type(error).__name__}: {str(error).strip().splitlines()[-1][:160]}")
+        _announce_fallback(f"build failed: {build_failure(error)}")
         return False
     return True
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from swat.utils.extensions import CompiledExtension
+from swat.utils.extensions import CompiledExtension, build_failure
 
 DISABLE_ENV = "SWAT_NO_BLOCK_CACHE"
 DEFAULT_MIN_BYTES = 4 << 20  # of 1, 4 and 32 MiB: the fastest at 8k and 32k, the lowest peak (docs/benchmarks.md)
@@ -60,8 +60,7 @@ def use_block_cache(min_bytes: int | None = None) -> bool:
     try:
         EXTENSION.load()
     except Exception as error:  # noqa: BLE001 (any build failure means: run without the cache)
-        reason = str(error).strip().splitlines()[-1][:160] if str(error).strip() else ""
-        print(f"swat: the CPU block cache is unavailable ({type(error).__name__}: {reason}); "
+        print(f"swat: the CPU block cache is unavailable ({build_failure(error)}); "
               "large tensors go straight to PyTorch's allocator", file=sys.stderr)
         return False
     torch.ops.swat_block_cache.install(int(min_bytes))

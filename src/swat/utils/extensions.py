@@ -25,6 +25,13 @@ CACHE = Path.home() / ".cache" / "swat" / "extensions"
 COMPLETE = "complete"
 
 
+def build_failure(error: BaseException) -> str:
+    """Why a build failed, in one line: the error's type and the last line of its message (a
+    compiler's output ends with the reason), at most 160 characters of it."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1][:160] if lines else ''}"
+
+
 @contextlib.contextmanager
 def build_lock(directory: Path, what: str = "a C++ extension"):
     """An exclusive ``flock`` on ``directory/build.lock`` for as long as the block runs. The OS drops
